@@ -1,0 +1,144 @@
+//! The storage interface: the [`Broker`](crate::Broker) submits operations, the engine completes
+//! them, possibly later.
+//!
+//! The split is: the broker owns sessions, subscriptions and fan-out (who gets what, live); the
+//! engine owns storage (inboxes, room histories, per-device cursors, dedupe, retention) and message
+//! ids. An operation goes in with [`Engine::submit`] under a [`Token`]; its result comes out of
+//! [`Engine::poll_completion`] under the same token.
+//!
+//! The in-memory engine completes every operation inside `submit`. The Redis engine (next step)
+//! will pipeline the operation to Redis and complete it when the reply arrives; the broker is
+//! written for that already: it keeps per-token context, buffers live messages for a session whose
+//! replay read is still in flight, and requires only that completions of one channel come out in
+//! the order the engine applied them. Replays are read a [`Page`] at a time.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use hermod_core::ids::{Cid, MsgId, Name};
+
+/// Matches a completion to the operation the broker submitted. Unique per broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub u64);
+
+/// A place messages are stored in order: a user's inbox or a room's history.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The direct messages for one user (all devices share it; each device has a cursor).
+    Inbox(Name),
+    /// The history of one room.
+    Room(Name),
+}
+
+/// A stored message, as replay and fan-out hand it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The id the engine gave the message; unique and ordered within its channel.
+    pub id: MsgId,
+    /// The JSON text of the `msg` frame, encoded once when stored and shared afterwards.
+    pub frame: Bytes,
+}
+
+/// How much one replay read returns: the first messages after the position, as many as fit.
+/// A page ends at `max_messages` messages, or before the message that would take its frames past
+/// `max_bytes`; it always holds at least one message when any is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Most messages (`Limits::replay_page_messages`).
+    pub max_messages: usize,
+    /// Most bytes of frames (`Limits::replay_page_bytes`).
+    pub max_bytes: usize,
+}
+
+impl Page {
+    /// Whether a page holding `count` messages of `bytes` bytes takes one more of `len` bytes.
+    /// Every engine pages with this rule, so pages look the same whatever the storage.
+    pub fn admits(&self, count: usize, bytes: usize, len: usize) -> bool {
+        count == 0 || (count < self.max_messages && bytes.saturating_add(len) <= self.max_bytes)
+    }
+}
+
+/// Work for the engine.
+#[derive(Debug)]
+pub enum Op {
+    /// Store a message unless `(from, cid)` was stored inside the dedupe window.
+    Append {
+        /// Where to store it.
+        channel: Channel,
+        /// The sending user: goes into the frame and keys the dedupe.
+        from: Name,
+        /// The client's request id: keys the dedupe with `from`.
+        cid: Cid,
+        /// The payload, copied into the frame as it came.
+        data: Box<RawValue>,
+    },
+    /// One page of `user`'s inbox, oldest first: the messages after `after` when given (a
+    /// replay's later pages continue from the last id delivered, wherever the cursor is), else
+    /// after `device`'s cursor (the first page of an attach).
+    ReadInbox {
+        user: Name,
+        device: Name,
+        after: Option<MsgId>,
+        page: Page,
+    },
+    /// Move `device`'s cursor in `user`'s inbox forward to `id` (never backwards).
+    Ack { user: Name, device: Name, id: MsgId },
+    /// One page of the room's history after `since` (from its oldest retained message when
+    /// `since` is not a position in it). A replay's later pages pass the last id delivered as
+    /// `since`.
+    ReadRoom {
+        room: Name,
+        since: Option<MsgId>,
+        page: Page,
+    },
+}
+
+/// What an operation produced.
+#[derive(Debug)]
+pub enum Done {
+    /// An `Append` went through. `fresh` is the stored message, or `None` when `(from, cid)` was
+    /// a duplicate: then `id` is the id stored the first time and nothing new was stored.
+    Appended { id: MsgId, fresh: Option<Stored> },
+    /// A `ReadInbox` page. `more`: messages remain after the page's last one.
+    Inbox { messages: Vec<Stored>, more: bool },
+    /// An `Ack` was applied (or was a no-op because the cursor was already there).
+    Acked,
+    /// A `ReadRoom` page. `recovered` is false when the history does not cover `since`;
+    /// `more`: messages remain after the page's last one.
+    Room {
+        recovered: bool,
+        messages: Vec<Stored>,
+        more: bool,
+    },
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A client-supplied id that this engine did not issue (unparsable, or another epoch).
+    #[error("unknown message id")]
+    UnknownId,
+    /// The storage could not be reached or did not answer in time.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One completed operation.
+pub type Completion = (Token, Result<Done, EngineError>);
+
+/// A storage engine. Sans-io from the broker's point of view: no call blocks.
+pub trait Engine {
+    /// Starts `op`; its result comes out of [`Engine::poll_completion`] under `token`.
+    /// `now_ms` (unix milliseconds) stamps stored messages and dates dedupe entries.
+    fn submit(&mut self, token: Token, op: Op, now_ms: u64);
+
+    /// The next finished operation, if any. Completions that touch the same channel come out in
+    /// the order the engine applied them. (That is what lets the broker order live messages
+    /// after a replay: an append applied before a read completes before it, so the broker holds
+    /// it back until the read's result is out, and drops it if the read already contained it.)
+    fn poll_completion(&mut self) -> Option<Completion>;
+
+    /// Drops what retention and the dedupe window allow at `now_ms`, and channels that are empty
+    /// and not `in_use` (no session subscribed), so storage follows what is live.
+    fn sweep(&mut self, now_ms: u64, in_use: &dyn Fn(&Channel) -> bool);
+}

@@ -1,0 +1,39 @@
+//! # hermod-broker
+//!
+//! The message processor: takes [`Request`](hermod_core::bus::Request)s from gateways and answers
+//! with [`Delivery`](hermod_core::bus::Delivery)s (spec §2: inboxes, acks, rooms, dedupe).
+//!
+//! - [`Broker`] (`broker.rs`): sessions, subscriptions and fan-out. Sans-io:
+//!   `handle(request, now_ms, &mut out)`, `sweep(now_ms)`; no clock, no threads.
+//! - [`Engine`] (`engine.rs`): the storage interface. The broker submits [`Op`]s under a
+//!   [`Token`] and collects completions, so an asynchronous, pipelined engine (Redis) fits.
+//! - [`MemoryEngine`] (`memory.rs`, with `history.rs` and `dedupe.rs`): the in-memory engine.
+//! - [`embedded`]: the broker on its own thread inside the proxy, fed by a bounded channel,
+//!   delivering through one sink per gateway worker.
+//! - `replay.rs`: paged replay with flow control. A replay (inbox backlog on attach, room
+//!   history after `since`) goes out a [`Page`] at a time; after a full page the session gets
+//!   `Event::ReplayPaused` and the next page only after `Request::ResumeReplay`.
+//! - [`Limits`] (`limits.rs`): retention, dedupe and replay-page bounds.
+//!
+//! Invariants: per inbox and per room, every session receives messages in storage order; an
+//! attaching session first gets every inbox message after its device's cursor, then live ones,
+//! none twice; every map a client can grow is bounded (retention, dedupe cap and expiry,
+//! cursor and membership caps, one queue entry per paused subscription, sweep of empty
+//! channels).
+
+mod broker;
+mod dedupe;
+pub mod embedded;
+mod engine;
+mod history;
+mod limits;
+mod memory;
+mod replay;
+
+pub use broker::{Broker, MAX_ROOMS_PER_SESSION};
+pub use dedupe::MAX_DEDUPE_ENTRIES;
+pub use engine::{Channel, Completion, Done, Engine, EngineError, Op, Page, Stored, Token};
+pub use history::MAX_CURSORS_PER_INBOX;
+pub use limits::Limits;
+pub use memory::MemoryEngine;
+pub use replay::MAX_REPLAY_BUFFER;

@@ -1,0 +1,128 @@
+//! The broker's message interface: requests in, deliveries out.
+//!
+//! The gateway (proxy) turns client frames into [`Request`]s and hands them to a broker; the broker
+//! answers with [`Delivery`]s addressed to sessions. Embedded, the two sides are joined by channels
+//! in one process; later the same messages travel over a link to a `hermod-broker` process.
+//! The broker keeps per-session state from [`Request::Attach`] (user, device), so the other
+//! requests carry only the session they come from.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::ids::{Cid, MsgId, Name};
+use crate::protocol::ErrorCode;
+
+/// One client session, unique in the process: the gateway worker that owns it and the
+/// generation-tagged slot it sits in there. A reused slot has a new generation, so a delivery
+/// for a closed session can never reach its successor.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    pub worker: u16,
+    pub slot: u32,
+    pub generation: u32,
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}-{}", self.worker, self.slot, self.generation)
+    }
+}
+
+/// Work for the broker, each from one session.
+#[derive(Debug)]
+pub enum Request {
+    /// A session opened for `user` on `device`: deliver every unacked inbox message in order,
+    /// then live ones.
+    Attach {
+        session: SessionKey,
+        user: Name,
+        device: Name,
+    },
+    /// The session is gone: drop its subscriptions. Its unacked messages stay in the inbox.
+    Detach { session: SessionKey },
+    /// Store a direct message for `to`, answer `Sent` (or an error), deliver to `to`'s sessions.
+    Send {
+        session: SessionKey,
+        cid: Cid,
+        to: Name,
+        data: Box<RawValue>,
+    },
+    /// Store a room message, answer `Sent`, deliver to every member of the room.
+    Publish {
+        session: SessionKey,
+        cid: Cid,
+        room: Name,
+        data: Box<RawValue>,
+    },
+    /// Cumulative ack of the session's inbox, for its device, up to and including `id`.
+    Ack { session: SessionKey, id: MsgId },
+    /// Join a room, optionally replaying history after `since`.
+    Join {
+        session: SessionKey,
+        room: Name,
+        since: Option<MsgId>,
+    },
+    /// Leave a room.
+    Leave { session: SessionKey, room: Name },
+    /// Flow control of a replay: the session has written out what it was given after
+    /// [`Event::ReplayPaused`] and wants the next page of its backlog.
+    ResumeReplay { session: SessionKey },
+}
+
+impl Request {
+    /// The session this request comes from.
+    pub fn session(&self) -> SessionKey {
+        match self {
+            Request::Attach { session, .. }
+            | Request::Detach { session }
+            | Request::Send { session, .. }
+            | Request::Publish { session, .. }
+            | Request::Ack { session, .. }
+            | Request::Join { session, .. }
+            | Request::Leave { session, .. }
+            | Request::ResumeReplay { session } => *session,
+        }
+    }
+}
+
+/// Something for one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub session: SessionKey,
+    pub event: Event,
+}
+
+/// What the broker tells a session.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A `send` or `publish` is stored: `{"op":"sent","cid":C,"id":ID}`.
+    Sent { cid: Cid, id: MsgId },
+    /// `{"op":"joined","room":R,"recovered":B}`; replayed messages follow as `Message`s.
+    Joined { room: Name, recovered: bool },
+    /// `{"op":"left","room":R}`.
+    Left { room: Name },
+    /// `{"op":"error",...}`; the session stays open.
+    Error {
+        cid: Option<Cid>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// A message for the client, already encoded as the JSON text of its `msg` frame. `Bytes` so
+    /// that a room fan-out shares one buffer between all members. Always valid UTF-8.
+    Message { id: MsgId, frame: Bytes },
+    /// The broker cannot keep this session consistent (e.g. its deliveries overflowed): the
+    /// gateway closes it with 1008 and the client resumes from its inbox and `since`.
+    Overflow,
+    /// A replay (inbox backlog on attach, or room history after `since`) has more pages: the
+    /// gateway sends [`Request::ResumeReplay`] once the session's outbound queue has drained, so a
+    /// long backlog never trips the slow-consumer bound of a client that reads at a normal pace.
+    ReplayPaused,
+}

@@ -1,0 +1,17 @@
+//! # hermod-core
+//!
+//! The pieces every Hermod program shares. Nothing here reads the clock or owns a thread;
+//! the programs (proxy, broker, loadgen) drive these parts from their own loops.
+//!
+//! - [`ids`]: validated names, client request ids and message ids.
+//! - [`protocol`]: the v1 client protocol (JSON frames), parse and encode.
+//! - [`jwt`]: HS256 tokens: mint and verify.
+//! - [`bus`]: the broker's message interface (requests in, deliveries out).
+//! - [`reactor`]: the parts of a mio reactor: generation-tagged slots, a timer wheel,
+//!   a cross-thread mailbox, and listeners.
+
+pub mod bus;
+pub mod ids;
+pub mod jwt;
+pub mod protocol;
+pub mod reactor;

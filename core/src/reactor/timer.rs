@@ -1,0 +1,214 @@
+//! A hashed timer wheel, sans-io: time comes in as an [`Instant`] argument, never from a clock.
+//!
+//! Time is cut into ticks of `tick` length starting at `start`; tick `t` hashes to bucket
+//! `t % slots`. A timer lives in the bucket of its deadline's tick and remembers that tick and its
+//! exact deadline, so deadlines many revolutions away simply wait in their bucket (they are
+//! re-checked, and kept, each time the wheel passes over them). Insert and cancel are O(1): the
+//! entries sit in a [`Slots`] slab and each bucket is a `Vec` of keys with swap-remove, every entry
+//! knowing its position in its bucket.
+//!
+//! Expiry is exact: [`TimerWheel::poll_expired`] hands out precisely the timers whose deadline is
+//! `<= now`, never one early, and [`TimerWheel::next_deadline`] is the exact earliest deadline, so
+//! a reactor that sleeps until it and then polls loses nothing to tick rounding. Pick
+//! `tick * slots` above the usual timeout (idle, ping) so that most timers land within one
+//! revolution: both polling and `next_deadline` then touch only the buckets they pass over.
+
+use std::time::{Duration, Instant};
+
+use super::slots::{Key, Slots};
+
+/// Names one armed timer; goes stale (cancel returns `None`) once it fired or was cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId(Key);
+
+/// One armed timer.
+#[derive(Debug)]
+struct Entry<K> {
+    /// What the owner gets back when the timer fires (typically a connection key + a kind).
+    key: K,
+    /// The exact deadline; expiry compares against it, so ticks never make a timer early.
+    deadline: Instant,
+    /// The absolute tick whose bucket holds the entry: its deadline's tick, or the wheel's current
+    /// tick if the deadline was already past at insert. Tells this revolution from later ones.
+    tick: u64,
+    /// Index in the bucket's `Vec`, for O(1) swap-remove on cancel.
+    pos: usize,
+}
+
+/// A hashed timer wheel holding keys of type `K`.
+#[derive(Debug)]
+pub struct TimerWheel<K> {
+    /// Instant of tick 0.
+    start: Instant,
+    /// Tick length in nanoseconds (at least 1).
+    tick_nanos: u128,
+    /// `buckets[t % slots]` holds the keys of entries whose tick is `t` (any revolution).
+    buckets: Vec<Vec<Key>>,
+    /// The armed timers.
+    entries: Slots<Entry<K>>,
+    /// The tick of the latest `poll_expired`: every armed entry has `tick >= current`.
+    current: u64,
+}
+
+impl<K> TimerWheel<K> {
+    /// A wheel whose tick 0 starts at `start`, with `slots` buckets of `tick` each. A zero `tick`
+    /// is taken as one nanosecond and zero `slots` as one.
+    pub fn new(start: Instant, tick: Duration, slots: usize) -> Self {
+        let slots = slots.max(1);
+        TimerWheel {
+            start,
+            tick_nanos: tick.as_nanos().max(1),
+            buckets: (0..slots).map(|_| Vec::new()).collect(),
+            entries: Slots::with_capacity(0),
+            current: 0,
+        }
+    }
+
+    /// Arms a timer that fires at the first [`TimerWheel::poll_expired`] with `now >= deadline`.
+    /// A deadline already past fires at the next poll.
+    pub fn insert(&mut self, deadline: Instant, key: K) -> TimerId {
+        let tick = self.tick_of(deadline).max(self.current);
+        let bucket = self.bucket_of(tick);
+        let pos = self.buckets[bucket].len();
+        let id = self.entries.insert(Entry {
+            key,
+            deadline,
+            tick,
+            pos,
+        });
+        self.buckets[bucket].push(id);
+        TimerId(id)
+    }
+
+    /// Disarms a timer and returns its key; `None` if it already fired or was cancelled.
+    pub fn cancel(&mut self, id: TimerId) -> Option<K> {
+        let entry = self.entries.remove(id.0)?;
+        let bucket = self.bucket_of(entry.tick);
+        self.unlink(bucket, entry.pos);
+        Some(entry.key)
+    }
+
+    /// Moves a timer to a new deadline (cancel + insert); `None` if it already fired or was
+    /// cancelled. The old id goes stale.
+    pub fn reschedule(&mut self, id: TimerId, deadline: Instant) -> Option<TimerId> {
+        let key = self.cancel(id)?;
+        Some(self.insert(deadline, key))
+    }
+
+    /// The deadline of an armed timer.
+    pub fn deadline(&self, id: TimerId) -> Option<Instant> {
+        self.entries.get(id.0).map(|entry| entry.deadline)
+    }
+
+    /// The earliest armed deadline (exact; possibly already past), or `None` when nothing is
+    /// armed. A reactor sleeps until then: `deadline.saturating_duration_since(now)`.
+    ///
+    /// Cost: the buckets from the current tick up to the first one holding a timer due this
+    /// revolution, and the entries in them; a full pass over the wheel if every timer is more
+    /// than one revolution away.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mut earliest: Option<Instant> = None;
+        for tick in self.current..self.current + self.buckets.len() as u64 {
+            let mut due_this_tick: Option<Instant> = None;
+            for key in &self.buckets[self.bucket_of(tick)] {
+                let Some(entry) = self.entries.get(*key) else {
+                    continue;
+                };
+                earliest = min_instant(earliest, entry.deadline);
+                if entry.tick <= tick {
+                    due_this_tick = min_instant(due_this_tick, entry.deadline);
+                }
+            }
+            // Entries due in this tick precede everything in later buckets and later revolutions.
+            if due_this_tick.is_some() {
+                return due_this_tick;
+            }
+        }
+        earliest
+    }
+
+    /// Pushes onto `out` the key of every timer whose deadline is `<= now`, disarming them.
+    /// `now` should not go backwards; if it does, only timers already due at `now` fire.
+    pub fn poll_expired(&mut self, now: Instant, out: &mut Vec<K>) {
+        let target = self.tick_of(now).max(self.current);
+        let slots = self.buckets.len() as u64;
+        if target - self.current >= slots {
+            for bucket in 0..self.buckets.len() {
+                self.expire_bucket(bucket, now, out);
+            }
+        } else {
+            for tick in self.current..=target {
+                self.expire_bucket(self.bucket_of(tick), now, out);
+            }
+        }
+        self.current = target;
+    }
+
+    /// How many timers are armed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no timer is armed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Fires every entry of one bucket whose deadline is `<= now`; keeps the rest.
+    fn expire_bucket(&mut self, bucket: usize, now: Instant, out: &mut Vec<K>) {
+        let mut pos = 0;
+        while pos < self.buckets[bucket].len() {
+            let id = self.buckets[bucket][pos];
+            let due = self
+                .entries
+                .get(id)
+                .is_none_or(|entry| entry.deadline <= now);
+            if !due {
+                pos += 1;
+                continue;
+            }
+            self.unlink(bucket, pos);
+            if let Some(entry) = self.entries.remove(id) {
+                out.push(entry.key);
+            }
+        }
+    }
+
+    /// Removes position `pos` from a bucket, fixing the position of the entry swapped into it.
+    fn unlink(&mut self, bucket: usize, pos: usize) {
+        let keys = &mut self.buckets[bucket];
+        if pos >= keys.len() {
+            return;
+        }
+        keys.swap_remove(pos);
+        if let Some(moved) = keys.get(pos).copied() {
+            if let Some(entry) = self.entries.get_mut(moved) {
+                entry.pos = pos;
+            }
+        }
+    }
+
+    /// The tick an instant falls in (instants before `start` are tick 0).
+    fn tick_of(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.start).as_nanos();
+        u64::try_from(nanos / self.tick_nanos).unwrap_or(u64::MAX)
+    }
+
+    /// The bucket that holds tick `tick`.
+    fn bucket_of(&self, tick: u64) -> usize {
+        // The remainder is below `buckets.len()`, a usize.
+        (tick % self.buckets.len() as u64) as usize
+    }
+}
+
+/// The earlier of an optional instant and an instant.
+fn min_instant(current: Option<Instant>, candidate: Instant) -> Option<Instant> {
+    Some(current.map_or(candidate, |c| c.min(candidate)))
+}
+
+#[cfg(test)]
+#[path = "timer_tests.rs"]
+mod tests;

@@ -1,0 +1,350 @@
+//! The v1 client protocol on one session: client frames become broker [`Request`]s, broker
+//! [`Event`]s become server frames, and every `send`/`publish` in flight is answered, by the
+//! broker's `sent`/`error` or, past the request timeout, by `unavailable` (never silence).
+//!
+//! No sockets here: frames go into the session's [`Outbound`] queue.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use hermod_core::bus::{Event, Request, SessionKey};
+use hermod_core::ids::{Cid, Name};
+use hermod_core::protocol::{self, ClientFrame, ErrorCode};
+use tungstenite::{Message, Utf8Bytes};
+
+use crate::metrics::Metrics;
+use crate::outbound::Outbound;
+use crate::session::Next;
+use crate::settings::Settings;
+
+/// Most `send`/`publish` requests one session may have waiting for `sent`; past it the answer is
+/// `rate_limited`. Bounds the in-flight list a peer controls.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// What a session's handlers need from the worker for one call.
+pub struct Ctx<'a> {
+    /// The time of the current loop tick.
+    pub now: Instant,
+    /// The session being served.
+    pub key: SessionKey,
+    pub settings: &'a Settings,
+    pub metrics: &'a Metrics,
+    /// The broker's request channel (bounded; never blocked on).
+    pub broker: &'a Sender<Request>,
+    /// Attach/Detach requests are waiting for room in the broker channel: client requests are
+    /// refused `unavailable` meanwhile, so that none overtakes its session's Attach.
+    pub broker_backlog: bool,
+}
+
+/// Protocol state of a `/ws` session.
+#[derive(Debug)]
+pub struct Client {
+    /// Authenticated identity, for the welcome frame and the broker's Attach.
+    pub user: Name,
+    /// The device, each with its own inbox cursor.
+    pub device: Name,
+    /// `send`/`publish` awaiting `sent`, oldest first, with when they were sent to the broker.
+    /// All share one timeout, so the front is always the first to expire.
+    in_flight: VecDeque<(Cid, Instant)>,
+    /// The broker paused a replay (inbox backlog, room history) and waits for `ResumeReplay`,
+    /// which goes out once what it sent so far has been written to the socket.
+    replay_paused: bool,
+}
+
+impl Client {
+    pub fn new(user: Name, device: Name) -> Self {
+        Client {
+            user,
+            device,
+            in_flight: VecDeque::new(),
+            replay_paused: false,
+        }
+    }
+
+    /// Queues the welcome frame (the first server frame of every session).
+    pub fn welcome(&self, key: SessionKey, out: &mut Outbound) -> Next {
+        let text = protocol::encode_welcome(&self.user, &self.device, &key.to_string());
+        push(out, Message::Text(text.into()))
+    }
+
+    /// The earliest in-flight deadline, if any request is in flight.
+    pub fn next_deadline(&self, settings: &Settings) -> Option<Instant> {
+        let (_, sent_at) = self.in_flight.front()?;
+        Some(*sent_at + settings.request_timeout)
+    }
+
+    /// Handles one text frame from the client.
+    pub fn on_text(&mut self, text: &str, cx: &Ctx<'_>, out: &mut Outbound) -> Next {
+        let frame = match protocol::parse_client_frame(text) {
+            Ok(frame) => frame,
+            Err(bad) => return error(out, bad.cid.as_ref(), ErrorCode::BadRequest, &bad.message),
+        };
+        let session = cx.key;
+        let (request, tracked) = match frame {
+            ClientFrame::Send { to, cid, data } => {
+                let cid2 = cid.clone();
+                (
+                    Request::Send {
+                        session,
+                        cid,
+                        to,
+                        data,
+                    },
+                    Some(cid2),
+                )
+            }
+            ClientFrame::Publish { room, cid, data } => {
+                let cid2 = cid.clone();
+                (
+                    Request::Publish {
+                        session,
+                        cid,
+                        room,
+                        data,
+                    },
+                    Some(cid2),
+                )
+            }
+            ClientFrame::Ack { id } => (Request::Ack { session, id }, None),
+            ClientFrame::Join { room, since } => (
+                Request::Join {
+                    session,
+                    room,
+                    since,
+                },
+                None,
+            ),
+            ClientFrame::Leave { room } => (Request::Leave { session, room }, None),
+        };
+        if let Some(cid) = &tracked {
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                let msg = "too many requests in flight";
+                return error(out, Some(cid), ErrorCode::RateLimited, msg);
+            }
+        }
+        if cx.broker_backlog || cx.broker.try_send(request).is_err() {
+            cx.metrics
+                .broker_queue_full
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let msg = "storage is busy, retry later";
+            return error(out, tracked.as_ref(), ErrorCode::Unavailable, msg);
+        }
+        if let Some(cid) = tracked {
+            self.in_flight.push_back((cid, cx.now));
+        }
+        Next::Continue
+    }
+
+    /// Turns a broker event into a server frame. `Overflow` closes the session.
+    pub fn on_event(&mut self, event: Event, cx: &Ctx<'_>, out: &mut Outbound) -> Next {
+        let text: Utf8Bytes = match event {
+            Event::Sent { cid, id } => {
+                self.answered(&cid, cx);
+                protocol::encode_sent(&cid, &id).into()
+            }
+            Event::Joined { room, recovered } => protocol::encode_joined(&room, recovered).into(),
+            Event::Left { room } => protocol::encode_left(&room).into(),
+            Event::Error { cid, code, message } => {
+                if let Some(cid) = &cid {
+                    self.answered(cid, cx);
+                }
+                protocol::encode_error(cid.as_ref(), code, &message).into()
+            }
+            Event::Message { id, frame } => match Utf8Bytes::try_from(frame) {
+                Ok(text) => text,
+                Err(_) => {
+                    tracing::error!(session = %cx.key, id = %id, "broker frame is not UTF-8; dropped");
+                    return Next::Continue;
+                }
+            },
+            Event::Overflow => return Next::Close(1008, "slow consumer"),
+            Event::ReplayPaused => {
+                self.replay_paused = true;
+                return Next::Continue;
+            }
+        };
+        push(out, Message::Text(text))
+    }
+
+    /// Whether a paused replay waits for `ResumeReplay`; clears the mark. Call it only once the
+    /// session's output is written out.
+    pub fn take_replay_paused(&mut self) -> bool {
+        std::mem::take(&mut self.replay_paused)
+    }
+
+    /// Answers `unavailable` for every request in flight past the request timeout.
+    pub fn expire(&mut self, cx: &Ctx<'_>, out: &mut Outbound) -> Next {
+        while let Some((_, sent_at)) = self.in_flight.front() {
+            if *sent_at + cx.settings.request_timeout > cx.now {
+                break;
+            }
+            let Some((cid, _)) = self.in_flight.pop_front() else {
+                break;
+            };
+            cx.metrics
+                .request_timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let msg = "no answer from storage in time; the message may or may not be stored";
+            let next = error(out, Some(&cid), ErrorCode::Unavailable, msg);
+            if !matches!(next, Next::Continue) {
+                return next;
+            }
+        }
+        Next::Continue
+    }
+
+    /// The broker answered `cid`: it is no longer in flight (a late answer after a timeout finds
+    /// nothing and is still passed on to the client).
+    fn answered(&mut self, cid: &Cid, cx: &Ctx<'_>) {
+        if let Some(pos) = self.in_flight.iter().position(|(c, _)| c == cid) {
+            if let Some((_, sent_at)) = self.in_flight.remove(pos) {
+                let latency = cx.now.saturating_duration_since(sent_at);
+                cx.metrics.send_latency.observe(latency);
+            }
+        }
+    }
+}
+
+/// Queues a message; a full queue means the client is not keeping up.
+pub fn push(out: &mut Outbound, msg: Message) -> Next {
+    match out.push(msg) {
+        Ok(()) => Next::Continue,
+        Err(_) => Next::Close(1008, "slow consumer"),
+    }
+}
+
+fn error(out: &mut Outbound, cid: Option<&Cid>, code: ErrorCode, message: &str) -> Next {
+    push(
+        out,
+        Message::Text(protocol::encode_error(cid, code, message).into()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use hermod_core::ids::MsgId;
+
+    fn key() -> SessionKey {
+        SessionKey {
+            worker: 0,
+            slot: 1,
+            generation: 2,
+        }
+    }
+
+    fn texts(out: &mut Outbound) -> Vec<String> {
+        std::iter::from_fn(|| out.pop())
+            .map(|m| m.into_text().map(|t| t.to_string()).unwrap_or_default())
+            .collect()
+    }
+
+    fn client() -> Client {
+        let n = |s| Name::parse("user", s).expect("valid");
+        Client::new(n("alice"), n("default"))
+    }
+
+    #[test]
+    fn send_is_answered_or_times_out() {
+        let settings = Settings::defaults();
+        let metrics = Metrics::default();
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let now = Instant::now();
+        let mut cx = Ctx {
+            now,
+            key: key(),
+            settings: &settings,
+            metrics: &metrics,
+            broker: &tx,
+            broker_backlog: false,
+        };
+        let mut out = Outbound::new(1 << 20);
+        let mut c = client();
+        let f1 = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
+        let f2 = r#"{"op":"send","to":"bob","cid":"c2","data":2}"#;
+        assert_eq!(c.on_text(f1, &cx, &mut out), Next::Continue);
+        assert_eq!(c.on_text(f2, &cx, &mut out), Next::Continue);
+        assert!(matches!(rx.try_recv(), Ok(Request::Send { .. })));
+        assert_eq!(
+            c.next_deadline(&settings),
+            Some(now + settings.request_timeout)
+        );
+        let sent = Event::Sent {
+            cid: Cid::parse("c1").expect("valid"),
+            id: MsgId::new("1-0"),
+        };
+        assert_eq!(c.on_event(sent, &cx, &mut out), Next::Continue);
+        assert_eq!(texts(&mut out), [r#"{"op":"sent","cid":"c1","id":"1-0"}"#]);
+        cx.now = now + settings.request_timeout + Duration::from_millis(1);
+        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
+        let answers = texts(&mut out);
+        assert_eq!(answers.len(), 1);
+        assert!(
+            answers[0].contains(r#""cid":"c2","code":"unavailable""#),
+            "{answers:?}"
+        );
+        assert_eq!(c.next_deadline(&settings), None);
+    }
+
+    #[test]
+    fn bad_frames_and_full_broker_get_errors() {
+        let settings = Settings::defaults();
+        let metrics = Metrics::default();
+        let (tx, _rx) = crossbeam_channel::bounded(0);
+        let cx = Ctx {
+            now: Instant::now(),
+            key: key(),
+            settings: &settings,
+            metrics: &metrics,
+            broker: &tx,
+            broker_backlog: false,
+        };
+        let mut out = Outbound::new(1 << 20);
+        let mut c = client();
+        assert_eq!(c.on_text("{nope", &cx, &mut out), Next::Continue);
+        let f = r#"{"op":"publish","room":"r","cid":"c9","data":{}}"#;
+        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
+        let answers = texts(&mut out);
+        assert!(
+            answers[0].contains(r#""code":"bad_request""#),
+            "{answers:?}"
+        );
+        assert!(
+            answers[1].contains(r#""cid":"c9","code":"unavailable""#),
+            "{answers:?}"
+        );
+        assert_eq!(c.next_deadline(&settings), None);
+    }
+
+    #[test]
+    fn overflow_and_full_queue_close_1008() {
+        let settings = Settings::defaults();
+        let metrics = Metrics::default();
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let cx = Ctx {
+            now: Instant::now(),
+            key: key(),
+            settings: &settings,
+            metrics: &metrics,
+            broker: &tx,
+            broker_backlog: false,
+        };
+        let mut c = client();
+        let mut out = Outbound::new(64);
+        assert_eq!(
+            c.on_event(Event::Overflow, &cx, &mut out),
+            Next::Close(1008, "slow consumer")
+        );
+        let big = Event::Message {
+            id: MsgId::new("1"),
+            frame: bytes::Bytes::from(vec![b'x'; 100]),
+        };
+        assert_eq!(
+            c.on_event(big, &cx, &mut out),
+            Next::Close(1008, "slow consumer")
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! # hermod-proxy
+//!
+//! The gateway. `main.rs` resolves [`settings::Settings`] (`config.rs`), starts the embedded broker,
+//! one reactor thread per worker (`worker.rs`, sessions in `session.rs`), and the admin HTTP
+//! listener (`admin.rs`). Counters shared with the admin listener live in `metrics.rs`.
+
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod env;
+pub mod handshake;
+pub mod metrics;
+pub mod outbound;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod worker;

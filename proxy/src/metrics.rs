@@ -1,0 +1,264 @@
+//! The gateway's counters: plain atomics shared by every worker and read by the admin listener.
+//!
+//! Workers bump them with `Relaxed` stores on their own hot path (no locks, no allocation);
+//! [`Metrics::render`] writes the Prometheus text exposition format. Every metric name lives in
+//! this module and starts with `hermod_`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Close codes counted one by one; anything else lands in `other`. 1006 stands for "no close
+/// frame" (reset, EOF, I/O error, linger expired), as in RFC 6455.
+pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012];
+
+/// Upper bounds (seconds) of the `send`/`publish` -> `sent` latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A handshake refused with an HTTP status (or failed without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    Status400,
+    Status401,
+    Status404,
+    /// Not a valid WebSocket upgrade, timed out, or the peer went away mid-handshake.
+    Failed,
+}
+
+/// Process-wide gateway counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Client connections currently held (handshaking or open), all workers. Also the admission
+    /// gate for `max_connections`, so it is a `usize` updated with `fetch_add`/`fetch_sub`.
+    pub connections_open: AtomicUsize,
+    /// TCP connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// TCP connections dropped at accept because `max_connections` was reached.
+    pub connections_refused: AtomicU64,
+    /// WebSocket upgrades completed.
+    pub handshakes_ok: AtomicU64,
+    /// Handshakes refused 400/401/404, and handshakes that failed otherwise, in that order.
+    pub handshakes_rejected: [AtomicU64; 4],
+    /// Sessions ended, by close code, index-aligned with [`CLOSE_CODES`].
+    pub closed_by_code: [AtomicU64; CLOSE_CODES.len()],
+    /// Sessions ended with a code not in [`CLOSE_CODES`].
+    pub closed_other: AtomicU64,
+    /// Data messages received from clients.
+    pub messages_in: AtomicU64,
+    /// Data messages handed to clients' sockets.
+    pub messages_out: AtomicU64,
+    /// Payload bytes of `messages_in`.
+    pub bytes_in: AtomicU64,
+    /// Payload bytes of `messages_out`.
+    pub bytes_out: AtomicU64,
+    /// Sessions closed 1008 "slow consumer".
+    pub slow_consumer_closes: AtomicU64,
+    /// Requests refused `unavailable` because the broker's channel was full.
+    pub broker_queue_full: AtomicU64,
+    /// `send`/`publish` answered `unavailable` because no `sent` came within the request timeout.
+    pub request_timeouts: AtomicU64,
+    /// `send`/`publish` -> `sent` latency.
+    pub send_latency: Histogram,
+}
+
+/// A fixed-bucket histogram in the Prometheus sense (cumulative buckets are computed at render).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (non-cumulative), index-aligned with [`LATENCY_BUCKETS`], plus
+    /// one overflow bucket for `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of observations in microseconds (rendered in seconds).
+    sum_micros: AtomicU64,
+    /// Number of observations.
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let idx = LATENCY_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[idx].fetch_add(1, Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        header(out, name, help, "histogram");
+        let mut cumulative = 0u64;
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
+    }
+}
+
+impl Metrics {
+    /// Counts a session that ended with `code`.
+    pub fn closed(&self, code: u16) {
+        match CLOSE_CODES.iter().position(|c| *c == code) {
+            Some(i) => self.closed_by_code[i].fetch_add(1, Relaxed),
+            None => self.closed_other.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// Counts a refused or failed handshake.
+    pub fn rejected(&self, why: Rejected) {
+        let i = match why {
+            Rejected::Status400 => 0,
+            Rejected::Status401 => 1,
+            Rejected::Status404 => 2,
+            Rejected::Failed => 3,
+        };
+        self.handshakes_rejected[i].fetch_add(1, Relaxed);
+    }
+
+    /// Appends every metric in Prometheus text format (with `# HELP`/`# TYPE` lines).
+    pub fn render(&self, out: &mut String) {
+        let gauge = self.connections_open.load(Relaxed) as u64;
+        simple(
+            out,
+            "hermod_connections_open",
+            "Client connections held now.",
+            "gauge",
+            gauge,
+        );
+        let counters: [(&str, &str, &AtomicU64); 11] = [
+            (
+                "hermod_connections_accepted_total",
+                "TCP connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "hermod_connections_refused_total",
+                "Connections dropped at max_connections.",
+                &self.connections_refused,
+            ),
+            (
+                "hermod_handshakes_total",
+                "WebSocket upgrades completed.",
+                &self.handshakes_ok,
+            ),
+            (
+                "hermod_messages_in_total",
+                "Data messages received from clients.",
+                &self.messages_in,
+            ),
+            (
+                "hermod_messages_out_total",
+                "Data messages written to clients.",
+                &self.messages_out,
+            ),
+            (
+                "hermod_bytes_in_total",
+                "Payload bytes received from clients.",
+                &self.bytes_in,
+            ),
+            (
+                "hermod_bytes_out_total",
+                "Payload bytes written to clients.",
+                &self.bytes_out,
+            ),
+            (
+                "hermod_slow_consumer_closes_total",
+                "Sessions closed 1008 slow consumer.",
+                &self.slow_consumer_closes,
+            ),
+            (
+                "hermod_broker_queue_full_total",
+                "Requests refused because the broker queue was full.",
+                &self.broker_queue_full,
+            ),
+            (
+                "hermod_request_timeouts_total",
+                "Requests answered unavailable after the request timeout.",
+                &self.request_timeouts,
+            ),
+            (
+                "hermod_sessions_closed_other_total",
+                "Sessions ended with an uncommon close code.",
+                &self.closed_other,
+            ),
+        ];
+        for (name, help, value) in counters {
+            simple(out, name, help, "counter", value.load(Relaxed));
+        }
+        let name = "hermod_handshakes_rejected_total";
+        header(
+            out,
+            name,
+            "Handshakes refused, by HTTP status (failed: no response).",
+            "counter",
+        );
+        for (i, status) in ["400", "401", "404", "failed"].iter().enumerate() {
+            let v = self.handshakes_rejected[i].load(Relaxed);
+            let _ = writeln!(out, "{name}{{status=\"{status}\"}} {v}");
+        }
+        let name = "hermod_sessions_closed_total";
+        header(
+            out,
+            name,
+            "Sessions ended, by close code (1006: no close frame).",
+            "counter",
+        );
+        for (i, code) in CLOSE_CODES.iter().enumerate() {
+            let v = self.closed_by_code[i].load(Relaxed);
+            let _ = writeln!(out, "{name}{{code=\"{code}\"}} {v}");
+        }
+        self.send_latency.render(
+            "hermod_send_latency_seconds",
+            "Time from a client's send/publish to the broker's sent answer.",
+            out,
+        );
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn simple(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    header(out, name, help, kind);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.closed(1009);
+        m.closed(4000);
+        m.rejected(Rejected::Status401);
+        m.send_latency.observe(Duration::from_micros(700));
+        m.send_latency.observe(Duration::from_secs(10));
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("# TYPE hermod_connections_open gauge\nhermod_connections_open 0\n"));
+        assert!(out.contains("hermod_sessions_closed_total{code=\"1009\"} 1\n"));
+        assert!(out.contains("hermod_sessions_closed_other_total 1\n"));
+        assert!(out.contains("hermod_handshakes_rejected_total{status=\"401\"} 1\n"));
+        assert!(out.contains("hermod_send_latency_seconds_bucket{le=\"0.0005\"} 0\n"));
+        assert!(out.contains("hermod_send_latency_seconds_bucket{le=\"0.001\"} 1\n"));
+        assert!(out.contains("hermod_send_latency_seconds_bucket{le=\"5\"} 1\n"));
+        assert!(out.contains("hermod_send_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(out.contains("hermod_send_latency_seconds_count 2\n"));
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("hermod_"), "{line}");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Startup wiring and shutdown of the gateway process.
+//!
+//! Order matters and is the contract the integration tests rely on:
+//! 1. signal handlers (so a SIGTERM at any later point is a graceful stop, never a kill);
+//! 2. every listener bound (client listeners share worker 0's actual port via SO_REUSEPORT, so
+//!    `--listen 127.0.0.1:0` works), then the admin listener; a failure here is one line, exit 1;
+//! 3. workers prepared, the embedded broker started with their sinks, one thread per worker;
+//! 4. the admin thread;
+//! 5. the ready line on stderr, always printed whatever `--log` says:
+//!    `hermod-proxy VERSION listening client=IP:PORT admin=IP:PORT ...` (tests parse it).
+//!
+//! Then the main thread waits for an [`Event`]: the first SIGTERM/SIGINT starts a graceful stop
+//! (every worker told to close its sessions with 1012 and flush, bounded by `shutdown_grace` + 1 s),
+//! a second one exits at once. A worker thread that ends on its own is a failure: the others are
+//! stopped the same way and the exit code is 1.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use hermod_broker::embedded::{self, EmbeddedBroker};
+use hermod_broker::{Broker, MemoryEngine};
+use hermod_core::bus::Delivery;
+use hermod_core::reactor::listener::{bind_listener, DEFAULT_BACKLOG};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::admin::{self, AdminState};
+use crate::config::Resolved;
+use crate::metrics::Metrics;
+use crate::settings::{AuthMode, Settings};
+use crate::worker::{self, Worker, WorkerHandle};
+
+/// Requests the embedded broker's channel holds before workers see it full.
+const BROKER_QUEUE: usize = 65_536;
+/// Lifetime of the `demo` token printed with a generated secret.
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Time allowed beyond `shutdown_grace` for workers to finish before the process exits anyway.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(1);
+
+/// Why the gateway could not start. Each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("--{setting} {addr}: cannot listen: {source}")]
+    Bind {
+        setting: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    /// A thread, a signal handler or another OS resource could not be had.
+    #[error("cannot start {what}: {source}")]
+    Resource {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+impl StartError {
+    /// 2 when the address itself is wrong (a configuration error), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrNotAvailable => {
+                2
+            }
+            _ => 1,
+        }
+    }
+}
+
+fn resource(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Resource { what, source }
+}
+
+/// What the main thread waits for.
+#[derive(Debug)]
+enum Event {
+    /// The first SIGTERM or SIGINT.
+    Signal(i32),
+    /// A worker thread ended (normally only after its `shutdown()`).
+    WorkerExited(u16),
+}
+
+/// A 32-byte random secret, hex-encoded: the text a user passes back as `--jwt-secret` (the
+/// HMAC key is that text's bytes, as for any configured secret).
+pub fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the gateway until a signal; returns the process exit code.
+pub fn run(resolved: Resolved) -> Result<u8, StartError> {
+    let signals = Signals::new([SIGTERM, SIGINT]).map_err(resource("signal handlers"))?;
+    let settings = Arc::new(resolved.settings);
+    let (listeners, client_addr) = bind_clients(&settings)?;
+    let admin_listener = bind_admin(settings.admin_listen)?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(resource("admin listener"))?;
+
+    let metrics = Arc::new(Metrics::default());
+    let mut workers = Vec::with_capacity(listeners.len());
+    let mut handles: Vec<WorkerHandle> = Vec::with_capacity(listeners.len());
+    for (id, listener) in (0u16..).zip(listeners) {
+        let (w, h) = worker::prepare(id, Arc::clone(&settings), listener, Arc::clone(&metrics))
+            .map_err(resource("a worker"))?;
+        workers.push(w);
+        handles.push(h);
+    }
+    let (broker, broker_alive) = start_broker(&settings, &handles)?;
+
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let threads = spawn_workers(workers, &broker, &events_tx)?;
+    let serving = Arc::new(AtomicBool::new(true));
+    admin::spawn(
+        admin_listener,
+        admin_state(&serving, broker_alive, &metrics),
+    )
+    .map_err(resource("the admin thread"))?;
+    spawn_signal_thread(signals, events_tx)?;
+
+    if let Some(secret) = &resolved.generated_secret {
+        print_generated_secret(secret, client_addr);
+    }
+    print_ready_line(&settings, client_addr, admin_addr);
+
+    let first = events.recv();
+    serving.store(false, Ordering::Release);
+    let code = match first {
+        Ok(Event::Signal(sig)) => {
+            tracing::info!(signal = sig, "shutting down: closing sessions (1012)");
+            0
+        }
+        Ok(Event::WorkerExited(id)) => {
+            tracing::error!(worker = id, "a worker stopped unexpectedly; shutting down");
+            1
+        }
+        Err(_) => 1,
+    };
+    let deadline = Instant::now() + settings.shutdown_grace + SHUTDOWN_SLACK;
+    if stop_workers(&handles, threads, &events, deadline) {
+        broker.shutdown();
+    } else {
+        tracing::warn!("workers still running after the shutdown grace; exiting anyway");
+    }
+    tracing::info!("stopped");
+    Ok(code)
+}
+
+/// One thread per worker, `hermod-worker-N`, each with its own request sender to the broker.
+fn spawn_workers(
+    workers: Vec<Worker>,
+    broker: &EmbeddedBroker,
+    events: &Sender<Event>,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let mut threads = Vec::with_capacity(workers.len());
+    for (id, w) in (0u16..).zip(workers) {
+        let sender = broker.sender();
+        let notice = ExitNotice(id, events.clone());
+        let t = thread::Builder::new()
+            .name(format!("hermod-worker-{id}"))
+            .spawn(move || {
+                let _notice = notice;
+                w.run(sender);
+            });
+        threads.push(t.map_err(resource("a worker thread"))?);
+    }
+    Ok(threads)
+}
+
+/// Binds one client listener per worker: worker 0 at `settings.listen`, the others at the address
+/// it actually got (port 0 resolved), all with SO_REUSEPORT.
+fn bind_clients(
+    settings: &Settings,
+) -> Result<(Vec<mio::net::TcpListener>, SocketAddr), StartError> {
+    let bind = |addr: SocketAddr| {
+        bind_listener(addr, true, DEFAULT_BACKLOG).map_err(|source| StartError::Bind {
+            setting: "listen",
+            addr,
+            source,
+        })
+    };
+    let first = bind(settings.listen)?;
+    let addr = first
+        .local_addr()
+        .map_err(resource("the client listener"))?;
+    let mut listeners = vec![first];
+    for _ in 1..settings.workers {
+        listeners.push(bind(addr)?);
+    }
+    Ok((listeners, addr))
+}
+
+fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        setting: "admin-listen",
+        addr,
+        source,
+    })
+}
+
+/// Starts the embedded broker with every worker's sink. Returns it and a token that is alive
+/// exactly as long as the broker's runner holds the sinks: the runner owns them, so when its
+/// thread ends (or panics) they are dropped and the token dies.
+fn start_broker(
+    settings: &Settings,
+    handles: &[WorkerHandle],
+) -> Result<(EmbeddedBroker, Weak<()>), StartError> {
+    let alive = Arc::new(());
+    let sinks = handles
+        .iter()
+        .map(|h| {
+            let sink = h.sink();
+            let token = Arc::clone(&alive);
+            let wrapped: embedded::Sink = Box::new(move |d: Delivery| {
+                let _held = &token;
+                sink(d)
+            });
+            wrapped
+        })
+        .collect();
+    let mut limits = settings.broker.clone();
+    // A replay page must fit comfortably in a session's outbound bound, or a client with a long
+    // backlog would be closed as a slow consumer on every reconnect.
+    limits.replay_page_bytes = limits
+        .replay_page_bytes
+        .min(settings.max_outbound_bytes / 4)
+        .max(1);
+    let broker = Broker::new(MemoryEngine::new(&limits), limits);
+    let embedded = embedded::spawn(broker, BROKER_QUEUE, sinks).map_err(resource("the broker"))?;
+    Ok((embedded, Arc::downgrade(&alive)))
+}
+
+fn admin_state(serving: &Arc<AtomicBool>, broker: Weak<()>, metrics: &Arc<Metrics>) -> AdminState {
+    let serving = Arc::clone(serving);
+    let metrics = Arc::clone(metrics);
+    AdminState {
+        ready: Box::new(move || serving.load(Ordering::Acquire) && broker.strong_count() > 0),
+        render_metrics: Box::new(move |out| metrics.render(out)),
+    }
+}
+
+/// Tells the main thread that a worker thread ended, even if it panicked.
+struct ExitNotice(u16, Sender<Event>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.1.send(Event::WorkerExited(self.0));
+    }
+}
+
+/// First signal: an event for the main thread. Second: exit now.
+fn spawn_signal_thread(mut signals: Signals, events: Sender<Event>) -> Result<(), StartError> {
+    thread::Builder::new()
+        .name("hermod-signals".to_owned())
+        .spawn(move || {
+            let mut seen = false;
+            for sig in signals.forever() {
+                if seen {
+                    eprintln!("hermod-proxy: second signal ({sig}): exiting now");
+                    std::process::exit(128 + sig);
+                }
+                seen = true;
+                let _ = events.send(Event::Signal(sig));
+            }
+        })
+        .map(drop)
+        .map_err(resource("the signal thread"))
+}
+
+/// Asks every worker to stop and waits for their threads until `deadline`. True when all ended.
+fn stop_workers(
+    handles: &[WorkerHandle],
+    threads: Vec<JoinHandle<()>>,
+    events: &Receiver<Event>,
+    deadline: Instant,
+) -> bool {
+    for h in handles {
+        h.shutdown();
+    }
+    // Exit notices only wake us; the truth is each thread's state (a notice is sent just before
+    // its thread finishes, and the first one may have been consumed already by `run`).
+    loop {
+        if threads.iter().all(JoinHandle::is_finished) {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = events.recv_timeout(left.min(Duration::from_millis(20)));
+    }
+    let mut all = true;
+    for (id, t) in threads.into_iter().enumerate() {
+        if !t.is_finished() {
+            all = false;
+            tracing::warn!(worker = id, "worker did not stop in time");
+        } else if t.join().is_err() {
+            tracing::error!(worker = id, "worker thread panicked");
+        }
+    }
+    all
+}
+
+fn print_ready_line(settings: &Settings, client: SocketAddr, admin: SocketAddr) {
+    let auth = match settings.auth {
+        AuthMode::Jwt { .. } => "jwt",
+        AuthMode::None => "none",
+    };
+    let echo = settings
+        .echo_path
+        .as_deref()
+        .map(|p| format!(" echo={p}"))
+        .unwrap_or_default();
+    eprintln!(
+        "hermod-proxy {} listening client={client} admin={admin} workers={} auth={auth}{echo}",
+        env!("CARGO_PKG_VERSION"),
+        settings.workers,
+    );
+}
+
+/// The loud notice for a generated secret: without it nobody could mint a valid token.
+fn print_generated_secret(secret: &str, client: SocketAddr) {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + DEMO_TOKEN_TTL.as_secs();
+    let token = hermod_core::jwt::mint(secret.as_bytes(), "demo", exp);
+    let host = match client {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        other => other.to_string(),
+    };
+    let rule = "=".repeat(78);
+    eprintln!(
+        "{rule}\n\
+         WARNING: no --jwt-secret (or HERMOD_JWT_SECRET) given: using a RANDOM secret.\n\
+         Tokens signed with it stop working when this process restarts.\n\n\
+         \x20 secret:        {secret}\n\
+         \x20 token (demo):  {token}\n\
+         \x20 connect:       ws://{host}/ws?token={token}\n\
+         \x20 more tokens:   hermod-proxy token --user NAME --jwt-secret {secret}\n\
+         {rule}"
+    );
+}

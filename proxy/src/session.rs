@@ -1,0 +1,514 @@
+//! One client connection's state machine, from TCP accept to the end of the close handshake.
+//!
+//! ```text
+//!  accept ──> Handshaking ──101──> Ws(Open) ──close frame sent──> Ws(Closing) ──EOF/linger──> gone
+//!                 │ 4xx/timeout/garbage        │ peer close acked, reset, I/O error ──────────> gone
+//!                 └──────────────────────────> gone
+//! ```
+//!
+//! The worker owns the sockets' readiness and the clock; it calls `on_ready`, `deliver`,
+//! `flush_out` and `on_timer` and acts on the returned [`Next`]. Handlers only queue output;
+//! [`Session::flush_out`] moves it into tungstenite once per tick (output coalescing).
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::time::Instant;
+
+use hermod_core::bus::Event;
+use hermod_core::reactor::{interrupted, would_block};
+use mio::net::TcpStream;
+use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::handshake::server::ServerHandshake;
+use tungstenite::handshake::{HandshakeError, MidHandshake};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+use crate::client::{push, Client, Ctx};
+use crate::handshake::{Admission, Endpoint, Gate};
+use crate::outbound::Outbound;
+use crate::settings::Settings;
+
+/// Messages read per readiness event before the session yields to others (it stays on the
+/// worker's read-ready list, since no new edge will come for bytes already buffered).
+const READ_BUDGET: usize = 64;
+/// Socket reads (4 KiB each) discarded per event while closing; a peer that keeps streaming past
+/// that is dropped.
+const DISCARD_BUDGET: usize = 64;
+/// Close code recorded when the connection ended without a close frame (RFC 6455 §7.1.5).
+pub const ABNORMAL: u16 = 1006;
+
+/// What the worker must do after a handler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing special: wait for the next event.
+    Continue,
+    /// The read budget ran out with input possibly still buffered: read again next tick.
+    MoreToRead,
+    /// Start the close handshake with this code and reason.
+    Close(u16, &'static str),
+    /// The connection is over (the code is for metrics): drop it now.
+    Drop(u16),
+}
+
+/// The tungstenite handshake in progress, with our routing callback.
+pub type Mid = MidHandshake<ServerHandshake<TcpStream, Gate>>;
+
+/// A connection in its slot.
+#[derive(Debug)]
+pub enum Conn {
+    Handshaking(Box<Handshaking>),
+    Ws(Box<Session>),
+}
+
+/// HTTP upgrade in progress.
+#[derive(Debug)]
+pub struct Handshaking {
+    /// tungstenite's machine; taken while it runs (it is consumed by value), `None` only then.
+    pub mid: Option<Mid>,
+    /// Where the callback leaves the admitted endpoint.
+    pub admission: Admission,
+    /// When an unfinished handshake is dropped.
+    pub deadline: Instant,
+}
+
+/// The result of driving a handshake.
+pub enum Step {
+    /// Waiting for the socket.
+    Pending,
+    /// Upgraded: the WebSocket and what it was admitted to.
+    Upgraded(Box<WebSocket<TcpStream>>, Endpoint),
+    /// Refused with this HTTP status (after the response was written), or failed (`None`).
+    Failed(Option<u16>),
+}
+
+impl Handshaking {
+    /// Runs the handshake as far as the socket allows.
+    pub fn drive(&mut self) -> Step {
+        let Some(mid) = self.mid.take() else {
+            return Step::Failed(None);
+        };
+        match mid.handshake() {
+            Ok(ws) => match self.admission.lock().take() {
+                Some(endpoint) => Step::Upgraded(Box::new(ws), endpoint),
+                None => Step::Failed(None),
+            },
+            Err(HandshakeError::Interrupted(mid)) => {
+                self.mid = Some(mid);
+                Step::Pending
+            }
+            Err(HandshakeError::Failure(WsError::Http(resp))) => {
+                Step::Failed(Some(resp.status().as_u16()))
+            }
+            Err(HandshakeError::Failure(_)) => Step::Failed(None),
+        }
+    }
+}
+
+/// Which endpoint a session serves.
+#[derive(Debug)]
+enum Role {
+    Client(Client),
+    Echo,
+}
+
+/// An upgraded WebSocket.
+#[derive(Debug)]
+pub struct Session {
+    /// tungstenite's protocol state with the socket.
+    ws: WebSocket<TcpStream>,
+    /// Open or closing.
+    phase: Phase,
+    /// The broker knows this session (it was attached): it must be detached when it ends.
+    pub attached: bool,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Open(Open),
+    Closing(Closing),
+}
+
+/// An open session.
+#[derive(Debug)]
+struct Open {
+    role: Role,
+    /// Messages waiting for the end of the tick.
+    out: Outbound,
+    /// tungstenite's last write hit WouldBlock: feed it nothing more until the socket is writable.
+    blocked: bool,
+    /// When the peer last sent anything (pongs included): drives ping and idle timeout.
+    last_seen: Instant,
+    /// A ping went out since `last_seen`.
+    pinged: bool,
+    /// The peer's close code once it started the close handshake (1005: no code).
+    peer_close: Option<u16>,
+}
+
+/// Our close frame is queued; waiting for it to drain, then for the peer's EOF.
+#[derive(Debug)]
+struct Closing {
+    /// Drop the connection at this point whatever happens (a peer that never reads).
+    deadline: Instant,
+    /// The code we sent, for metrics.
+    code: u16,
+    /// Our side is shut down (close frame fully written).
+    write_shut: bool,
+}
+
+/// What a tungstenite error means for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// WouldBlock: wait for readiness.
+    Wait,
+    /// The connection is finished or broken: drop it.
+    Gone,
+    /// The peer broke the protocol: close with this code and reason.
+    Fail(u16, &'static str),
+}
+
+/// Maps a tungstenite read/write error to what the session does (spec §2 close codes).
+pub fn fate(e: &WsError) -> Fate {
+    match e {
+        WsError::Io(io) if would_block(io) => Fate::Wait,
+        WsError::Capacity(_) => Fate::Fail(1009, "message too big"),
+        WsError::Utf8(_) => Fate::Fail(1007, "invalid UTF-8"),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Fate::Gone,
+        WsError::Protocol(_) => Fate::Fail(1002, "protocol error"),
+        _ => Fate::Gone,
+    }
+}
+
+impl Session {
+    /// A freshly upgraded session; a client session's welcome is queued.
+    pub fn open(ws: WebSocket<TcpStream>, endpoint: Endpoint, cx: &Ctx<'_>) -> (Self, Next) {
+        let mut out = Outbound::new(cx.settings.max_outbound_bytes);
+        let (role, next) = match endpoint {
+            Endpoint::Client { user, device } => {
+                let client = Client::new(user, device);
+                let next = client.welcome(cx.key, &mut out);
+                (Role::Client(client), next)
+            }
+            Endpoint::Echo => (Role::Echo, Next::Continue),
+        };
+        let attached = matches!(role, Role::Client(_));
+        let open = Open {
+            role,
+            out,
+            blocked: false,
+            last_seen: cx.now,
+            pinged: false,
+            peer_close: None,
+        };
+        let phase = Phase::Open(open);
+        (
+            Session {
+                ws,
+                phase,
+                attached,
+            },
+            next,
+        )
+    }
+
+    /// The identity to attach to the broker (client sessions).
+    pub fn identity(&self) -> Option<(&hermod_core::ids::Name, &hermod_core::ids::Name)> {
+        match &self.phase {
+            Phase::Open(Open {
+                role: Role::Client(c),
+                ..
+            }) => Some((&c.user, &c.device)),
+            _ => None,
+        }
+    }
+
+    /// Socket readiness.
+    pub fn on_ready(&mut self, readable: bool, writable: bool, cx: &Ctx<'_>) -> Next {
+        match &mut self.phase {
+            Phase::Open(open) => {
+                // Also when not blocked: a pong tungstenite could not write during a read waits
+                // in its buffer too. Flushing an empty buffer costs no syscall.
+                if writable {
+                    open.blocked = false;
+                    let next = open.flush_out(&mut self.ws, cx);
+                    if next != Next::Continue {
+                        return next;
+                    }
+                }
+                if readable {
+                    return open.read(&mut self.ws, cx);
+                }
+                Next::Continue
+            }
+            Phase::Closing(closing) => closing.drive(&mut self.ws),
+        }
+    }
+
+    /// A broker event for this session.
+    pub fn deliver(&mut self, event: Event, cx: &Ctx<'_>) -> Next {
+        match &mut self.phase {
+            Phase::Open(Open {
+                role: Role::Client(client),
+                out,
+                ..
+            }) => client.on_event(event, cx, out),
+            _ => Next::Continue,
+        }
+    }
+
+    /// Whether queued output waits for the end-of-tick flush.
+    pub fn wants_flush(&self) -> bool {
+        matches!(&self.phase, Phase::Open(o) if !o.blocked && !o.out.is_empty())
+    }
+
+    /// Whether the broker should resume a paused replay now: it was paused and everything queued
+    /// has been written to the socket. Clears the mark (one `ResumeReplay` per pause).
+    pub fn take_resume(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::Open(Open {
+                role: Role::Client(client),
+                out,
+                blocked: false,
+                ..
+            }) if out.is_empty() => client.take_replay_paused(),
+            _ => false,
+        }
+    }
+
+    /// Moves queued output into tungstenite and flushes once.
+    pub fn flush_out(&mut self, cx: &Ctx<'_>) -> Next {
+        match &mut self.phase {
+            Phase::Open(open) => open.flush_out(&mut self.ws, cx),
+            Phase::Closing(_) => Next::Continue,
+        }
+    }
+
+    /// The session's timer fired (possibly early: deadlines move as traffic arrives).
+    pub fn on_timer(&mut self, cx: &Ctx<'_>) -> Next {
+        match &mut self.phase {
+            Phase::Open(open) => open.on_timer(cx),
+            Phase::Closing(c) if cx.now >= c.deadline => Next::Drop(c.code),
+            Phase::Closing(_) => Next::Continue,
+        }
+    }
+
+    /// When the session's timer should next fire.
+    pub fn next_deadline(&self, settings: &Settings) -> Instant {
+        match &self.phase {
+            Phase::Open(open) => open.next_deadline(settings),
+            Phase::Closing(c) => c.deadline,
+        }
+    }
+
+    /// Sends our close frame and moves to `Closing` (no-op when already closing); then drives the
+    /// closing as far as the socket allows. Queued output is dropped: what the client did not ack
+    /// waits in its inbox.
+    pub fn begin_close(&mut self, code: u16, reason: &'static str, linger: Instant) -> Next {
+        if let Phase::Open(_) = self.phase {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            // Errors (WouldBlock, a dead socket) surface again in `Closing::drive`.
+            let _ = self.ws.close(Some(frame));
+            self.phase = Phase::Closing(Closing {
+                deadline: linger,
+                code,
+                write_shut: false,
+            });
+        }
+        match &mut self.phase {
+            Phase::Closing(closing) => closing.drive(&mut self.ws),
+            Phase::Open(_) => Next::Continue,
+        }
+    }
+}
+
+impl Open {
+    /// Reads messages until WouldBlock or the budget runs out.
+    fn read(&mut self, ws: &mut WebSocket<TcpStream>, cx: &Ctx<'_>) -> Next {
+        for _ in 0..READ_BUDGET {
+            let msg = match ws.read() {
+                Ok(msg) => msg,
+                Err(WsError::Io(e)) if interrupted(&e) => continue,
+                Err(e) => {
+                    return match fate(&e) {
+                        Fate::Wait => Next::Continue,
+                        Fate::Gone => Next::Drop(self.peer_close.unwrap_or(ABNORMAL)),
+                        Fate::Fail(code, reason) => Next::Close(code, reason),
+                    }
+                }
+            };
+            self.last_seen = cx.now;
+            self.pinged = false;
+            let next = self.on_message(msg, cx);
+            if next != Next::Continue {
+                return next;
+            }
+        }
+        Next::MoreToRead
+    }
+
+    fn on_message(&mut self, msg: Message, cx: &Ctx<'_>) -> Next {
+        use std::sync::atomic::Ordering::Relaxed;
+        if msg.is_text() || msg.is_binary() {
+            cx.metrics.messages_in.fetch_add(1, Relaxed);
+            cx.metrics.bytes_in.fetch_add(msg.len() as u64, Relaxed);
+        }
+        match (msg, &mut self.role) {
+            (Message::Text(text), Role::Client(client)) => client.on_text(&text, cx, &mut self.out),
+            (Message::Binary(_), Role::Client(_)) => {
+                Next::Close(1003, "binary frames are not supported")
+            }
+            (msg @ (Message::Text(_) | Message::Binary(_)), Role::Echo) => push(&mut self.out, msg),
+            (Message::Close(frame), _) => {
+                self.peer_close = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                Next::Continue
+            }
+            // tungstenite answers pings itself; pongs only count as activity.
+            _ => Next::Continue,
+        }
+    }
+
+    /// Feeds queued messages to tungstenite, then flushes once.
+    fn flush_out(&mut self, ws: &mut WebSocket<TcpStream>, cx: &Ctx<'_>) -> Next {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.blocked {
+            return Next::Continue;
+        }
+        while let Some(msg) = self.out.pop() {
+            let data = msg.is_text() || msg.is_binary();
+            let len = msg.len() as u64;
+            let result = ws.write(msg);
+            if data && !matches!(result, Err(WsError::WriteBufferFull(_))) {
+                cx.metrics.messages_out.fetch_add(1, Relaxed);
+                cx.metrics.bytes_out.fetch_add(len, Relaxed);
+            }
+            match result {
+                Ok(()) => {}
+                // The frame is in tungstenite's buffer: never resend it.
+                Err(WsError::Io(e)) if would_block(&e) => {
+                    self.blocked = true;
+                    return Next::Continue;
+                }
+                Err(WsError::WriteBufferFull(msg)) => {
+                    self.out.push_front(*msg);
+                    self.blocked = true;
+                    return Next::Continue;
+                }
+                Err(e) => return self.write_failed(&e),
+            }
+        }
+        match ws.flush() {
+            Ok(()) => Next::Continue,
+            Err(WsError::Io(e)) if would_block(&e) => {
+                self.blocked = true;
+                Next::Continue
+            }
+            Err(e) => self.write_failed(&e),
+        }
+    }
+
+    fn write_failed(&self, e: &WsError) -> Next {
+        match e {
+            WsError::ConnectionClosed => Next::Drop(self.peer_close.unwrap_or(1000)),
+            _ => Next::Drop(self.peer_close.unwrap_or(ABNORMAL)),
+        }
+    }
+
+    fn on_timer(&mut self, cx: &Ctx<'_>) -> Next {
+        let s = cx.settings;
+        if cx.now >= self.last_seen + s.idle_timeout {
+            return Next::Close(1001, "idle timeout");
+        }
+        if !self.pinged && cx.now >= self.last_seen + s.ping_interval {
+            self.pinged = true;
+            let next = push(&mut self.out, Message::Ping(Default::default()));
+            if next != Next::Continue {
+                return next;
+            }
+        }
+        match &mut self.role {
+            Role::Client(client) => client.expire(cx, &mut self.out),
+            Role::Echo => Next::Continue,
+        }
+    }
+
+    fn next_deadline(&self, s: &Settings) -> Instant {
+        let idle = self.last_seen + s.idle_timeout;
+        let mut deadline = if self.pinged {
+            idle
+        } else {
+            idle.min(self.last_seen + s.ping_interval)
+        };
+        if let Role::Client(client) = &self.role {
+            if let Some(d) = client.next_deadline(s) {
+                deadline = deadline.min(d);
+            }
+        }
+        deadline
+    }
+}
+
+impl Closing {
+    /// Flushes the close frame, then shuts our side and discards input until the peer's EOF.
+    /// Returns `Drop` once the connection is over.
+    fn drive(&mut self, ws: &mut WebSocket<TcpStream>) -> Next {
+        if !self.write_shut {
+            match ws.flush() {
+                Ok(()) | Err(WsError::ConnectionClosed) => {
+                    self.write_shut = true;
+                    if ws.get_ref().shutdown(Shutdown::Write).is_err() {
+                        return Next::Drop(self.code);
+                    }
+                }
+                Err(WsError::Io(e)) if would_block(&e) => {}
+                Err(_) => return Next::Drop(self.code),
+            }
+        }
+        // The peer's close reply and anything after it are not needed: read raw and discard.
+        let mut buf = [0u8; 4096];
+        for _ in 0..DISCARD_BUDGET {
+            match ws.get_mut().read(&mut buf) {
+                Ok(0) => return Next::Drop(self.code),
+                Ok(_) => {}
+                Err(e) if interrupted(&e) => {}
+                Err(e) if would_block(&e) => return Next::Continue,
+                Err(_) => return Next::Drop(self.code),
+            }
+        }
+        Next::Drop(self.code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use tungstenite::error::CapacityError;
+
+    #[test]
+    fn close_codes_follow_the_spec() {
+        let too_long = CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        };
+        assert_eq!(
+            fate(&WsError::Capacity(too_long)),
+            Fate::Fail(1009, "message too big")
+        );
+        assert_eq!(
+            fate(&WsError::Utf8("x".into())),
+            Fate::Fail(1007, "invalid UTF-8")
+        );
+        let masked = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
+        assert_eq!(fate(&masked), Fate::Fail(1002, "protocol error"));
+        let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        assert_eq!(fate(&reset), Fate::Gone);
+        let wb = WsError::Io(io::Error::from(io::ErrorKind::WouldBlock));
+        assert_eq!(fate(&wb), Fate::Wait);
+        let broken = WsError::Io(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!(fate(&broken), Fate::Gone);
+        assert_eq!(fate(&WsError::ConnectionClosed), Fate::Gone);
+    }
+}

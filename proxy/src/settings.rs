@@ -1,0 +1,72 @@
+//! The proxy's resolved settings: what every part of the gateway reads after the command line,
+//! the environment and the config file have been merged (see `config.rs`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How clients prove who they are at the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// HS256 JWT in `?token=` or `Authorization: Bearer`, checked with this secret.
+    Jwt { secret: Vec<u8> },
+    /// Identity from the `user` query parameter. Development only.
+    None,
+}
+
+/// Everything a gateway worker needs to know. Cloned into each worker at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Client listener address. Port 0 picks a free port (tests); workers then share that port.
+    pub listen: SocketAddr,
+    /// Admin HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// Reactor threads.
+    pub workers: usize,
+    pub auth: AuthMode,
+    /// Path of the client protocol endpoint (spec: `/ws`).
+    pub ws_path: String,
+    /// Built-in echo endpoint, off when `None`.
+    pub echo_path: Option<String>,
+    /// Largest WebSocket message (and frame) accepted; larger closes with 1009.
+    pub max_message_size: usize,
+    /// A peer silent this long is closed.
+    pub idle_timeout: Duration,
+    /// How often the server pings a quiet peer.
+    pub ping_interval: Duration,
+    /// Time allowed to finish the HTTP upgrade.
+    pub handshake_timeout: Duration,
+    /// Bytes a session may have queued for a client that is not reading; past it, close 1008
+    /// `slow consumer`.
+    pub max_outbound_bytes: usize,
+    /// Open client connections per process; past it new connections are refused.
+    pub max_connections: usize,
+    /// Time a `send`/`publish` may wait for the broker before the answer is `unavailable`.
+    pub request_timeout: Duration,
+    /// How long graceful shutdown waits for close handshakes and flushes before exiting.
+    pub shutdown_grace: Duration,
+    /// Broker retention and dedupe settings.
+    pub broker: hermod_broker::Limits,
+}
+
+impl Settings {
+    /// The defaults of spec §1-2 (used as the base that file, env and flags override).
+    pub fn defaults() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            auth: AuthMode::None,
+            ws_path: "/ws".to_owned(),
+            echo_path: None,
+            max_message_size: 64 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            max_outbound_bytes: 1024 * 1024,
+            max_connections: 19_000,
+            request_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+            broker: hermod_broker::Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! One reactor thread: a mio `Poll`, this worker's SO_REUSEPORT listener, a slab of sessions, a
+//! timer wheel and a mailbox for broker deliveries. Nothing here is shared with other workers
+//! except the [`Metrics`] atomics.
+//!
+//! One loop iteration: poll; serve socket events (accept, handshake, read, writable); drain the
+//! mailbox (deliveries queue output); continue capped reads; fire timers; retry Attach/Detach
+//! the broker had no room for; then flush every session with queued output, once (coalescing).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use hermod_core::bus::{Delivery, Request};
+use hermod_core::reactor::interrupted;
+use hermod_core::reactor::listener::{is_fd_exhaustion, AcceptOutcome, Acceptor};
+use hermod_core::reactor::mailbox::{mailbox, MailboxReceiver, MailboxSender};
+use hermod_core::reactor::slots::{Key, Slots};
+use hermod_core::reactor::timer::{TimerId, TimerWheel};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+use tungstenite::handshake::server::ServerHandshake;
+use tungstenite::protocol::WebSocketConfig;
+
+use crate::env::Env;
+use crate::handshake::Gate;
+use crate::metrics::{Metrics, Rejected};
+use crate::session::{Conn, Handshaking, Next, Session, Step, ABNORMAL};
+use crate::settings::Settings;
+
+/// A message for a worker.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// A broker delivery for one of this worker's sessions.
+    Deliver(Delivery),
+    /// Close every session with 1012 and return from `run`.
+    Shutdown,
+}
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Deliveries a worker's mailbox holds; a full mailbox makes the broker back off or overflow
+/// the session.
+const MAILBOX_CAPACITY: usize = 16 * 1024;
+/// Mailbox messages handled per loop iteration.
+const MAILBOX_BUDGET: usize = 4096;
+/// Connections accepted per listener event before serving others.
+const ACCEPT_BUDGET: usize = 256;
+/// How long a closing session may take to drain its close frame and see the peer's EOF.
+const CLOSE_LINGER: Duration = Duration::from_secs(30);
+/// Pause before accepting again when the process is out of fds.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Pause before retrying Attach/Detach when the broker channel is full.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+/// Longest poll sleep (the stop flag is also checked then).
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// tungstenite buffers output up to this before writing by itself; we flush once per tick.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Read buffer per connection, resident after the first read: tungstenite's default (128 KiB)
+/// dominates idle memory. Measured per idle `/ws` session (proxy RSS, broker included): 5.4 KiB
+/// with 4 KiB here, 3.6 KiB with 2 KiB. Larger messages just take more reads.
+const READ_BUFFER: usize = 2048;
+
+/// Everything in a slot.
+#[derive(Debug)]
+struct Slot {
+    conn: Conn,
+    /// The armed timer (handshake deadline, ping/idle/request timeout, or close linger).
+    timer: Option<TimerId>,
+    /// On the flush list for this tick.
+    flush_queued: bool,
+    /// On the read-again list.
+    read_queued: bool,
+}
+
+/// The sending side of a worker's mailbox, for the broker and the shell.
+#[derive(Clone, Debug)]
+pub struct WorkerHandle {
+    tx: MailboxSender<WorkerMsg>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl WorkerHandle {
+    /// For the embedded broker: try to hand over a delivery; Err gives it back when the mailbox
+    /// is full (or the worker is gone).
+    pub fn sink(&self) -> Box<dyn Fn(Delivery) -> Result<(), Delivery> + Send> {
+        let tx = self.tx.clone();
+        Box::new(move |d| match tx.try_send(WorkerMsg::Deliver(d)) {
+            Ok(()) => Ok(()),
+            Err(e) => match e.into_inner() {
+                WorkerMsg::Deliver(d) => Err(d),
+                // Never happens: only deliveries go in here.
+                WorkerMsg::Shutdown => Ok(()),
+            },
+        })
+    }
+
+    /// Asks the worker to close every session with 1012, flush, and return from `run()`.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Relaxed);
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!("waking worker for shutdown: {e}");
+        }
+    }
+}
+
+/// A worker ready to run on its own thread.
+#[derive(Debug)]
+pub struct Worker {
+    id: u16,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    poll: Poll,
+    listener: TcpListener,
+    mailbox: MailboxReceiver<WorkerMsg>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Builds worker `id` around its listener.
+pub fn prepare(
+    id: u16,
+    settings: Arc<Settings>,
+    mut listener: TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(Worker, WorkerHandle)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let (tx, rx) = mailbox(MAILBOX_CAPACITY, Arc::clone(&waker));
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        id,
+        settings,
+        metrics,
+        poll,
+        listener,
+        mailbox: rx,
+        stop: Arc::clone(&stop),
+    };
+    Ok((worker, WorkerHandle { tx, stop, waker }))
+}
+
+impl Worker {
+    /// Runs the loop; returns after shutdown completes (or its grace elapsed).
+    pub fn run(self, broker: Sender<Request>) {
+        match Reactor::new(self, broker) {
+            Ok(mut reactor) => reactor.run(),
+            Err(e) => tracing::error!("worker cannot start: {e}"),
+        }
+    }
+}
+
+/// The loop's state.
+struct Reactor {
+    env: Env,
+    poll: Poll,
+    /// `None` once shutdown began (deregistered and closed).
+    listener: Option<TcpListener>,
+    acceptor: Acceptor,
+    mailbox: MailboxReceiver<WorkerMsg>,
+    stop: Arc<AtomicBool>,
+    slots: Slots<Slot>,
+    timers: TimerWheel<Key>,
+    /// Sessions with queued output for the end of this tick.
+    flush_list: Vec<Key>,
+    /// Sessions whose read budget ran out.
+    read_list: Vec<Key>,
+    /// When to accept again: after an fd shortage, or at once when the budget ran out.
+    accept_again: Option<Instant>,
+    /// Set when shutdown began: return once every session is gone or at this instant.
+    shutdown_deadline: Option<Instant>,
+    ws_config: WebSocketConfig,
+}
+
+impl Reactor {
+    fn new(w: Worker, broker: Sender<Request>) -> std::io::Result<Self> {
+        let max = w.settings.max_message_size;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            .max_write_buffer_size(WRITE_BUFFER + 2 * (w.settings.max_outbound_bytes + max) + 4096)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        Ok(Reactor {
+            env: Env {
+                id: w.id,
+                settings: w.settings,
+                metrics: w.metrics,
+                broker,
+                backlog: VecDeque::new(),
+            },
+            poll: w.poll,
+            listener: Some(w.listener),
+            acceptor: Acceptor::new()?,
+            mailbox: w.mailbox,
+            stop: w.stop,
+            slots: Slots::with_capacity(1024),
+            timers: TimerWheel::new(Instant::now(), Duration::from_millis(10), 8192),
+            flush_list: Vec::new(),
+            read_list: Vec::new(),
+            accept_again: None,
+            shutdown_deadline: None,
+            ws_config,
+        })
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut batch = Vec::new();
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if interrupted(&e) {
+                    continue;
+                }
+                tracing::error!("poll failed: {e}");
+                break;
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    token => {
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        let writable = ev.is_writable() || ev.is_write_closed();
+                        if let Some(key) = Key::from_token(token) {
+                            self.on_socket(key, readable, writable, now);
+                        }
+                    }
+                }
+            }
+            self.mailbox.drain(MAILBOX_BUDGET, |m| batch.push(m));
+            for msg in batch.drain(..) {
+                match msg {
+                    WorkerMsg::Deliver(d) => self.deliver(d, now),
+                    WorkerMsg::Shutdown => self.stop.store(true, Relaxed),
+                }
+            }
+            self.tick(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.slots.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+        }
+        self.finish();
+    }
+
+    /// The end-of-iteration work.
+    fn tick(&mut self, now: Instant) {
+        if self.stop.load(Relaxed) && self.shutdown_deadline.is_none() {
+            self.begin_shutdown(now);
+        }
+        if self.accept_again.is_some_and(|t| t <= now) {
+            self.accept_again = None;
+            self.accept(now);
+        }
+        for key in std::mem::take(&mut self.read_list) {
+            if let Some(slot) = self.slots.get_mut(key) {
+                slot.read_queued = false;
+            }
+            self.on_socket(key, true, false, now);
+        }
+        let mut expired = Vec::new();
+        self.timers.poll_expired(now, &mut expired);
+        for key in expired {
+            self.on_timer(key, now);
+        }
+        self.env.retry_backlog();
+        for key in std::mem::take(&mut self.flush_list) {
+            self.flush(key, now);
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        if !self.read_list.is_empty() || !self.flush_list.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut wake = now + MAX_SLEEP;
+        let candidates = [
+            self.timers.next_deadline(),
+            self.accept_again,
+            self.shutdown_deadline,
+            (!self.env.backlog.is_empty()).then(|| now + BACKLOG_RETRY),
+        ];
+        for t in candidates.into_iter().flatten() {
+            wake = wake.min(t);
+        }
+        // Round up to the next millisecond so that a sub-millisecond wait does not spin.
+        let d = wake.saturating_duration_since(now);
+        if d.is_zero() {
+            d
+        } else {
+            d.max(Duration::from_millis(1))
+        }
+    }
+
+    // ---- accepting and handshakes ------------------------------------------------------------
+
+    fn accept(&mut self, now: Instant) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let mut accepted = Vec::new();
+        for _ in 0..ACCEPT_BUDGET {
+            match self.acceptor.accept(listener) {
+                AcceptOutcome::Accepted(stream, _) => accepted.push(stream),
+                AcceptOutcome::WouldBlock => break,
+                AcceptOutcome::Shed => {
+                    self.env.metrics.connections_refused.fetch_add(1, Relaxed);
+                }
+                AcceptOutcome::Error(e) if is_fd_exhaustion(&e) => {
+                    tracing::warn!("out of file descriptors; pausing accepts");
+                    self.accept_again = Some(now + ACCEPT_BACKOFF);
+                    break;
+                }
+                AcceptOutcome::Error(e) => tracing::debug!("accept: {e}"),
+            }
+        }
+        if accepted.len() == ACCEPT_BUDGET {
+            // More may be pending and no new edge will come for them.
+            self.accept_again = Some(now);
+        }
+        for stream in accepted {
+            self.admit(stream, now);
+        }
+    }
+
+    fn admit(&mut self, stream: TcpStream, now: Instant) {
+        let open = self.env.metrics.connections_open.load(Relaxed);
+        if open >= self.env.settings.max_connections {
+            self.env.metrics.connections_refused.fetch_add(1, Relaxed);
+            return;
+        }
+        self.env.metrics.connections_open.fetch_add(1, Relaxed);
+        self.env.metrics.connections_accepted.fetch_add(1, Relaxed);
+        let admission = Arc::new(Mutex::new(None));
+        let gate = Gate {
+            settings: Arc::clone(&self.env.settings),
+            admission: Arc::clone(&admission),
+        };
+        let mid = ServerHandshake::start(stream, gate, Some(self.ws_config));
+        let deadline = now + self.env.settings.handshake_timeout;
+        let key = self.slots.insert(Slot {
+            conn: Conn::Handshaking(Box::new(Handshaking {
+                mid: Some(mid),
+                admission,
+                deadline,
+            })),
+            timer: None,
+            flush_queued: false,
+            read_queued: false,
+        });
+        let stream = match self.slots.get_mut(key).map(|s| &mut s.conn) {
+            Some(Conn::Handshaking(h)) => h.mid.as_mut().map(|mid| mid.get_mut().get_mut()),
+            _ => None,
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered = match stream {
+            Some(stream) => self.poll.registry().register(stream, key.token(), interest),
+            None => Err(std::io::Error::other("slot vanished")),
+        };
+        if let Err(e) = registered {
+            tracing::warn!("register: {e}");
+            self.remove(key, None);
+            return;
+        }
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.timer = Some(self.timers.insert(deadline, key));
+        }
+        self.drive_handshake(key, now);
+    }
+
+    fn drive_handshake(&mut self, key: Key, now: Instant) {
+        let Some(Slot {
+            conn: Conn::Handshaking(h),
+            ..
+        }) = self.slots.get_mut(key)
+        else {
+            return;
+        };
+        match h.drive() {
+            Step::Pending => {}
+            Step::Failed(status) => {
+                let why = match status {
+                    Some(400) => Rejected::Status400,
+                    Some(401) => Rejected::Status401,
+                    Some(404) => Rejected::Status404,
+                    _ => Rejected::Failed,
+                };
+                self.env.metrics.rejected(why);
+                self.remove(key, None);
+            }
+            Step::Upgraded(ws, endpoint) => {
+                self.env.metrics.handshakes_ok.fetch_add(1, Relaxed);
+                let cx = self.env.ctx(key, now);
+                let (session, next) = Session::open(*ws, endpoint, &cx);
+                let attach = session.identity().map(|(user, device)| Request::Attach {
+                    session: cx.key,
+                    user: user.clone(),
+                    device: device.clone(),
+                });
+                if let Some(slot) = self.slots.get_mut(key) {
+                    slot.conn = Conn::Ws(Box::new(session));
+                    if let Some(id) = slot.timer.take() {
+                        self.timers.cancel(id);
+                    }
+                }
+                if let Some(attach) = attach {
+                    self.env.send_control(attach);
+                }
+                self.after(key, next, now);
+                // Input may have arrived right behind the request: no new edge would announce it.
+                self.on_socket(key, true, false, now);
+            }
+        }
+    }
+
+    // ---- events on sessions ------------------------------------------------------------------
+
+    fn on_socket(&mut self, key: Key, readable: bool, writable: bool, now: Instant) {
+        let cx = self.env.ctx(key, now);
+        let next = match self.slots.get_mut(key).map(|s| &mut s.conn) {
+            Some(Conn::Ws(session)) => session.on_ready(readable, writable, &cx),
+            Some(Conn::Handshaking(_)) => return self.drive_handshake(key, now),
+            None => return,
+        };
+        self.after(key, next, now);
+    }
+
+    fn deliver(&mut self, d: Delivery, now: Instant) {
+        if d.session.worker != self.env.id {
+            return;
+        }
+        let key = Key {
+            slot: d.session.slot,
+            generation: d.session.generation,
+        };
+        let cx = self.env.ctx(key, now);
+        // A stale key (session gone, slot reused) finds nothing: the delivery is dropped.
+        let next = match self.slots.get_mut(key).map(|s| &mut s.conn) {
+            Some(Conn::Ws(session)) => session.deliver(d.event, &cx),
+            _ => return,
+        };
+        self.after(key, next, now);
+    }
+
+    fn on_timer(&mut self, key: Key, now: Instant) {
+        let cx = self.env.ctx(key, now);
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        slot.timer = None;
+        let next = match &mut slot.conn {
+            Conn::Handshaking(h) if now >= h.deadline => {
+                self.env.metrics.rejected(Rejected::Failed);
+                return self.remove(key, None);
+            }
+            Conn::Handshaking(h) => {
+                slot.timer = Some(self.timers.insert(h.deadline, key));
+                return;
+            }
+            Conn::Ws(session) => session.on_timer(&cx),
+        };
+        self.after(key, next, now);
+    }
+
+    fn flush(&mut self, key: Key, now: Instant) {
+        let cx = self.env.ctx(key, now);
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        slot.flush_queued = false;
+        let next = match &mut slot.conn {
+            Conn::Ws(session) => session.flush_out(&cx),
+            Conn::Handshaking(_) => return,
+        };
+        self.after(key, next, now);
+    }
+
+    /// Acts on a handler's verdict, then keeps the session's lists and timer up to date.
+    fn after(&mut self, key: Key, next: Next, now: Instant) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let Conn::Ws(session) = &mut slot.conn else {
+            return;
+        };
+        let next = match next {
+            Next::Close(code, reason) => {
+                if code == 1008 && reason == "slow consumer" {
+                    self.env.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
+                }
+                session.begin_close(code, reason, now + CLOSE_LINGER)
+            }
+            other => other,
+        };
+        match next {
+            Next::Drop(code) => return self.remove(key, Some(code)),
+            Next::MoreToRead if !slot.read_queued => {
+                slot.read_queued = true;
+                self.read_list.push(key);
+            }
+            _ => {}
+        }
+        if session.take_resume() {
+            let session = self.env.session_key(key);
+            self.env.send_control(Request::ResumeReplay { session });
+        }
+        if session.wants_flush() && !slot.flush_queued {
+            slot.flush_queued = true;
+            self.flush_list.push(key);
+        }
+        let deadline = session.next_deadline(&self.env.settings);
+        let armed = slot.timer.and_then(|id| self.timers.deadline(id));
+        if armed.is_none_or(|t| t > deadline) {
+            if let Some(id) = slot.timer.take() {
+                self.timers.cancel(id);
+            }
+            slot.timer = Some(self.timers.insert(deadline, key));
+        }
+    }
+
+    /// Ends a connection: `code` is the close code of an upgraded session (`None`: handshake).
+    fn remove(&mut self, key: Key, code: Option<u16>) {
+        let Some(slot) = self.slots.remove(key) else {
+            return;
+        };
+        if let Some(id) = slot.timer {
+            self.timers.cancel(id);
+        }
+        self.env.metrics.connections_open.fetch_sub(1, Relaxed);
+        if let Conn::Ws(session) = slot.conn {
+            self.env.metrics.closed(code.unwrap_or(ABNORMAL));
+            if session.attached {
+                let session = self.env.session_key(key);
+                self.env.send_control(Request::Detach { session });
+            }
+        }
+    }
+
+    // ---- shutdown ------------------------------------------------------------------------------
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        tracing::debug!(
+            worker = self.env.id,
+            sessions = self.slots.len(),
+            "shutting down"
+        );
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_again = None;
+        self.shutdown_deadline = Some(now + self.env.settings.shutdown_grace);
+        let keys: Vec<Key> = self.slots.keys().collect();
+        for key in keys {
+            match self.slots.get(key).map(|s| &s.conn) {
+                Some(Conn::Handshaking(_)) => self.remove(key, None),
+                Some(Conn::Ws(_)) => self.after(key, Next::Close(1012, "service restart"), now),
+                None => {}
+            }
+        }
+    }
+
+    /// Drops whatever is left after the grace period and tells the broker.
+    fn finish(&mut self) {
+        let keys: Vec<Key> = self.slots.keys().collect();
+        for key in keys {
+            self.remove(key, None);
+        }
+        self.env.retry_backlog();
+    }
+}
