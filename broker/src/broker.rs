@@ -93,6 +93,11 @@ pub struct Broker<E: Engine> {
     pending: HashMap<Token, Pending>,
     /// The next operation token.
     next_token: u64,
+    /// Sessions whose attach-time inbox read failed (storage unavailable), with the token of
+    /// the failed read: the read is retried on every sweep while the session stays attached
+    /// (live messages are held meanwhile, as during any read), so a client that connects
+    /// during an outage gets its backlog once storage is back instead of being closed.
+    retry_inbox: Vec<(SessionKey, Token)>,
 }
 
 impl<E: Engine> Broker<E> {
@@ -105,12 +110,18 @@ impl<E: Engine> Broker<E> {
             room_subs: HashMap::new(),
             pending: HashMap::new(),
             next_token: 0,
+            retry_inbox: Vec::new(),
         }
     }
 
     /// The storage engine (tests and metrics).
     pub fn engine(&self) -> &E {
         &self.engine
+    }
+
+    /// The storage engine, for its driver (the embedded runner feeds it I/O events).
+    pub fn engine_mut(&mut self) -> &mut E {
+        &mut self.engine
     }
 
     /// The bounds this broker was built with.
@@ -187,6 +198,7 @@ impl<E: Engine> Broker<E> {
             Channel::Room(room) => room_subs.contains_key(room),
         };
         self.engine.sweep(now_ms, &in_use);
+        self.retry_inbox_reads(now_ms);
     }
 
     fn next_token(&mut self) -> Token {

@@ -9,15 +9,19 @@
 //! stored is lost.
 
 use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use mio::{Events, Poll, Waker};
 
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
+use hermod_core::reactor::mailbox::{mailbox, MailboxReceiver, MailboxSender};
 
 use crate::broker::Broker;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineStats};
 
 /// Hands a delivery to a gateway worker; gives it back when the worker's mailbox is full.
 pub type Sink = Box<dyn Fn(Delivery) -> Result<(), Delivery> + Send>;
@@ -26,62 +30,130 @@ pub type Sink = Box<dyn Fn(Delivery) -> Result<(), Delivery> + Send>;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How soon an undelivered `Overflow` is retried.
 const RETRY_EVERY: Duration = Duration::from_millis(10);
-/// Requests taken per loop turn before deliveries are routed (bounds the delivery batch).
+/// Requests taken per wake before deliveries are routed (bounds the delivery batch).
 const BATCH: usize = 256;
 /// Overflowed sessions remembered until their `Detach`. The gateway always detaches a closed
 /// session, so this stays small; the cap only guards against a gateway that does not.
 const MAX_OVERFLOWED: usize = 65_536;
+/// The waker's token; the engine's sockets use the tokens from [`FIRST_ENGINE_TOKEN`] up.
+const WAKE: mio::Token = mio::Token(0);
+/// The first token the engine may use.
+const FIRST_ENGINE_TOKEN: usize = 1;
+/// Readiness events taken per `poll`.
+const EVENTS: usize = 256;
+
+/// What the runner publishes for the proxy's `/readyz` and `/metrics`.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Set by `shutdown`: the runner stops at its next turn.
+    stop: AtomicBool,
+    /// The engine's `is_ready`, refreshed every loop turn.
+    ready: AtomicBool,
+    /// The engine's counters, refreshed every loop turn (field order of [`EngineStats`]).
+    stats: [AtomicU64; 6],
+}
+
+impl Shared {
+    fn publish(&self, ready: bool, s: &EngineStats) {
+        self.ready.store(ready, Ordering::Relaxed);
+        let values = [
+            s.round_trips,
+            s.pipeline_depth,
+            s.failovers_seen,
+            s.reconnects,
+            s.unavailable,
+            s.pending_ops,
+        ];
+        for (slot, v) in self.stats.iter().zip(values) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn read(&self) -> EngineStats {
+        let v = |i: usize| self.stats[i].load(Ordering::Relaxed);
+        EngineStats {
+            round_trips: v(0),
+            pipeline_depth: v(1),
+            failovers_seen: v(2),
+            reconnects: v(3),
+            unavailable: v(4),
+            pending_ops: v(5),
+        }
+    }
+}
 
 /// A running embedded broker.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     /// Where the gateway sends requests (cloned out by [`EmbeddedBroker::sender`]).
-    requests: Sender<Request>,
-    /// Dropped on shutdown: the runner sees the disconnect and stops, even while gateway workers
-    /// still hold request senders.
-    stop: Sender<()>,
+    requests: MailboxSender<Request>,
+    /// Wakes the runner on shutdown, even while gateway workers still hold request senders.
+    waker: Arc<Waker>,
+    /// Stop flag, readiness and counters shared with the runner.
+    shared: Arc<Shared>,
     /// The runner thread.
     thread: JoinHandle<()>,
 }
 
 impl EmbeddedBroker {
-    /// A sender for requests. The channel is bounded: `send` blocks while the broker is behind,
-    /// `try_send` reports it full.
-    pub fn sender(&self) -> Sender<Request> {
+    /// A sender for requests. The mailbox is bounded: `try_send` reports it full, `send_timeout`
+    /// waits for room.
+    pub fn sender(&self) -> MailboxSender<Request> {
         self.requests.clone()
+    }
+
+    /// Whether the engine can serve operations (Redis reachable and set up): `/readyz`.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Relaxed)
+    }
+
+    /// The engine's counters as of the runner's last loop turn.
+    pub fn stats(&self) -> EngineStats {
+        self.shared.read()
     }
 
     /// Stops the runner and waits for it.
     pub fn shutdown(self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Err(e) = self.waker.wake() {
+            tracing::error!(error = %e, "cannot wake the embedded broker to stop it");
+        }
         drop(self.requests);
-        drop(self.stop);
         if self.thread.join().is_err() {
             tracing::error!("embedded broker thread panicked");
         }
     }
 }
 
-/// Starts `broker` on its own thread, with a request channel of `queue` slots.
+/// Starts `broker` on its own thread, with a request mailbox of `queue` slots.
 pub fn spawn<E: Engine + Send + 'static>(
-    broker: Broker<E>,
+    mut broker: Broker<E>,
     queue: usize,
     sinks: Vec<Sink>,
-) -> std::io::Result<EmbeddedBroker> {
-    let (requests, rx) = crossbeam_channel::bounded(queue.max(1));
-    let (stop, stop_rx) = crossbeam_channel::bounded(0);
+) -> io::Result<EmbeddedBroker> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let (requests, rx) = mailbox(queue.max(1), Arc::clone(&waker));
+    broker
+        .engine_mut()
+        .register(poll.registry(), FIRST_ENGINE_TOKEN)?;
+    let shared = Arc::new(Shared::default());
+    shared.publish(broker.engine().is_ready(), &broker.engine().stats());
     let mut runner = Runner {
         broker,
         sinks,
         overflowed: HashMap::new(),
         retry: Vec::new(),
         out: Vec::new(),
+        shared: Arc::clone(&shared),
     };
     let thread = std::thread::Builder::new()
         .name("hermod-broker".into())
-        .spawn(move || runner.run(&rx, &stop_rx))?;
+        .spawn(move || runner.run(poll, &rx))?;
     Ok(EmbeddedBroker {
         requests,
-        stop,
+        waker,
+        shared,
         thread,
     })
 }
@@ -106,37 +178,61 @@ struct Runner<E: Engine> {
     retry: Vec<SessionKey>,
     /// Deliveries of the current batch.
     out: Vec<Delivery>,
+    /// Stop flag, readiness and counters shared with the [`EmbeddedBroker`].
+    shared: Arc<Shared>,
 }
 
 impl<E: Engine> Runner<E> {
-    fn run(&mut self, rx: &Receiver<Request>, stop: &Receiver<()>) {
+    fn run(&mut self, mut poll: Poll, rx: &MailboxReceiver<Request>) {
+        let mut events = Events::with_capacity(EVENTS);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
-            let timeout = if self.retry.is_empty() {
-                next_sweep.saturating_duration_since(Instant::now())
-            } else {
-                RETRY_EVERY
-            };
-            select! {
-                recv(stop) -> _ => break,
-                recv(rx) -> req => match req {
-                    Ok(req) => {
-                        self.on_request(req);
-                        for req in rx.try_iter().take(BATCH) {
-                            self.on_request(req);
-                        }
-                    }
-                    Err(_) => break,
-                },
-                default(timeout) => {}
+            let timeout = self.timeout(next_sweep);
+            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "embedded broker poll failed");
+                    break;
+                }
             }
+            let now = Instant::now();
+            let registry = poll.registry();
+            for event in events.iter() {
+                if event.token() == WAKE {
+                    rx.drain(BATCH, |req| self.on_request(req));
+                } else if self.broker.engine().owns(event.token()) {
+                    self.broker.engine_mut().on_event(registry, event, now);
+                }
+            }
+            self.broker.engine_mut().on_tick(registry, now);
             self.broker.poll_completions(&mut self.out);
             self.route();
             self.retry_overflows();
-            if Instant::now() >= next_sweep {
+            if now >= next_sweep {
                 self.broker.sweep(unix_ms());
-                next_sweep = Instant::now() + SWEEP_EVERY;
+                next_sweep = now + SWEEP_EVERY;
             }
+            self.broker.engine_mut().flush(registry);
+            let engine = self.broker.engine();
+            self.shared.publish(engine.is_ready(), &engine.stats());
+            if self.shared.stop.load(Ordering::Acquire) || (rx.is_disconnected() && rx.is_empty()) {
+                break;
+            }
+        }
+    }
+
+    /// How long the next `poll` may sleep: until the sweep, the engine's next deadline, or the
+    /// next overflow retry.
+    fn timeout(&self, next_sweep: Instant) -> Duration {
+        let now = Instant::now();
+        let mut until = next_sweep;
+        if let Some(d) = self.broker.engine().next_deadline() {
+            until = until.min(d);
+        }
+        let wait = until.saturating_duration_since(now);
+        if self.retry.is_empty() {
+            wait
+        } else {
+            wait.min(RETRY_EVERY)
         }
     }
 

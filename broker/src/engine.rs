@@ -12,6 +12,9 @@
 //! replay read is still in flight, and requires only that completions of one channel come out in
 //! the order the engine applied them. Replays are read a [`Page`] at a time.
 
+use std::io;
+use std::time::Instant;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
@@ -126,6 +129,23 @@ pub enum EngineError {
 /// One completed operation.
 pub type Completion = (Token, Result<Done, EngineError>);
 
+/// Counters an engine exposes for metrics (all zero for the memory engine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Commands answered by the store since start (each pipelined command counts once).
+    pub round_trips: u64,
+    /// Commands sent and not yet answered, right now: how deep the pipeline runs.
+    pub pipeline_depth: u64,
+    /// Master changes (failovers) the engine followed.
+    pub failovers_seen: u64,
+    /// Connections (re)established to the store.
+    pub reconnects: u64,
+    /// Operations answered `Unavailable`.
+    pub unavailable: u64,
+    /// Operations accepted and not yet completed (held, queued behind a channel, or sent).
+    pub pending_ops: u64,
+}
+
 /// A storage engine. Sans-io from the broker's point of view: no call blocks.
 pub trait Engine {
     /// Starts `op`; its result comes out of [`Engine::poll_completion`] under `token`.
@@ -141,4 +161,39 @@ pub trait Engine {
     /// Drops what retention and the dedupe window allow at `now_ms`, and channels that are empty
     /// and not `in_use` (no session subscribed), so storage follows what is live.
     fn sweep(&mut self, now_ms: u64, in_use: &dyn Fn(&Channel) -> bool);
+
+    /// Hands the engine the runner's Poll: its sockets may use the tokens at and above
+    /// `first_token` (the runner keeps those below for itself). No-op for in-process engines.
+    fn register(&mut self, _registry: &mio::Registry, _first_token: usize) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Whether `token` belongs to this engine (the runner routes the event to `on_event`).
+    fn owns(&self, _token: mio::Token) -> bool {
+        false
+    }
+
+    /// A readiness event for one of the engine's sockets.
+    fn on_event(&mut self, _registry: &mio::Registry, _event: &mio::event::Event, _now: Instant) {}
+
+    /// Called once per loop turn after events: connects, timeouts, retries.
+    fn on_tick(&mut self, _registry: &mio::Registry, _now: Instant) {}
+
+    /// Writes what the turn queued (one write per socket per turn).
+    fn flush(&mut self, _registry: &mio::Registry) {}
+
+    /// When `on_tick` next has something to do, if ever.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Whether the engine can serve operations now (`/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Counters for metrics.
+    fn stats(&self) -> EngineStats {
+        EngineStats::default()
+    }
 }

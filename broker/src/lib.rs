@@ -8,6 +8,8 @@
 //! - [`Engine`] (`engine.rs`): the storage interface. The broker submits [`Op`]s under a
 //!   [`Token`] and collects completions, so an asynchronous, pipelined engine (Redis) fits.
 //! - [`MemoryEngine`] (`memory.rs`, with `history.rs` and `dedupe.rs`): the in-memory engine.
+//! - [`RedisEngine`] (`redis/`): the durable engine, one FCALL of the `hermod` Redis function
+//!   library per operation, pipelined on the broker thread's own Poll.
 //! - [`embedded`]: the broker on its own thread inside the proxy, fed by a bounded channel,
 //!   delivering through one sink per gateway worker.
 //! - `replay.rs`: paged replay with flow control. A replay (inbox backlog on attach, room
@@ -28,12 +30,16 @@ mod engine;
 mod history;
 mod limits;
 mod memory;
+pub mod redis;
 mod replay;
 
 pub use broker::{Broker, MAX_ROOMS_PER_SESSION};
 pub use dedupe::MAX_DEDUPE_ENTRIES;
-pub use engine::{Channel, Completion, Done, Engine, EngineError, Op, Page, Stored, Token};
+pub use engine::{
+    Channel, Completion, Done, Engine, EngineError, EngineStats, Op, Page, Stored, Token,
+};
 pub use history::MAX_CURSORS_PER_INBOX;
 pub use limits::Limits;
 pub use memory::MemoryEngine;
+pub use redis::{Durability, RedisEngine, RedisEngineConfig};
 pub use replay::MAX_REPLAY_BUFFER;

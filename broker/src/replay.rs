@@ -109,6 +109,18 @@ impl Feed {
         }
     }
 
+    /// Moves a read in flight under `from` to `to` (a retry of the read), keeping what it holds.
+    /// `false` when `from` is not the current read.
+    pub fn retarget(&mut self, from: Token, to: Token) -> bool {
+        match self {
+            Feed::Reading { token, .. } if *token == from => {
+                *token = to;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the page read under `token` is this subscription's current one.
     pub fn is_reading(&self, token: Token) -> bool {
         matches!(self, Feed::Reading { token: t, .. } if *t == token)

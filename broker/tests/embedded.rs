@@ -11,8 +11,20 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use hermod_broker::embedded::{self, Sink};
 use hermod_broker::{Broker, Limits, MemoryEngine};
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
+use hermod_core::reactor::mailbox::{MailboxSender, SendTimeoutError};
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// Blocking sends into the runner's mailbox, as a gateway's control requests do.
+trait Put {
+    fn send(&self, req: Request) -> Result<(), SendTimeoutError<Request>>;
+}
+
+impl Put for MailboxSender<Request> {
+    fn send(&self, req: Request) -> Result<(), SendTimeoutError<Request>> {
+        self.send_timeout(req, WAIT)
+    }
+}
 
 fn session(worker: u16, slot: u32) -> SessionKey {
     SessionKey {

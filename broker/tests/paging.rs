@@ -1,5 +1,6 @@
 //! Paged replay with flow control: a long backlog goes out a page at a time, the next page only
 //! after `ResumeReplay`; live messages meanwhile are neither lost, nor duplicated, nor reordered.
+#![allow(clippy::unwrap_used)] // scenarios shared by both engines are not `#[test]`s
 
 mod common;
 
@@ -34,9 +35,8 @@ fn drain(h: &mut Harness, s: SessionKey) -> Vec<MsgId> {
     panic!("replay never ended");
 }
 
-#[test]
-fn attach_backlog_arrives_in_pages_after_resume() {
-    let mut h = Harness::paged(100, NO_BYTE_LIMIT);
+fn attach_backlog_arrives_in_pages_after_resume(kind: Kind) {
+    let mut h = Harness::paged_on(kind, 100, NO_BYTE_LIMIT);
     h.attach(key(1), "alice", "default");
     let sent = backlog(&mut h, "bob", "c", 1_000);
     let bob = key(2);
@@ -68,9 +68,8 @@ fn attach_backlog_arrives_in_pages_after_resume() {
     assert_eq!(datas(&out, bob), ["\"live\""]);
 }
 
-#[test]
-fn live_sends_during_a_paged_replay_arrive_once_in_order() {
-    let mut h = Harness::paged(100, NO_BYTE_LIMIT);
+fn live_sends_during_a_paged_replay_arrive_once_in_order(kind: Kind) {
+    let mut h = Harness::paged_on(kind, 100, NO_BYTE_LIMIT);
     h.attach(key(1), "alice", "default");
     let mut sent = backlog(&mut h, "bob", "c", 350);
     let bob = key(2);
@@ -90,9 +89,8 @@ fn live_sends_during_a_paged_replay_arrive_once_in_order() {
     assert_eq!(ids(&out, bob), [sent_id(&out)]);
 }
 
-#[test]
-fn pages_are_bounded_by_bytes_too() {
-    let mut h = Harness::paged(1_000, 1);
+fn pages_are_bounded_by_bytes_too(kind: Kind) {
+    let mut h = Harness::paged_on(kind, 1_000, 1);
     h.attach(key(1), "alice", "default");
     let sent = backlog(&mut h, "bob", "c", 3);
     let bob = key(2);
@@ -103,9 +101,8 @@ fn pages_are_bounded_by_bytes_too() {
     assert_eq!(drain(&mut h, bob), sent[1..]);
 }
 
-#[test]
-fn acks_during_a_paged_replay_do_not_skip_or_repeat() {
-    let mut h = Harness::paged(10, NO_BYTE_LIMIT);
+fn acks_during_a_paged_replay_do_not_skip_or_repeat(kind: Kind) {
+    let mut h = Harness::paged_on(kind, 10, NO_BYTE_LIMIT);
     h.attach(key(1), "alice", "default");
     let sent = backlog(&mut h, "bob", "c", 35);
     let bob = key(2);
@@ -120,9 +117,8 @@ fn acks_during_a_paged_replay_do_not_skip_or_repeat() {
     assert_eq!(ids(&out, again), sent[10..20]);
 }
 
-#[test]
-fn room_since_replay_is_paged() {
-    let mut h = Harness::paged(100, NO_BYTE_LIMIT);
+fn room_since_replay_is_paged(kind: Kind) {
+    let mut h = Harness::paged_on(kind, 100, NO_BYTE_LIMIT);
     let a = key(1);
     h.attach(a, "alice", "default");
     let mut sent: Vec<MsgId> = (0..260)
@@ -146,14 +142,13 @@ fn room_since_replay_is_paged() {
     assert_eq!(ids(&out, b), [sent_id(&out)]);
 }
 
-#[test]
-fn room_trimmed_during_a_paused_replay_delivers_what_is_left() {
+fn room_trimmed_during_a_paused_replay_delivers_what_is_left(kind: Kind) {
     let limits = Limits {
         room_max_len: 150,
         replay_page_messages: 100,
         ..Limits::default()
     };
-    let mut h = Harness::with_limits(limits, 9);
+    let mut h = Harness::of_with(kind, limits, 9);
     let a = key(1);
     h.attach(a, "alice", "default");
     let mut sent: Vec<MsgId> = (0..150)
@@ -172,9 +167,8 @@ fn room_trimmed_during_a_paused_replay_delivers_what_is_left() {
     assert_eq!(drain(&mut h, b), sent[160..]);
 }
 
-#[test]
-fn replays_of_one_session_take_turns_with_one_pause_outstanding() {
-    let mut h = Harness::paged(100, NO_BYTE_LIMIT);
+fn replays_of_one_session_take_turns_with_one_pause_outstanding(kind: Kind) {
+    let mut h = Harness::paged_on(kind, 100, NO_BYTE_LIMIT);
     let a = key(1);
     h.attach(a, "alice", "default");
     let inbox = backlog(&mut h, "bob", "c", 250);
@@ -216,9 +210,8 @@ fn replays_of_one_session_take_turns_with_one_pause_outstanding() {
     assert_eq!(got_room, room[1..]);
 }
 
-#[test]
-fn detach_mid_replay_drops_it_and_unknown_resumes_are_ignored() {
-    let mut h = Harness::paged(10, NO_BYTE_LIMIT);
+fn detach_mid_replay_drops_it_and_unknown_resumes_are_ignored(kind: Kind) {
+    let mut h = Harness::paged_on(kind, 10, NO_BYTE_LIMIT);
     h.attach(key(1), "alice", "default");
     let sent = backlog(&mut h, "bob", "c", 30);
     let bob = key(2);
@@ -234,9 +227,8 @@ fn detach_mid_replay_drops_it_and_unknown_resumes_are_ignored() {
     assert_eq!(got, sent);
 }
 
-#[test]
-fn leaving_or_rejoining_a_paused_room_drops_its_replay() {
-    let mut h = Harness::paged(5, NO_BYTE_LIMIT);
+fn leaving_or_rejoining_a_paused_room_drops_its_replay(kind: Kind) {
+    let mut h = Harness::paged_on(kind, 5, NO_BYTE_LIMIT);
     let a = key(1);
     h.attach(a, "alice", "default");
     let room: Vec<MsgId> = (0..20)
@@ -262,3 +254,15 @@ fn leaving_or_rejoining_a_paused_room_drops_its_replay() {
     assert_eq!(h.broker.paused_replays(b), 0);
     assert!(h.resume(b).is_empty());
 }
+
+on_both_engines!(
+    attach_backlog_arrives_in_pages_after_resume,
+    live_sends_during_a_paged_replay_arrive_once_in_order,
+    pages_are_bounded_by_bytes_too,
+    acks_during_a_paged_replay_do_not_skip_or_repeat,
+    room_since_replay_is_paged,
+    room_trimmed_during_a_paused_replay_delivers_what_is_left,
+    replays_of_one_session_take_turns_with_one_pause_outstanding,
+    detach_mid_replay_drops_it_and_unknown_resumes_are_ignored,
+    leaving_or_rejoining_a_paused_room_drops_its_replay,
+);

@@ -1,4 +1,5 @@
 //! Rooms: join, publish, leave, `since` and `recovered` (spec §2).
+#![allow(clippy::unwrap_used)] // scenarios shared by both engines are not `#[test]`s
 
 mod common;
 
@@ -10,9 +11,8 @@ use hermod_core::bus::Event;
 use hermod_core::ids::MsgId;
 use hermod_core::protocol::ErrorCode;
 
-#[test]
-fn join_publish_leave() {
-    let mut h = Harness::new();
+fn join_publish_leave(kind: Kind) {
+    let mut h = Harness::of(kind);
     let (a, b, c) = (key(1), key(2), key(3));
     h.attach(a, "alice", "default");
     h.attach(b, "bob", "default");
@@ -43,9 +43,8 @@ fn join_publish_leave() {
     );
 }
 
-#[test]
-fn join_twice_is_idempotent() {
-    let mut h = Harness::new();
+fn join_twice_is_idempotent(kind: Kind) {
+    let mut h = Harness::of(kind);
     let a = key(1);
     h.attach(a, "alice", "default");
     assert!(joined(&h.join(a, "r", None), a));
@@ -55,9 +54,8 @@ fn join_twice_is_idempotent() {
     assert!(datas(&h.publish(a, "p2", "r", "2"), a).is_empty());
 }
 
-#[test]
-fn since_replays_after_the_position_and_recovers() {
-    let mut h = Harness::new();
+fn since_replays_after_the_position_and_recovers(kind: Kind) {
+    let mut h = Harness::of(kind);
     let a = key(1);
     h.attach(a, "alice", "default");
     let ids: Vec<MsgId> = (0..4)
@@ -79,13 +77,12 @@ fn since_replays_after_the_position_and_recovers() {
     assert_eq!(datas(&h.publish(a, "p9", "r", "9"), c), ["9"]);
 }
 
-#[test]
-fn since_before_trimmed_history_is_not_recovered() {
+fn since_before_trimmed_history_is_not_recovered(kind: Kind) {
     let limits = Limits {
         room_max_len: 2,
         ..Limits::default()
     };
-    let mut h = Harness::with_limits(limits, 5);
+    let mut h = Harness::of_with(kind, limits, 5);
     let a = key(1);
     h.attach(a, "alice", "default");
     let ids: Vec<MsgId> = (0..5)
@@ -102,19 +99,18 @@ fn since_before_trimmed_history_is_not_recovered() {
     assert_eq!(datas(&out, b), ["3", "4"]);
 }
 
-#[test]
-fn since_trimmed_by_age_is_not_recovered() {
+fn since_trimmed_by_age_is_not_recovered(kind: Kind) {
     let limits = Limits {
         room_max_age: Duration::from_secs(5),
         ..Limits::default()
     };
-    let mut h = Harness::with_limits(limits, 5);
+    let mut h = Harness::of_with(kind, limits, 5);
     let a = key(1);
     h.attach(a, "alice", "default");
     let old = sent_id(&h.publish(a, "p0", "r", "0"));
     h.now += 10_000;
     h.publish(a, "p1", "r", "1");
-    h.broker.sweep(h.now);
+    h.sweep();
     let b = key(2);
     h.attach(b, "bob", "default");
     let before = MsgId::new(format!("{:08x}-0", 5));
@@ -126,13 +122,12 @@ fn since_trimmed_by_age_is_not_recovered() {
     assert!(joined(&out, b), "old is the id just before the oldest kept");
 }
 
-#[test]
-fn foreign_or_unparsable_since_is_not_recovered() {
-    let mut h = Harness::new();
+fn foreign_or_unparsable_since_is_not_recovered(kind: Kind) {
+    let mut h = Harness::of(kind);
     let a = key(1);
     h.attach(a, "alice", "default");
     let id = sent_id(&h.publish(a, "p0", "r", "0"));
-    // the same id from a previous process (another epoch)
+    // the same id from a previous process (another epoch; for Redis, another engine's format)
     let mut previous = Harness::with_limits(Limits::default(), 0xdead);
     previous.attach(a, "alice", "default");
     let foreign = sent_id(&previous.publish(a, "p0", "r", "0"));
@@ -144,9 +139,8 @@ fn foreign_or_unparsable_since_is_not_recovered() {
     }
 }
 
-#[test]
-fn detach_leaves_every_room() {
-    let mut h = Harness::new();
+fn detach_leaves_every_room(kind: Kind) {
+    let mut h = Harness::of(kind);
     let (a, b) = (key(1), key(2));
     h.attach(a, "alice", "default");
     h.attach(b, "bob", "default");
@@ -157,9 +151,8 @@ fn detach_leaves_every_room() {
     assert!(h.publish(a, "p2", "r2", "1").iter().all(|d| d.session == a));
 }
 
-#[test]
-fn room_membership_per_session_is_capped() {
-    let mut h = Harness::new();
+fn room_membership_per_session_is_capped(kind: Kind) {
+    let mut h = Harness::of(kind);
     let a = key(1);
     h.attach(a, "alice", "default");
     for i in 0..hermod_broker::MAX_ROOMS_PER_SESSION {
@@ -172,3 +165,14 @@ fn room_membership_per_session_is_capped() {
     // rejoining a room it is in still works
     assert!(joined(&h.join(a, "r0", None), a));
 }
+
+on_both_engines!(
+    join_publish_leave,
+    join_twice_is_idempotent,
+    since_replays_after_the_position_and_recovers,
+    since_before_trimmed_history_is_not_recovered,
+    since_trimmed_by_age_is_not_recovered,
+    foreign_or_unparsable_since_is_not_recovered,
+    detach_leaves_every_room,
+    room_membership_per_session_is_capped,
+);

@@ -9,9 +9,18 @@
 //! - [`bus`]: the broker's message interface (requests in, deliveries out).
 //! - [`reactor`]: the parts of a mio reactor: generation-tagged slots, a timer wheel,
 //!   a cross-thread mailbox, and listeners.
+//! - [`resp`]: a sans-io RESP3 client connection (pipelined commands, replies matched FIFO,
+//!   pushes apart, bounded input) and the RESP encoders.
+//! - [`redis`]: the Redis client shell on the caller's mio `Poll`: lanes of pipelined
+//!   connections, timeouts, reconnect with backoff, and Sentinel discovery.
+//! - `testkit` (feature `testkit`): start real `redis-server`s and sentinels for tests.
 
 pub mod bus;
 pub mod ids;
 pub mod jwt;
 pub mod protocol;
 pub mod reactor;
+pub mod redis;
+pub mod resp;
+#[cfg(feature = "testkit")]
+pub mod testkit;

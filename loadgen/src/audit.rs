@@ -4,12 +4,16 @@
 //! Sequence numbers are assigned here, in sending order. Messages sent during the warmup are a
 //! prefix of each connection's sequence; only the measured suffix is counted.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+
+/// Widest gap (in 64-bit words of the seen bitmap) a stream may open above its lowest missing
+/// sequence number: bounds the memory a bogus sequence number from the network can claim.
+const MAX_WINDOW_WORDS: u64 = 1 << 16;
 
 /// The set of sequence numbers seen, as a bitmap that slides forward: everything below `base` has
 /// been seen, so an in-order stream costs a few words however long the run.
 #[derive(Debug, Default, Clone)]
-struct SeenSet {
+pub(crate) struct SeenSet {
     /// Every sequence number below this one has been seen.
     base: u64,
     /// Bit `i` of word `w` is sequence `base + 64 * w + i`.
@@ -18,10 +22,15 @@ struct SeenSet {
 
 impl SeenSet {
     /// Marks `seq` seen; false when it already was (a duplicate).
-    fn insert(&mut self, seq: u64) -> bool {
+    pub(crate) fn insert(&mut self, seq: u64) -> bool {
         let Some(offset) = seq.checked_sub(self.base) else {
             return false;
         };
+        if offset / 64 >= MAX_WINDOW_WORDS {
+            // Out of the window: only reachable through `insert_checked` callers' bugs; treat
+            // as seen rather than allocate.
+            return false;
+        }
         let word = (offset / 64) as usize;
         let bit = 1u64 << (offset % 64);
         if self.words.len() <= word {
@@ -34,6 +43,71 @@ impl SeenSet {
             self.base += 64;
         }
         fresh
+    }
+}
+
+/// One sender-to-receiver stream as its receiver sees it.
+#[derive(Debug, Default, Clone)]
+struct Stream {
+    /// Sequence numbers of this stream received at least once.
+    seen: SeenSet,
+    /// Highest sequence number received; an arrival below it is a reorder.
+    max_seen: Option<u64>,
+}
+
+/// The receiver side of messages that cross connections (`direct`, `room`): one stream per
+/// (sender, receiver). A receiver alone can count duplicates and reorders; loss needs the
+/// senders' counts, so `expected` is filled in by the senders and `lost` after merging.
+#[derive(Debug, Default, Clone)]
+pub struct StreamAudit {
+    /// Streams by (sender, receiver) global connection index.
+    streams: HashMap<(u32, u32), Stream>,
+    /// Measured counts: `received`, `duplicated`, `reordered`, `unknown`.
+    totals: AuditSummary,
+    /// Distinct copies received, warmup included (for the drain and progress).
+    received_all: u64,
+}
+
+impl StreamAudit {
+    /// An empty audit.
+    pub fn new() -> Self {
+        StreamAudit::default()
+    }
+
+    /// Records copy `seq` of stream `sender -> receiver`; `measured` from its due time.
+    pub fn on_received(&mut self, sender: u32, receiver: u32, seq: u64, measured: bool) -> Receipt {
+        let stream = self.streams.entry((sender, receiver)).or_default();
+        if seq.saturating_sub(stream.seen.base) / 64 >= MAX_WINDOW_WORDS {
+            self.totals.unknown += 1;
+            return Receipt::Unknown;
+        }
+        if !stream.seen.insert(seq) {
+            self.totals.duplicated += u64::from(measured);
+            return Receipt::Duplicate;
+        }
+        self.received_all += 1;
+        let late = stream.max_seen.is_some_and(|max| seq < max);
+        stream.max_seen = Some(stream.max_seen.map_or(seq, |max| max.max(seq)));
+        if measured {
+            self.totals.received += 1;
+            self.totals.reordered += u64::from(late);
+        }
+        Receipt::First { measured }
+    }
+
+    /// Counts an arrival that is not one of this run's messages.
+    pub fn on_unknown(&mut self) {
+        self.totals.unknown += 1;
+    }
+
+    /// Distinct copies received, warmup included.
+    pub fn received_all(&self) -> u64 {
+        self.received_all
+    }
+
+    /// The receiver-side counts (`sent`, `expected` and `lost` are the senders' business).
+    pub fn summary(&self) -> AuditSummary {
+        self.totals
     }
 }
 
@@ -78,10 +152,13 @@ pub struct Audit {
 }
 
 /// Audit counts over the measured messages; `lost` is final only once the run has drained.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditSummary {
     /// Measured messages sent.
     pub sent: u64,
+    /// Measured copies that should be delivered: `sent` for echo, stored messages for direct,
+    /// stored publishes times room members for room. `lost` is this minus `received`.
+    pub expected: u64,
     /// Measured messages received at least once.
     pub received: u64,
     /// Measured messages sent and never received.
@@ -98,6 +175,7 @@ impl AuditSummary {
     /// Adds another worker's counts.
     pub fn merge(&mut self, other: &AuditSummary) {
         self.sent += other.sent;
+        self.expected += other.expected;
         self.received += other.received;
         self.lost += other.lost;
         self.duplicated += other.duplicated;
@@ -127,6 +205,7 @@ impl Audit {
         if measured {
             c.first_measured.get_or_insert(seq);
             self.totals.sent += 1;
+            self.totals.expected += 1;
         }
         Some(seq)
     }
@@ -175,9 +254,16 @@ impl Audit {
 
     /// The counts so far; `lost` counts every measured message not received yet.
     pub fn summary(&self) -> AuditSummary {
+        self.totals.with_lost()
+    }
+}
+
+impl AuditSummary {
+    /// These counts with `lost` recomputed as expected copies never received.
+    pub fn with_lost(self) -> AuditSummary {
         AuditSummary {
-            lost: self.totals.sent - self.totals.received,
-            ..self.totals
+            lost: self.expected.saturating_sub(self.received),
+            ..self
         }
     }
 }
@@ -246,6 +332,40 @@ mod tests {
         let s = a.summary();
         assert_eq!((s.sent, s.received, s.lost), (2, 1, 1));
         assert_eq!(a.outstanding(), 3);
+    }
+
+    #[test]
+    fn streams_are_audited_separately() {
+        let mut a = StreamAudit::new();
+        assert_eq!(
+            a.on_received(1, 2, 0, true),
+            Receipt::First { measured: true }
+        );
+        assert_eq!(
+            a.on_received(3, 2, 1, true),
+            Receipt::First { measured: true }
+        );
+        // Stream 3->2 is behind but stream 1->2 is not: no reorder across streams.
+        a.on_received(1, 2, 1, true);
+        a.on_received(3, 2, 0, true);
+        assert_eq!(a.on_received(3, 2, 0, true), Receipt::Duplicate);
+        a.on_received(1, 2, 5, false);
+        let s = a.summary();
+        assert_eq!((s.received, s.duplicated, s.reordered), (4, 1, 1));
+        assert_eq!(a.received_all(), 5);
+    }
+
+    #[test]
+    fn absurd_sequence_numbers_are_refused_without_allocating() {
+        let mut a = StreamAudit::new();
+        assert_eq!(a.on_received(0, 1, u64::MAX / 2, true), Receipt::Unknown);
+        assert_eq!(a.summary().unknown, 1);
+        let s = AuditSummary {
+            expected: 10,
+            received: 7,
+            ..AuditSummary::default()
+        };
+        assert_eq!(s.with_lost().lost, 3);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 
 use std::io;
 use std::mem;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -20,6 +21,30 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
 use crate::sock::Sock;
+use crate::sys;
+
+/// Starts a non-blocking TCP connect to `addr`, from `source` (port chosen at connect time) when
+/// given: binding several 127.0.0.x sources gets past the ~28k ports of one address pair.
+pub fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    sys::bind_address_no_port(socket.as_raw_fd());
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
 
 /// A client WebSocket over a non-blocking mio stream.
 pub type Ws = WebSocket<Sock>;
@@ -88,16 +113,17 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Starts a non-blocking TCP connect and registers the socket under `token`.
+    /// Starts a non-blocking TCP connect (from `source` if given) and registers the socket under
+    /// `token`.
     pub fn start(
         index: u32,
-        addr: SocketAddr,
+        (addr, source): (SocketAddr, Option<IpAddr>),
         url: String,
         config: WebSocketConfig,
         registry: &Registry,
         token: Token,
     ) -> io::Result<Conn> {
-        let mut stream = TcpStream::connect(addr)?;
+        let mut stream = tcp_connect(addr, source)?;
         registry.register(&mut stream, token, INTERESTS)?;
         let stream = Sock::new(stream);
         Ok(Conn {

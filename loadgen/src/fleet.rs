@@ -12,7 +12,7 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::conn::{self, Conn, Step, Ws, INTERESTS};
 use crate::progress::ThreadProgress;
 use crate::report::{new_histogram, record_ns};
-use crate::target::Target;
+use crate::target::{Auth, Target};
 
 /// Failed attempts whose reason is printed; the rest are only counted.
 const MAX_LOGGED_FAILURES: u64 = 5;
@@ -31,6 +31,23 @@ pub struct ConnectPlan {
     pub timeout: Duration,
     /// Settings of every WebSocket.
     pub config: WebSocketConfig,
+    /// Identity appended to each connection's URL.
+    pub auth: Auth,
+    /// Source addresses to bind, round-robin by connection index (empty: the kernel's choice).
+    pub sources: Vec<std::net::IpAddr>,
+}
+
+impl ConnectPlan {
+    /// The URL, address and source address of connection `index`.
+    pub fn endpoint(&self, index: u32) -> (String, std::net::SocketAddr, Option<std::net::IpAddr>) {
+        let target = &self.targets[index as usize % self.targets.len()];
+        let url = self.auth.apply(target.url_for(index), index);
+        let source = match self.sources.len() {
+            0 => None,
+            n => Some(self.sources[index as usize % n]),
+        };
+        (url, target.addr(), source)
+    }
 }
 
 /// A worker's connections; the mio token of a connection is its index in `conns`.
@@ -86,11 +103,10 @@ impl Fleet {
     /// Starts one connection attempt; false (and counted as failed) if it could not start.
     fn start(&mut self, plan: &ConnectPlan, index: u32) -> bool {
         let token = Token(self.conns.len());
-        let target = &plan.targets[index as usize % plan.targets.len()];
-        let url = target.url_for(index);
+        let (url, addr, source) = plan.endpoint(index);
         match Conn::start(
             index,
-            target.addr(),
+            (addr, source),
             url,
             plan.config,
             self.poll.registry(),

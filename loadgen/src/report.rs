@@ -73,9 +73,9 @@ pub fn is_valid(target: Option<f64>, achieved: f64) -> bool {
 /// The full report of one run; the JSON keys follow spec section 3.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `echo` or `connect`.
+    /// `echo`, `direct`, `room` or `connect`.
     pub scenario: &'static str,
-    /// `open`, `closed` (echo) or `hold` (connect).
+    /// `open`, `closed` (message scenarios), `hold` or `churn` (connect).
     pub mode: &'static str,
     /// Connections asked for.
     pub connections: u64,
@@ -93,7 +93,8 @@ pub struct Report {
     pub warmup_s: f64,
     /// Open loop: offered messages per second; `null` for closed loop and connect.
     pub target_rate: Option<f64>,
-    /// Measured messages sent per second of measured time.
+    /// Measured messages sent by the end of the measured window (plus one tick or 1 ms), per
+    /// second of measured time: a loadgen or connection that falls behind shows here.
     pub achieved_rate: f64,
     /// Measured messages received per second of measured time (closed loop: the throughput).
     pub received_rate: f64,
@@ -102,6 +103,9 @@ pub struct Report {
     pub valid: bool,
     /// Measured messages sent.
     pub sent: u64,
+    /// Measured copies due for delivery: `sent` for echo, confirmed-stored messages for
+    /// direct, stored publishes times members for room.
+    pub expected: u64,
     /// Measured messages received at least once.
     pub received: u64,
     /// Measured messages not received by the end of the drain.
@@ -122,8 +126,14 @@ pub struct Report {
     pub connect_us: Percentiles,
     /// The loadgen's own CPU time (user + system) over the whole process lifetime.
     pub cpu_seconds: f64,
-    /// The loadgen's CPU microseconds per message sent or received (`null` without messages).
+    /// The loadgen's CPU microseconds (all processes, run phase) per message sent (`null`
+    /// without messages).
     pub cpu_us_per_message: Option<f64>,
+    /// `room`: (rooms, members per room, publishers per room).
+    pub rooms: Option<(u32, u32, u32)>,
+    /// The merged latency histogram, for `--hdr-out` (not part of the JSON).
+    #[serde(skip)]
+    pub latency_histogram: Option<Histogram<u64>>,
 }
 
 impl Report {
@@ -144,6 +154,7 @@ impl Report {
             received_rate: 0.0,
             valid: false,
             sent: 0,
+            expected: 0,
             received: 0,
             lost: 0,
             duplicated: 0,
@@ -155,12 +166,15 @@ impl Report {
             connect_us: Percentiles::default(),
             cpu_seconds: 0.0,
             cpu_us_per_message: None,
+            rooms: None,
+            latency_histogram: None,
         }
     }
 
     /// Fills the audit counts.
     pub fn set_audit(&mut self, audit: &AuditSummary) {
         self.sent = audit.sent;
+        self.expected = audit.expected;
         self.received = audit.received;
         self.lost = audit.lost;
         self.duplicated = audit.duplicated;
@@ -181,15 +195,26 @@ impl Report {
                 self.connections, self.connected, self.held, self.connect_failures
             ),
         );
+        if let Some((rooms, members, publishers)) = self.rooms {
+            row(
+                "rooms",
+                format!("{rooms} of {members} members, {publishers} publishing each"),
+            );
+        }
         if let Some(k) = self.in_flight {
             row("in-flight depth", format!("{k} per connection"));
         }
-        if self.scenario != "connect" {
+        if self.mode != "hold" {
             row(
                 "messages",
                 format!(
-                    "sent {} received {} lost {} duplicated {} reordered {}",
-                    self.sent, self.received, self.lost, self.duplicated, self.reordered
+                    "sent {} expected {} received {} lost {} duplicated {} reordered {}",
+                    self.sent,
+                    self.expected,
+                    self.received,
+                    self.lost,
+                    self.duplicated,
+                    self.reordered
                 ),
             );
             let target = self
@@ -205,7 +230,7 @@ impl Report {
         }
         row("errors", self.errors.to_string());
         row("valid", self.valid.to_string());
-        if self.scenario != "connect" {
+        if self.mode != "hold" {
             row("latency us", percentile_row(&self.latency_us));
             if self.target_rate.is_some() {
                 row("send lag us", percentile_row(&self.send_lag_us));
@@ -293,6 +318,7 @@ mod tests {
         let mut r = sample();
         r.set_audit(&AuditSummary {
             sent: 2000,
+            expected: 2000,
             received: 1999,
             lost: 1,
             duplicated: 2,

@@ -1,5 +1,7 @@
 //! The few operating-system calls std and mio do not offer: a microsecond-precise timer that mio
-//! can poll (timerfd), the process's CPU time (getrusage), and the thread's timer slack.
+//! can poll (timerfd), the process's CPU time (getrusage), the thread's timer slack, the raw
+//! monotonic clock (shared by every process of a run, so worker processes agree on t0), and
+//! `IP_BIND_ADDRESS_NO_PORT` for source-address binding.
 //!
 //! Why a timerfd: mio's poll timeout has millisecond granularity, which would make every open-loop
 //! message up to a millisecond late and bury a loopback round trip (tens of microseconds) under the
@@ -121,6 +123,76 @@ pub fn cpu_seconds() -> f64 {
 pub fn tighten_timer_slack() {
     // SAFETY: PR_SET_TIMERSLACK takes an integer argument and touches no memory of ours.
     let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC`: the same clock in every process on the machine, so a t0 taken
+/// in the parent means the same instant in its worker processes.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+/// The run's clock: nanoseconds since a t0 on the monotonic clock every process shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// `monotonic_ns()` at t0; chosen by the parent, passed to worker processes as a number.
+    t0_ns: u64,
+}
+
+impl Clock {
+    /// A clock whose t0 is `t0_ns` on the monotonic clock.
+    pub fn at(t0_ns: u64) -> Clock {
+        Clock { t0_ns }
+    }
+
+    /// A clock starting `delay` from now (time for every worker to be told the start).
+    pub fn starting_in(delay: Duration) -> Clock {
+        Clock::at(monotonic_ns() + delay.as_nanos() as u64)
+    }
+
+    /// t0 on the monotonic clock.
+    pub fn t0_ns(&self) -> u64 {
+        self.t0_ns
+    }
+
+    /// Nanoseconds since t0 (0 before it).
+    pub fn now(&self) -> u64 {
+        monotonic_ns().saturating_sub(self.t0_ns)
+    }
+
+    /// Sleeps until t0.
+    pub fn wait_start(&self) {
+        let now = monotonic_ns();
+        if now < self.t0_ns {
+            std::thread::sleep(Duration::from_nanos(self.t0_ns - now));
+        }
+    }
+}
+
+/// Lets a socket bound to a source address with port 0 pick its port at `connect` time, per
+/// destination, instead of at `bind` time from the shared pool (which would cap one source
+/// address at ~28k connections over all destinations). Best effort.
+pub fn bind_address_no_port(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: `fd` is a live socket owned by the caller; the option value points to a c_int
+    // that outlives the call, and its size is passed alongside.
+    let _ = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 #[cfg(test)]

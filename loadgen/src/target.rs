@@ -63,9 +63,90 @@ impl Target {
     }
 }
 
+/// How a connection proves who it is: nothing (echo endpoints), Hermod's development mode
+/// (`?user=`), or a JWT minted per user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// The URL as given.
+    Plain,
+    /// `user={prefix}{i}&device=D` (a Hermod proxy with `--auth none`).
+    Query {
+        /// User `i` is `{prefix}{i}`.
+        prefix: String,
+        /// The `device` parameter.
+        device: String,
+    },
+    /// `token=JWT&device=D`, the token signed with `secret` for `{prefix}{i}`.
+    Jwt {
+        /// HS256 secret shared with the proxy.
+        secret: String,
+        /// User `i` is `{prefix}{i}`.
+        prefix: String,
+        /// The `device` parameter.
+        device: String,
+        /// Expiry of the minted tokens, unix seconds.
+        exp_unix: u64,
+    },
+}
+
+impl Auth {
+    /// `url` with the identity of connection `index` appended to its query.
+    pub fn apply(&self, mut url: String, index: u32) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        match self {
+            Auth::Plain => return url,
+            Auth::Query { prefix, device } => {
+                url.push(sep);
+                url.push_str(&format!("user={prefix}{index}&device={device}"));
+            }
+            Auth::Jwt {
+                secret,
+                prefix,
+                device,
+                exp_unix,
+            } => {
+                let user = format!("{prefix}{index}");
+                let token = hermod_core::jwt::mint(secret.as_bytes(), &user, *exp_unix);
+                url.push(sep);
+                url.push_str(&format!("token={token}&device={device}"));
+            }
+        }
+        url
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_appends_the_identity() {
+        let q = Auth::Query {
+            prefix: "u".into(),
+            device: "lg".into(),
+        };
+        assert_eq!(
+            q.apply("ws://h:1/ws".into(), 7),
+            "ws://h:1/ws?user=u7&device=lg"
+        );
+        assert_eq!(
+            q.apply("ws://h:1/ws?x=1".into(), 7),
+            "ws://h:1/ws?x=1&user=u7&device=lg"
+        );
+        let j = Auth::Jwt {
+            secret: "s".into(),
+            prefix: "u".into(),
+            device: "d".into(),
+            exp_unix: 4_000_000_000,
+        };
+        let url = j.apply("ws://h:1/ws".into(), 3);
+        let token = url
+            .strip_prefix("ws://h:1/ws?token=")
+            .and_then(|t| t.strip_suffix("&device=d"))
+            .unwrap();
+        assert_eq!(token, hermod_core::jwt::mint(b"s", "u3", 4_000_000_000));
+        assert_eq!(Auth::Plain.apply("ws://h/".into(), 1), "ws://h/");
+    }
 
     #[test]
     fn placeholder_is_substituted() {

@@ -252,6 +252,45 @@ pub fn render_process(out: &mut String) {
     );
 }
 
+/// Appends the storage engine's figures (Redis engine only): reachability, round trips,
+/// pipeline depth, failovers followed, reconnects, operations refused `unavailable`.
+pub fn render_engine(out: &mut String, up: bool, s: &hermod_broker::EngineStats) {
+    let help = "1 while Redis is reachable and set up (the broker is ready), else 0.";
+    gauge(out, "hermod_redis_up", help, u64::from(up));
+    let counters = [
+        (
+            "hermod_redis_round_trips_total",
+            "Redis commands answered (each pipelined command counts once).",
+            s.round_trips,
+        ),
+        (
+            "hermod_redis_failovers_total",
+            "Redis master changes (failovers) followed.",
+            s.failovers_seen,
+        ),
+        (
+            "hermod_redis_reconnects_total",
+            "Connections (re)established to Redis.",
+            s.reconnects,
+        ),
+        (
+            "hermod_redis_unavailable_total",
+            "Storage operations answered unavailable.",
+            s.unavailable,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let help = "Redis commands sent and not yet answered.";
+    gauge(out, "hermod_redis_pipeline_depth", help, s.pipeline_depth);
+    let help = "Storage operations accepted and not yet completed.";
+    gauge(out, "hermod_redis_pending_ops", help, s.pending_ops);
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,

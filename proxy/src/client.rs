@@ -7,15 +7,15 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
 use hermod_core::bus::{Event, Request, SessionKey};
 use hermod_core::ids::{Cid, Name};
 use hermod_core::protocol::{self, ClientFrame, ErrorCode};
+use hermod_core::reactor::mailbox::MailboxSender;
 use tungstenite::{Message, Utf8Bytes};
 
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
-use crate::session::Next;
+use crate::session::{Next, SLOW_CONSUMER};
 use crate::settings::Settings;
 
 /// Most `send`/`publish` requests one session may have waiting for `sent`; past it the answer is
@@ -31,7 +31,7 @@ pub struct Ctx<'a> {
     pub settings: &'a Settings,
     pub metrics: &'a Metrics,
     /// The broker's request channel (bounded; never blocked on).
-    pub broker: &'a Sender<Request>,
+    pub broker: &'a MailboxSender<Request>,
     /// Attach/Detach requests are waiting for room in the broker channel: client requests are
     /// refused `unavailable` meanwhile, so that none overtakes its session's Attach.
     pub broker_backlog: bool,
@@ -158,7 +158,7 @@ impl Client {
                     return Next::Continue;
                 }
             },
-            Event::Overflow => return Next::Close(1008, "slow consumer"),
+            Event::Overflow => return Next::Close(SLOW_CONSUMER, "slow consumer"),
             Event::ReplayPaused => {
                 self.replay_paused = true;
                 return Next::Continue;
@@ -210,7 +210,7 @@ impl Client {
 pub fn push(out: &mut Outbound, msg: Message) -> Next {
     match out.push(msg) {
         Ok(()) => Next::Continue,
-        Err(_) => Next::Close(1008, "slow consumer"),
+        Err(_) => Next::Close(SLOW_CONSUMER, "slow consumer"),
     }
 }
 
@@ -242,6 +242,20 @@ mod tests {
             .collect()
     }
 
+    /// A broker request mailbox of `cap` slots (the Poll must outlive the test's sends).
+    fn broker_mailbox(
+        cap: usize,
+    ) -> (
+        mio::Poll,
+        MailboxSender<Request>,
+        hermod_core::reactor::mailbox::MailboxReceiver<Request>,
+    ) {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+        let (tx, rx) = hermod_core::reactor::mailbox::mailbox(cap, std::sync::Arc::new(waker));
+        (poll, tx, rx)
+    }
+
     fn client() -> Client {
         let n = |s| Name::parse("user", s).expect("valid");
         Client::new(n("alice"), n("default"))
@@ -251,7 +265,7 @@ mod tests {
     fn send_is_answered_or_times_out() {
         let settings = Settings::defaults();
         let metrics = Metrics::default();
-        let (tx, rx) = crossbeam_channel::bounded(4);
+        let (_poll, tx, rx) = broker_mailbox(4);
         let now = Instant::now();
         let mut cx = Ctx {
             now,
@@ -267,7 +281,9 @@ mod tests {
         let f2 = r#"{"op":"send","to":"bob","cid":"c2","data":2}"#;
         assert_eq!(c.on_text(f1, &cx, &mut out), Next::Continue);
         assert_eq!(c.on_text(f2, &cx, &mut out), Next::Continue);
-        assert!(matches!(rx.try_recv(), Ok(Request::Send { .. })));
+        let mut first = None;
+        rx.drain(1, |r| first = Some(r));
+        assert!(matches!(first, Some(Request::Send { .. })));
         assert_eq!(
             c.next_deadline(&settings),
             Some(now + settings.request_timeout)
@@ -293,7 +309,7 @@ mod tests {
     fn bad_frames_and_full_broker_get_errors() {
         let settings = Settings::defaults();
         let metrics = Metrics::default();
-        let (tx, _rx) = crossbeam_channel::bounded(0);
+        let (_poll, tx, _rx) = broker_mailbox(0);
         let cx = Ctx {
             now: Instant::now(),
             key: key(),
@@ -323,7 +339,7 @@ mod tests {
     fn overflow_and_full_queue_close_1008() {
         let settings = Settings::defaults();
         let metrics = Metrics::default();
-        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let (_poll, tx, _rx) = broker_mailbox(1);
         let cx = Ctx {
             now: Instant::now(),
             key: key(),

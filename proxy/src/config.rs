@@ -118,6 +118,20 @@ settings_args! {
     room_max_age: "DURATION",
     /// How long a repeated (user, cid) is answered with the first id (default 10m).
     dedupe_window: "DURATION",
+    /// Use the Redis engine on one Redis: redis://[user:pass@]host:port/db (default: in-memory).
+    redis: "URL",
+    /// Use the Redis engine through Sentinel: HOST:PORT,HOST:PORT,... (needs --sentinel-master).
+    sentinel: "H:P,...",
+    /// The master name the sentinels monitor (with --sentinel).
+    sentinel_master: "NAME",
+    /// When `sent` is answered: leader (applied on the Redis master) or replica (a replica
+    /// confirmed it too, WAIT 1). Default leader.
+    durability: "leader|replica",
+    /// A Redis command without reply by then fails: the request is answered `unavailable`
+    /// (default 5s).
+    redis_timeout: "DURATION",
+    /// Pipelined connections to Redis, 2 to 16 (default 2: reads and writes apart).
+    redis_connections: "N",
     /// Log filter, tracing env-filter syntax, e.g. info or hermod_proxy=debug (default info).
     log: "FILTER",
 }
@@ -352,6 +366,7 @@ pub fn resolve(
     resolve_network(&src, &mut s)?;
     resolve_timing(&src, &mut s)?;
     resolve_broker(&src, &mut s)?;
+    s.storage = storage::resolve_storage(&src)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", parse_log)?;
 
@@ -600,6 +615,9 @@ fn parse_log(v: &str) -> Result<String, String> {
         .map(|_| v.to_owned())
         .map_err(|e| format!("`{v}`: {e}"))
 }
+
+#[path = "config_storage.rs"]
+mod storage;
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

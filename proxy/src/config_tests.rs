@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
+use crate::settings::{Durability, Storage};
+use hermod_core::redis::Target;
 
 fn cli(args: &[&str]) -> Cli {
     let mut full = vec!["hermod-proxy"];
@@ -191,20 +193,16 @@ fn errors_are_one_line() {
 
 #[test]
 fn unknown_file_keys_are_errors() {
-    let e = ConfigFile::parse("f.toml", "redis = \"redis://x\"\n", SETTING_KEYS).unwrap_err();
-    assert_eq!(e.to_string(), "--config (from f.toml): unknown key `redis`");
+    let e = ConfigFile::parse("f.toml", "brokers = \"h:1\"\n", SETTING_KEYS).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--config (from f.toml): unknown key `brokers`"
+    );
 }
 
 #[test]
 fn unimplemented_features_have_no_flags() {
-    for flag in [
-        "--redis",
-        "--sentinel",
-        "--brokers",
-        "--registry",
-        "--durability",
-        "--route",
-    ] {
+    for flag in ["--brokers", "--registry", "--route"] {
         assert!(parse_cli(["hermod-proxy", flag, "x"]).is_err(), "{flag}");
     }
 }
@@ -300,4 +298,160 @@ fn durations_parse_with_units() {
     assert!(duration("1.5s", lo, hi).is_err());
     assert!(duration("99999999999999999999d", lo, hi).is_err());
     assert!(duration("400d", lo, hi).is_err());
+}
+
+fn redis_of(r: &Resolved) -> (&hermod_core::redis::ClientConfig, Durability) {
+    match &r.settings.storage {
+        Storage::Redis { client, durability } => (&**client, *durability),
+        Storage::Memory => panic!("expected the Redis engine"),
+    }
+}
+
+#[test]
+fn storage_defaults_to_memory() {
+    let r = run(&[], &[], None).unwrap();
+    assert!(matches!(r.settings.storage, Storage::Memory));
+    // Redis-only tuning without Redis is harmless (a shared file may carry it).
+    let r = run(&["--redis-timeout=1s", "--durability=leader"], &[], None).unwrap();
+    assert!(matches!(r.settings.storage, Storage::Memory));
+}
+
+#[test]
+fn redis_url_and_tuning() {
+    let args = [
+        "--redis=redis://u:p@127.0.0.1:6390/3",
+        "--durability=replica",
+        "--redis-timeout=1500ms",
+        "--redis-connections=4",
+    ];
+    let r = run(&args, &[], None).unwrap();
+    let (client, durability) = redis_of(&r);
+    assert_eq!(durability, Durability::Replica);
+    assert_eq!(
+        client.target,
+        Target::Direct {
+            addr: "127.0.0.1:6390".to_owned()
+        }
+    );
+    assert_eq!(client.db, 3);
+    assert_eq!(client.password.as_deref(), Some("p"));
+    assert_eq!(client.command_timeout, Duration::from_millis(1500));
+    assert_eq!(client.connections, 4);
+
+    // Defaults: leader, the client's 5 s and 2 lanes; env and file work like for every setting.
+    let env = [("HERMOD_REDIS", "redis://127.0.0.1:6391")];
+    let r = run(&[], &env, Some("redis_timeout = 2\n")).unwrap();
+    let (client, durability) = redis_of(&r);
+    assert_eq!(durability, Durability::Leader);
+    assert_eq!(client.command_timeout, Duration::from_secs(2));
+    assert_eq!(client.connections, 2);
+}
+
+#[test]
+fn sentinel_settings() {
+    let text =
+        "sentinel = \"127.0.0.1:26380, 127.0.0.1:26381,h3:26382\"\nsentinel_master = \"m\"\n";
+    let r = run(&[], &[], Some(text)).unwrap();
+    let (client, _) = redis_of(&r);
+    let want = Target::Sentinel {
+        sentinels: vec![
+            "127.0.0.1:26380".to_owned(),
+            "127.0.0.1:26381".to_owned(),
+            "h3:26382".to_owned(),
+        ],
+        master: "m".to_owned(),
+    };
+    assert_eq!(client.target, want);
+}
+
+#[test]
+fn storage_errors_name_the_setting() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--redis=redis://h:1",
+                "--sentinel=h:2",
+                "--sentinel-master=m",
+            ],
+            "--sentinel: cannot be combined with --redis",
+        ),
+        (
+            &["--sentinel=h:2"],
+            "--sentinel-master: required with --sentinel",
+        ),
+        (
+            &["--sentinel-master=m"],
+            "--sentinel-master: needs --sentinel",
+        ),
+        (
+            &["--durability=replica"],
+            "--durability: replica needs --redis or --sentinel",
+        ),
+        (
+            &["--sentinel=h:0", "--sentinel-master=m"],
+            "--sentinel: `h:0`",
+        ),
+        (&["--sentinel=h", "--sentinel-master=m"], "--sentinel: `h`"),
+        (
+            &["--sentinel=h:1,", "--sentinel-master=m"],
+            "--sentinel: ``",
+        ),
+        (
+            &["--sentinel=h:1", "--sentinel-master=a b"],
+            "--sentinel-master: ",
+        ),
+        (&["--redis=http://h:1"], "--redis: `http://h:1`"),
+        (
+            &["--redis=redis://h:1", "--durability=all"],
+            "--durability: `all`",
+        ),
+        (
+            &["--redis=redis://h:1", "--redis-timeout=0"],
+            "--redis-timeout: ",
+        ),
+        (
+            &["--redis=redis://h:1", "--redis-connections=1"],
+            "--redis-connections: must be an integer between 2 and 16",
+        ),
+    ];
+    for (args, prefix) in cases {
+        let e = err(args, &[], None);
+        assert!(e.starts_with(prefix), "{args:?}: {e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+    let e = err(
+        &[],
+        &[("HERMOD_DURABILITY", "x"), ("HERMOD_REDIS", "redis://h:1")],
+        None,
+    );
+    assert!(
+        e.starts_with("--durability (from HERMOD_DURABILITY): "),
+        "{e}"
+    );
+}
+
+/// deploy/hermod-proxy.toml lists every setting, each with a value that resolves.
+#[test]
+fn example_config_lists_every_setting() {
+    let text = include_str!("../../deploy/hermod-proxy.toml");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.split_once(" = ")
+                .is_some_and(|(k, _)| SETTING_KEYS.contains(&k))
+        })
+        .collect();
+    let keys: Vec<&str> = lines.iter().filter_map(|l| l.split(" = ").next()).collect();
+    for key in SETTING_KEYS.iter().filter(|k| **k != "config") {
+        assert!(keys.contains(key), "deploy/hermod-proxy.toml lacks `{key}`");
+    }
+    // Uncommented (one storage choice only), the file resolves.
+    let direct: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with("sentinel"))
+        .collect();
+    let r = run(&[], &[], Some(&direct.join("\n"))).unwrap();
+    assert!(matches!(r.settings.storage, Storage::Redis { .. }));
 }

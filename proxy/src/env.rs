@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Sender, TrySendError};
 use hermod_core::bus::{Request, SessionKey};
+use hermod_core::reactor::mailbox::{MailboxSender, TrySendError};
 use hermod_core::reactor::slots::Key;
 
 use crate::client::Ctx;
@@ -22,7 +22,7 @@ pub struct Env {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     /// The broker's bounded request channel; never blocked on.
-    pub broker: Sender<Request>,
+    pub broker: MailboxSender<Request>,
     /// Attach/Detach/ResumeReplay waiting for room in the broker channel, in order.
     pub backlog: VecDeque<Request>,
 }

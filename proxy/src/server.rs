@@ -4,10 +4,16 @@
 //! 1. signal handlers (so a SIGTERM at any later point is a graceful stop, never a kill);
 //! 2. every listener bound (client listeners share worker 0's actual port via SO_REUSEPORT, so
 //!    `--listen 127.0.0.1:0` works), then the admin listener; a failure here is one line, exit 1;
-//! 3. workers prepared, the embedded broker started with their sinks, one thread per worker;
-//! 4. the admin thread;
+//! 3. workers prepared, the embedded broker started with their sinks on the configured engine
+//!    (memory, or Redis via `--redis`/`--sentinel`), one thread per worker;
+//! 4. the admin thread, and with Redis a watcher that logs each change of reachability;
 //! 5. the ready line on stderr, always printed whatever `--log` says:
-//!    `hermod-proxy VERSION listening client=IP:PORT admin=IP:PORT ...` (tests parse it).
+//!    `hermod-proxy VERSION listening client=IP:PORT admin=IP:PORT ... storage=memory|redis|sentinel`
+//!    (tests parse it).
+//!
+//! Startup never waits for Redis: with Redis down the proxy listens, `/readyz` answers 503 and
+//! storage requests are answered `unavailable`, until the engine reaches Redis (it keeps
+//! reconnecting); then `/readyz` turns 200 and the watcher logs `Redis reachable: ready`.
 //!
 //! Then the main thread waits for an [`Event`]: the first SIGTERM/SIGINT starts a graceful stop
 //! (every worker told to close its sessions with 1012 and flush, bounded by `shutdown_grace` + 1 s),
@@ -23,16 +29,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 use hermod_broker::embedded::{self, EmbeddedBroker};
-use hermod_broker::{Broker, MemoryEngine};
+use hermod_broker::{Broker, Limits, MemoryEngine, RedisEngine, RedisEngineConfig};
 use hermod_core::bus::Delivery;
 use hermod_core::reactor::listener::{bind_listener, DEFAULT_BACKLOG};
+use parking_lot::Mutex;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::admin::{self, AdminState};
 use crate::config::Resolved;
 use crate::metrics::Metrics;
-use crate::settings::{AuthMode, Settings};
+use crate::settings::{AuthMode, Durability, Settings, Storage};
 use crate::worker::{self, Worker, WorkerHandle};
 
 /// Requests the embedded broker's channel holds before workers see it full.
@@ -41,6 +48,12 @@ const BROKER_QUEUE: usize = 65_536;
 const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Time allowed beyond `shutdown_grace` for workers to finish before the process exits anyway.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(1);
+/// How often the storage watcher looks at the broker's readiness (to log its changes).
+const STORAGE_WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// The embedded broker, shared by the main thread (which takes it out to shut it down) and the
+/// admin and watcher threads (which read its readiness and counters).
+type SharedBroker = Arc<Mutex<Option<EmbeddedBroker>>>;
 
 /// Why the gateway could not start. Each displays as one line.
 #[derive(Debug, thiserror::Error)]
@@ -115,12 +128,17 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
 
     let (events_tx, events) = crossbeam_channel::unbounded();
     let threads = spawn_workers(workers, &broker, &events_tx)?;
+    let broker: SharedBroker = Arc::new(Mutex::new(Some(broker)));
     let serving = Arc::new(AtomicBool::new(true));
+    let redis = matches!(settings.storage, Storage::Redis { .. });
     admin::spawn(
         admin_listener,
-        admin_state(&serving, broker_alive, &metrics),
+        admin_state(&serving, broker_alive, &metrics, &broker, redis),
     )
     .map_err(resource("the admin thread"))?;
+    if redis {
+        spawn_storage_watch(&broker)?;
+    }
     spawn_signal_thread(signals, events_tx)?;
 
     if let Some(secret) = &resolved.generated_secret {
@@ -143,7 +161,10 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
     };
     let deadline = Instant::now() + settings.shutdown_grace + SHUTDOWN_SLACK;
     if stop_workers(&handles, threads, &events, deadline) {
-        broker.shutdown();
+        let taken = broker.lock().take();
+        if let Some(broker) = taken {
+            broker.shutdown();
+        }
     } else {
         tracing::warn!("workers still running after the shutdown grace; exiting anyway");
     }
@@ -230,18 +251,99 @@ fn start_broker(
         .replay_page_bytes
         .min(settings.max_outbound_bytes / 4)
         .max(1);
-    let broker = Broker::new(MemoryEngine::new(&limits), limits);
-    let embedded = embedded::spawn(broker, BROKER_QUEUE, sinks).map_err(resource("the broker"))?;
+    let embedded = match &settings.storage {
+        Storage::Memory => {
+            let broker = Broker::new(MemoryEngine::new(&limits), limits);
+            embedded::spawn(broker, BROKER_QUEUE, sinks)
+        }
+        Storage::Redis { client, durability } => {
+            let config = redis_engine_config(client, *durability, limits.clone());
+            let broker = Broker::new(RedisEngine::new(config, Instant::now()), limits);
+            embedded::spawn(broker, BROKER_QUEUE, sinks)
+        }
+    };
+    let embedded = embedded.map_err(resource("the broker"))?;
     Ok((embedded, Arc::downgrade(&alive)))
 }
 
-fn admin_state(serving: &Arc<AtomicBool>, broker: Weak<()>, metrics: &Arc<Metrics>) -> AdminState {
+/// The Redis engine's settings: the engine's defaults (`WAIT`'s timeout under the command
+/// timeout) with the configured durability.
+fn redis_engine_config(
+    client: &hermod_core::redis::ClientConfig,
+    durability: Durability,
+    limits: Limits,
+) -> RedisEngineConfig {
+    let mut config = RedisEngineConfig::new(client.clone(), limits);
+    config.durability = durability;
+    config
+}
+
+fn admin_state(
+    serving: &Arc<AtomicBool>,
+    alive: Weak<()>,
+    metrics: &Arc<Metrics>,
+    broker: &SharedBroker,
+    redis: bool,
+) -> AdminState {
     let serving = Arc::clone(serving);
     let metrics = Arc::clone(metrics);
+    let ready_broker = Arc::clone(broker);
+    let stats_broker = Arc::clone(broker);
     AdminState {
-        ready: Box::new(move || serving.load(Ordering::Acquire) && broker.strong_count() > 0),
-        render_metrics: Box::new(move |out| metrics.render(out)),
+        ready: Box::new(move || {
+            serving.load(Ordering::Acquire)
+                && alive.strong_count() > 0
+                && ready_broker.lock().as_ref().is_some_and(|b| b.is_ready())
+        }),
+        render_metrics: Box::new(move |out| {
+            metrics.render(out);
+            if redis {
+                let status = stats_broker
+                    .lock()
+                    .as_ref()
+                    .map(|b| (b.is_ready(), b.stats()));
+                if let Some((up, stats)) = status {
+                    admin::render_engine(out, up, &stats);
+                }
+            }
+        }),
     }
+}
+
+/// Logs each change of the storage's reachability (the broker's readiness): startup does not
+/// wait for Redis, so this is how an operator sees the proxy become ready, or stop being so.
+fn spawn_storage_watch(broker: &SharedBroker) -> Result<(), StartError> {
+    let broker = Arc::downgrade(broker);
+    let started = Instant::now();
+    thread::Builder::new()
+        .name("hermod-storage-watch".to_owned())
+        .spawn(move || {
+            let mut was = None;
+            while let Some(shared) = broker.upgrade() {
+                let Some(ready) = shared.lock().as_ref().map(EmbeddedBroker::is_ready) else {
+                    return; // shut down
+                };
+                drop(shared);
+                match (was, ready) {
+                    (Some(true), true) | (Some(false), false) => {}
+                    (None, false) => tracing::warn!(
+                        "Redis not reachable yet: not ready; requests are answered `unavailable` \
+                         until it is"
+                    ),
+                    (_, true) => tracing::info!(
+                        after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "Redis reachable: ready"
+                    ),
+                    (Some(true), false) => tracing::warn!(
+                        "Redis unreachable: not ready; requests are answered `unavailable`"
+                    ),
+                }
+                was = Some(ready);
+                thread::sleep(STORAGE_WATCH_EVERY);
+            }
+        })
+        .map(drop)
+        .map_err(resource("the storage watch thread"))
 }
 
 /// Tells the main thread that a worker thread ended, even if it panicked.
@@ -311,13 +413,21 @@ fn print_ready_line(settings: &Settings, client: SocketAddr, admin: SocketAddr) 
         AuthMode::Jwt { .. } => "jwt",
         AuthMode::None => "none",
     };
+    let storage = match &settings.storage {
+        Storage::Memory => "memory",
+        Storage::Redis { client, .. } => match client.target {
+            hermod_core::redis::Target::Direct { .. } => "redis",
+            hermod_core::redis::Target::Sentinel { .. } => "sentinel",
+        },
+    };
     let echo = settings
         .echo_path
         .as_deref()
         .map(|p| format!(" echo={p}"))
         .unwrap_or_default();
     eprintln!(
-        "hermod-proxy {} listening client={client} admin={admin} workers={} auth={auth}{echo}",
+        "hermod-proxy {} listening client={client} admin={admin} workers={} auth={auth} \
+         storage={storage}{echo}",
         env!("CARGO_PKG_VERSION"),
         settings.workers,
     );

@@ -37,6 +37,8 @@ const READ_BUDGET: usize = 64;
 const DISCARD_BUDGET: usize = 64;
 /// Close code recorded when the connection ended without a close frame (RFC 6455 §7.1.5).
 pub const ABNORMAL: u16 = 1006;
+/// Close code for a client that cannot keep up (spec §2: 1008 `slow consumer`).
+pub const SLOW_CONSUMER: u16 = 1008;
 
 /// What the worker must do after a handler ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,10 +303,15 @@ impl Session {
     }
 
     /// Sends our close frame and moves to `Closing` (no-op when already closing); then drives the
-    /// closing as far as the socket allows. Queued output is dropped: what the client did not ack
-    /// waits in its inbox.
+    /// closing as far as the socket allows. What was queued before the close goes out first (an
+    /// echo of the message before a protocol error, answers before a 1012), as far as
+    /// tungstenite's write buffer takes it; a slow consumer's queue is dropped instead: what the
+    /// client did not ack waits in its inbox.
     pub fn begin_close(&mut self, code: u16, reason: &'static str, linger: Instant) -> Next {
-        if let Phase::Open(_) = self.phase {
+        if let Phase::Open(open) = &mut self.phase {
+            if code != SLOW_CONSUMER {
+                open.feed_before_close(&mut self.ws);
+            }
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: reason.into(),
@@ -407,6 +414,21 @@ impl Open {
             }
             Err(e) => self.write_failed(&e),
         }
+    }
+
+    /// Moves queued messages into tungstenite's buffer without waiting for the socket: the close
+    /// frame follows them, and `Closing::drive` flushes it all.
+    fn feed_before_close(&mut self, ws: &mut WebSocket<TcpStream>) {
+        while let Some(msg) = self.out.pop() {
+            match ws.write(msg) {
+                // Queued (WouldBlock still queues the frame): keep going.
+                Ok(()) => {}
+                Err(WsError::Io(e)) if would_block(&e) => {}
+                // Buffer full or the socket is gone: the rest cannot go out.
+                Err(_) => break,
+            }
+        }
+        self.out.clear();
     }
 
     fn write_failed(&self, e: &WsError) -> Next {

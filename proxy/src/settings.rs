@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use hermod_broker::Durability;
+use hermod_core::redis::ClientConfig;
+
 /// How clients prove who they are at the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
@@ -11,6 +14,21 @@ pub enum AuthMode {
     Jwt { secret: Vec<u8> },
     /// Identity from the `user` query parameter. Development only.
     None,
+}
+
+/// Where the embedded broker stores messages.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// In this process's memory: gone with it (the default, single node).
+    Memory,
+    /// In Redis, reached directly (`--redis`) or through Sentinel (`--sentinel`).
+    Redis {
+        /// Target, credentials, lanes and timeouts of the Redis client (boxed: it is large and
+        /// `Memory` is empty).
+        client: Box<ClientConfig>,
+        /// When a write counts as stored (`sent`): on the master, or also on a replica (WAIT).
+        durability: Durability,
+    },
 }
 
 /// Everything a gateway worker needs to know. Cloned into each worker at start.
@@ -46,6 +64,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Broker retention and dedupe settings.
     pub broker: hermod_broker::Limits,
+    /// The embedded broker's storage engine.
+    pub storage: Storage,
 }
 
 impl Settings {
@@ -67,6 +87,7 @@ impl Settings {
             request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             broker: hermod_broker::Limits::default(),
+            storage: Storage::Memory,
         }
     }
 }

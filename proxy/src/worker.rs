@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use hermod_core::bus::{Delivery, Request};
 use hermod_core::reactor::interrupted;
 use hermod_core::reactor::listener::{is_fd_exhaustion, AcceptOutcome, Acceptor};
@@ -146,7 +145,7 @@ pub fn prepare(
 
 impl Worker {
     /// Runs the loop; returns after shutdown completes (or its grace elapsed).
-    pub fn run(self, broker: Sender<Request>) {
+    pub fn run(self, broker: MailboxSender<Request>) {
         match Reactor::new(self, broker) {
             Ok(mut reactor) => reactor.run(),
             Err(e) => tracing::error!("worker cannot start: {e}"),
@@ -177,7 +176,7 @@ struct Reactor {
 }
 
 impl Reactor {
-    fn new(w: Worker, broker: Sender<Request>) -> std::io::Result<Self> {
+    fn new(w: Worker, broker: MailboxSender<Request>) -> std::io::Result<Self> {
         let max = w.settings.max_message_size;
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)

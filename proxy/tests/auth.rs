@@ -3,15 +3,16 @@
 
 mod common;
 
+use common::{engine_tests, Engine};
+
 use common::{handshake_status, handshake_status_with, mint, now_unix, Proxy, SECRET};
 
 fn ws(proxy: &Proxy, query: &str) -> String {
     format!("ws://{}/ws{query}", proxy.client)
 }
 
-#[test]
-fn refused_tokens_get_401_without_upgrade() {
-    let proxy = Proxy::start_jwt(&[]);
+fn refused_tokens_get_401_without_upgrade(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let exp = now_unix() + 3600;
     let cases = [
         ("missing", String::new()),
@@ -58,9 +59,8 @@ fn refused_tokens_get_401_without_upgrade() {
     let _ = alice.send_to("bob", "after-401s", serde_json::json!(1));
 }
 
-#[test]
-fn good_token_in_query_or_bearer_header() {
-    let proxy = Proxy::start_jwt(&[]);
+fn good_token_in_query_or_bearer_header(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let token = proxy.token("alice");
     assert_eq!(
         handshake_status(&ws(&proxy, &format!("?token={token}")), proxy.client),
@@ -79,9 +79,8 @@ fn good_token_in_query_or_bearer_header() {
     assert_eq!(c.welcome["device"], "default");
 }
 
-#[test]
-fn bad_names_get_400() {
-    let proxy = Proxy::start_jwt(&[]);
+fn bad_names_get_400(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let token = proxy.token("alice");
     let long = "d".repeat(129);
     for device in ["a%20b", "a%2Fb", "caf%C3%A9", long.as_str()] {
@@ -105,7 +104,7 @@ fn bad_names_get_400() {
         "128 bytes is allowed"
     );
 
-    let open = Proxy::start_open(&[]);
+    let open = Proxy::start_open_on(engine, &[]);
     for user in ["bad%20name", "a!b", long.as_str()] {
         assert_eq!(
             handshake_status(&ws(&open, &format!("?user={user}")), open.client),
@@ -117,9 +116,8 @@ fn bad_names_get_400() {
     let _ = c.send_to("someone", "c", serde_json::json!(null));
 }
 
-#[test]
-fn unknown_path_gets_404() {
-    let proxy = Proxy::start_jwt(&[]);
+fn unknown_path_gets_404(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let token = proxy.token("alice");
     for path in ["/", "/nope", "/wsx", "/echo"] {
         assert_eq!(
@@ -133,8 +131,7 @@ fn unknown_path_gets_404() {
     }
 }
 
-#[test]
-fn token_subcommand_mints_an_accepted_token() {
+fn token_subcommand_mints_an_accepted_token(engine: Engine) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hermod-proxy"))
         .args(["token", "--user", "alice", "--jwt-secret", SECRET])
         .output()
@@ -143,7 +140,15 @@ fn token_subcommand_mints_an_accepted_token() {
     let stdout = String::from_utf8(out.stdout).expect("utf-8 token");
     let token = stdout.trim();
     assert_eq!(token.split('.').count(), 3, "not a JWT: {stdout:?}");
-    let proxy = Proxy::start_jwt(&[]);
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let url = format!("ws://{}/ws?token={token}", proxy.client);
     assert_eq!(handshake_status(&url, proxy.client), Ok(()));
 }
+
+engine_tests!(
+    refused_tokens_get_401_without_upgrade,
+    good_token_in_query_or_bearer_header,
+    bad_names_get_400,
+    unknown_path_gets_404,
+    token_subcommand_mints_an_accepted_token,
+);

@@ -3,12 +3,13 @@
 
 mod common;
 
+use common::{engine_tests, Engine};
+
 use common::{id_of, Proxy};
 use serde_json::json;
 
-#[test]
-fn offline_user_gets_messages_on_connect_in_order() {
-    let proxy = Proxy::start_jwt(&[]);
+fn offline_user_gets_messages_on_connect_in_order(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut alice = proxy.connect("alice");
     let ids: Vec<String> = (0..5)
         .map(|i| alice.send_to("bob", &format!("c{i}"), json!({"n": i})))
@@ -32,9 +33,8 @@ fn offline_user_gets_messages_on_connect_in_order() {
     assert_eq!(m["data"], "now");
 }
 
-#[test]
-fn ack_then_reconnect_delivers_only_unacked() {
-    let proxy = Proxy::start_jwt(&[]);
+fn ack_then_reconnect_delivers_only_unacked(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut alice = proxy.connect("alice");
     let ids: Vec<String> = (0..5)
         .map(|i| alice.send_to("bob", &format!("c{i}"), json!(i)))
@@ -62,9 +62,8 @@ fn ack_then_reconnect_delivers_only_unacked() {
     assert_eq!(id_of(&bob.recv_op("msg")), marker);
 }
 
-#[test]
-fn repeated_cid_is_stored_once_with_the_same_id() {
-    let proxy = Proxy::start_jwt(&[]);
+fn repeated_cid_is_stored_once_with_the_same_id(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut alice = proxy.connect("alice");
     let first = alice.send_to("bob", "dup-1", json!("once"));
     let second = alice.send_to("bob", "dup-1", json!("once"));
@@ -91,9 +90,8 @@ fn repeated_cid_is_stored_once_with_the_same_id() {
     assert_eq!(id_of(&m2), other, "the duplicate was delivered twice: {m2}");
 }
 
-#[test]
-fn every_device_of_a_user_gets_every_message() {
-    let proxy = Proxy::start_jwt(&[]);
+fn every_device_of_a_user_gets_every_message(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut phone = proxy.connect_device("bob", "phone");
     let mut laptop = proxy.connect_device("bob", "laptop");
     let mut alice = proxy.connect("alice");
@@ -128,3 +126,10 @@ fn every_device_of_a_user_gets_every_message() {
         "the phone acked everything: only the new one"
     );
 }
+
+engine_tests!(
+    offline_user_gets_messages_on_connect_in_order,
+    ack_then_reconnect_delivers_only_unacked,
+    repeated_cid_is_stored_once_with_the_same_id,
+    every_device_of_a_user_gets_every_message,
+);

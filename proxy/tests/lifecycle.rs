@@ -3,15 +3,16 @@
 
 mod common;
 
+use common::{engine_tests, Engine};
+
 use std::time::Duration;
 
 use common::{id_of, Client, Ending, Proxy, TIMEOUT};
 use serde_json::json;
 use tungstenite::Message;
 
-#[test]
-fn sigterm_closes_clients_with_1012_and_exits_zero() {
-    let mut proxy = Proxy::start_jwt(&[]);
+fn sigterm_closes_clients_with_1012_and_exits_zero(engine: Engine) {
+    let mut proxy = Proxy::start_jwt_on(engine, &[]);
     let mut alice = proxy.connect("alice");
     let mut bob = proxy.connect_device("bob", "phone");
     let _ = alice.send_to("bob", "before", json!(1));
@@ -35,9 +36,8 @@ fn sigterm_closes_clients_with_1012_and_exits_zero() {
     );
 }
 
-#[test]
-fn admin_endpoints() {
-    let proxy = Proxy::start_jwt(&[]);
+fn admin_endpoints(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let _a = proxy.connect("alice");
     let _b = proxy.connect("bob");
     assert_eq!(proxy.admin_get("/healthz").0, 200);
@@ -63,9 +63,8 @@ fn admin_endpoints() {
     assert_eq!(proxy.admin_get("/nope").0, 404);
 }
 
-#[test]
-fn quiet_but_responsive_clients_stay_and_silent_ones_are_closed() {
-    let proxy = Proxy::start_jwt(&["--idle-timeout", "3", "--ping-interval", "1"]);
+fn quiet_but_responsive_clients_stay_and_silent_ones_are_closed(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &["--idle-timeout", "3", "--ping-interval", "1"]);
     let mut live = proxy.connect("live");
     let mut silent = proxy.connect("silent");
     // `live` keeps reading (tungstenite answers pings while reading); `silent` does nothing.
@@ -82,9 +81,8 @@ fn quiet_but_responsive_clients_stay_and_silent_ones_are_closed() {
     assert_eq!(id_of(&live.recv_op("msg")), id);
 }
 
-#[test]
-fn echo_path_echoes_text_and_binary_without_a_token() {
-    let proxy = Proxy::start_jwt(&["--echo-path", "/echo"]);
+fn echo_path_echoes_text_and_binary_without_a_token(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &["--echo-path", "/echo"]);
     let url = format!("ws://{}/echo", proxy.client);
     let mut c = Client::handshake(&url, common::tcp(proxy.client)).expect("echo handshake");
     for msg in [
@@ -102,3 +100,10 @@ fn echo_path_echoes_text_and_binary_without_a_token() {
         .expect("send big");
     assert_eq!(c.expect_close().0, 1009, "echo has the same limits");
 }
+
+engine_tests!(
+    sigterm_closes_clients_with_1012_and_exits_zero,
+    admin_endpoints,
+    quiet_but_responsive_clients_stay_and_silent_ones_are_closed,
+    echo_path_echoes_text_and_binary_without_a_token,
+);

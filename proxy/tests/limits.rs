@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{engine_tests, Engine};
+
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -17,9 +19,8 @@ fn write_raw(c: &mut Client, bytes: &[u8]) {
     c.ws.get_mut().write_all(bytes).expect("write raw frame");
 }
 
-#[test]
-fn oversized_message_closes_1009() {
-    let proxy = Proxy::start_jwt(&[]);
+fn oversized_message_closes_1009(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut witness = proxy.connect("witness");
 
     // Just under the 64 KiB default: accepted and delivered whole.
@@ -49,9 +50,8 @@ fn oversized_message_closes_1009() {
     assert_eq!(id_of(&witness.recv_op("msg")), id);
 }
 
-#[test]
-fn invalid_utf8_closes_1007() {
-    let proxy = Proxy::start_jwt(&[]);
+fn invalid_utf8_closes_1007(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut c = proxy.connect("alice");
     write_raw(&mut c, &raw_frame(0x1, b"{\"op\":\xff\xfe}"));
     assert_eq!(c.expect_close().0, 1007, "proxy log:\n{}", proxy.log());
@@ -64,18 +64,16 @@ fn invalid_utf8_closes_1007() {
     assert_eq!(c.expect_close().0, 1007, "fragmented invalid UTF-8");
 }
 
-#[test]
-fn binary_frame_on_ws_closes_1003() {
-    let proxy = Proxy::start_jwt(&[]);
+fn binary_frame_on_ws_closes_1003(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut c = proxy.connect("alice");
     c.ws.send(Message::binary(vec![1u8, 2, 3]))
         .expect("send binary");
     assert_eq!(c.expect_close().0, 1003);
 }
 
-#[test]
-fn unmasked_frame_closes_1002() {
-    let proxy = Proxy::start_jwt(&[]);
+fn unmasked_frame_closes_1002(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut c = proxy.connect("alice");
     write_raw(&mut c, &raw_frame_with(true, false, 0x1, b"{}"));
     assert_eq!(c.expect_close().0, 1002);
@@ -95,9 +93,8 @@ fn expect_bad_request(c: &mut Client, text: &str, cid: Option<&str>) {
     }
 }
 
-#[test]
-fn malformed_json_and_unknown_op_get_bad_request_and_keep_the_connection() {
-    let proxy = Proxy::start_jwt(&[]);
+fn malformed_json_and_unknown_op_get_bad_request_and_keep_the_connection(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut c = proxy.connect("alice");
     let long_cid = "c".repeat(65);
     let long_room = "r".repeat(129);
@@ -172,9 +169,8 @@ fn send_batched(c: &mut Client, to: &str, n: usize, size: usize) -> Vec<String> 
     ids
 }
 
-#[test]
-fn slow_consumer_is_closed_1008_and_loses_nothing() {
-    let proxy = Proxy::start_jwt(&["--max-outbound-bytes", "65536"]);
+fn slow_consumer_is_closed_1008_and_loses_nothing(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &["--max-outbound-bytes", "65536"]);
     let url = proxy.ws_url("bob", "default");
     let mut bob = Client::handshake(&url, small_rcvbuf_stream(proxy.client))
         .unwrap_or_else(|e| panic!("bob handshake: {e}"));
@@ -242,3 +238,12 @@ fn slow_consumer_is_closed_1008_and_loses_nothing() {
     assert_eq!(id_of(&bob.recv_op("msg")), last);
     bob.expect_silence(Duration::from_millis(100));
 }
+
+engine_tests!(
+    oversized_message_closes_1009,
+    invalid_utf8_closes_1007,
+    binary_frame_on_ws_closes_1003,
+    unmasked_frame_closes_1002,
+    malformed_json_and_unknown_op_get_bad_request_and_keep_the_connection,
+    slow_consumer_is_closed_1008_and_loses_nothing,
+);

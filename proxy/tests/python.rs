@@ -4,13 +4,14 @@
 
 mod common;
 
+use common::{engine_tests, Engine};
+
 use std::process::Command;
 
 use common::{Proxy, SECRET};
 
-#[test]
-fn python_websockets_client_welcome_send_receive_ack() {
-    let proxy = Proxy::start_jwt(&[]);
+fn python_websockets_client_welcome_send_receive_ack(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ws_check.py");
     let out = Command::new("python3")
         .arg(script)
@@ -31,3 +32,5 @@ fn python_websockets_client_welcome_send_receive_ack() {
         proxy.log()
     );
 }
+
+engine_tests!(python_websockets_client_welcome_send_receive_ack,);

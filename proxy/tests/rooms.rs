@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::{engine_tests, Engine};
+
 use std::time::Duration;
 
 use common::{id_of, Client, Proxy};
@@ -64,9 +66,8 @@ fn ids_until(c: &mut Client, marker: &str) -> Vec<String> {
     }
 }
 
-#[test]
-fn join_publish_leave() {
-    let proxy = Proxy::start_jwt(&[]);
+fn join_publish_leave(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut alice = proxy.connect("alice");
     let mut bob = proxy.connect("bob");
     join(&mut alice, "lobby", None);
@@ -102,9 +103,8 @@ fn join_publish_leave() {
     carol.expect_silence(Duration::from_millis(100));
 }
 
-#[test]
-fn since_replays_the_rest_in_order_with_recovered_true() {
-    let proxy = Proxy::start_jwt(&[]);
+fn since_replays_the_rest_in_order_with_recovered_true(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut alice = proxy.connect("alice");
     join(&mut alice, "hist", None);
     let ids: Vec<String> = (0..5)
@@ -136,9 +136,8 @@ fn since_replays_the_rest_in_order_with_recovered_true() {
     );
 }
 
-#[test]
-fn since_older_than_history_is_not_recovered() {
-    let proxy = Proxy::start_jwt(&["--room-max-len", "5"]);
+fn since_older_than_history_is_not_recovered(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &["--room-max-len", "5"]);
     let mut alice = proxy.connect("alice");
     let ids: Vec<String> = (0..8)
         .map(|i| publish(&mut alice, "short", &format!("s{i}"), json!(i)).0)
@@ -168,15 +167,14 @@ fn since_older_than_history_is_not_recovered() {
     assert_eq!(got, want);
 }
 
-#[test]
-fn since_from_another_process_is_not_recovered() {
+fn since_from_another_process_is_not_recovered(engine: Engine) {
     let old_id = {
-        let first = Proxy::start_jwt(&[]);
+        let first = Proxy::start_jwt_on(engine, &[]);
         let mut alice = first.connect("alice");
         let _ = publish(&mut alice, "epochs", "e0", json!(0));
         publish(&mut alice, "epochs", "e1", json!(1)).0
     };
-    let proxy = Proxy::start_jwt(&[]);
+    let proxy = Proxy::start_jwt_on(engine, &[]);
     let mut alice = proxy.connect("alice");
     for i in 0..3 {
         let _ = publish(&mut alice, "epochs", &format!("n{i}"), json!(i));
@@ -190,3 +188,10 @@ fn since_from_another_process_is_not_recovered() {
     let marker = publish(&mut alice, "epochs", "marker", json!("m")).0;
     let _ = ids_until(&mut carol, &marker);
 }
+
+engine_tests!(
+    join_publish_leave,
+    since_replays_the_rest_in_order_with_recovered_true,
+    since_older_than_history_is_not_recovered,
+    since_from_another_process_is_not_recovered,
+);

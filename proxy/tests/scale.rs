@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{engine_tests, Engine};
+
 use std::time::Instant;
 
 use common::{id_of, Client, Proxy};
@@ -10,9 +12,8 @@ use serde_json::json;
 
 const CLIENTS: usize = 2000;
 
-#[test]
-fn two_thousand_clients_in_a_ring_every_message_delivered() {
-    let proxy = Proxy::start_open(&[]);
+fn two_thousand_clients_in_a_ring_every_message_delivered(engine: Engine) {
+    let proxy = Proxy::start_open_on(engine, &[]);
     let started = Instant::now();
     let mut clients: Vec<Client> = (0..CLIENTS)
         .map(|i| proxy.connect(&format!("u{i}")))
@@ -58,3 +59,5 @@ fn two_thousand_clients_in_a_ring_every_message_delivered() {
     let connections = proxy.metric_sum(&["hermod_", "connection"]);
     eprintln!("connection metrics sum: {connections:?}");
 }
+
+engine_tests!(two_thousand_clients_in_a_ring_every_message_delivered,);

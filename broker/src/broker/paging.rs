@@ -114,7 +114,36 @@ impl<E: Engine> Broker<E> {
         }
     }
 
-    /// A page read failed. A join's first page: the join fails with an error. Any other page:
+    /// Retries the attach-time inbox reads that failed, for sessions still waiting on them.
+    pub(super) fn retry_inbox_reads(&mut self, now_ms: u64) {
+        let page = self.page();
+        for (session, failed) in std::mem::take(&mut self.retry_inbox) {
+            let token = Token(self.next_token);
+            let Some(s) = self.sessions.get_mut(&session) else {
+                continue;
+            };
+            if !s.inbox.retarget(failed, token) {
+                continue;
+            }
+            self.next_token = self.next_token.wrapping_add(1);
+            let op = Op::ReadInbox {
+                user: s.user.clone(),
+                device: s.device.clone(),
+                after: None,
+                page,
+            };
+            let pending = Pending::Page(PageOf {
+                session,
+                sub: Sub::Inbox,
+                first: true,
+            });
+            self.submit_as(token, pending, op, now_ms);
+        }
+    }
+
+    /// A page read failed. A join's first page: the join fails with an error. An attach's first
+    /// inbox page, storage unavailable: an error, and the read is retried on the next sweep
+    /// (see `retry_inbox`). Any other page:
     /// the session cannot be served in order, so it is closed; the client comes back and
     /// replays from its cursor and `since`. A stale read (the subscription was left or
     /// replaced since) only ends the session's turn.
@@ -137,6 +166,13 @@ impl<E: Engine> Broker<E> {
         let current =
             feed_of(&mut s.inbox, &mut s.rooms, &sub).is_some_and(|f| f.is_reading(token));
         match (current, first, sub) {
+            (true, true, Sub::Inbox) if matches!(err, EngineError::Unavailable(_)) => {
+                // Stay attached (still `Reading` under this token, holding live messages) and
+                // read again on the next sweep.
+                self.retry_inbox.push((session, token));
+                let text = err.to_string();
+                out.push(error(session, None, code_of(err), &text));
+            }
             (true, true, Sub::Room(room)) => {
                 s.rooms.remove(&room);
                 self.unsubscribe_room(&room, session);

@@ -1,11 +1,24 @@
-//! Test harness: a broker on the memory engine driven by hand, with a fake clock.
-#![allow(dead_code, clippy::unwrap_used)]
+//! Test harness: a broker driven by hand with a fake clock, on the memory engine or on the
+//! Redis engine (a real redis-server per harness, the engine's I/O driven here until every
+//! operation completed, so both engines answer each request before the test looks).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use hermod_broker::{Broker, Limits, MemoryEngine};
+use std::time::{Duration, Instant};
+
+use hermod_broker::{
+    Broker, Channel, Completion, Engine, EngineStats, Limits, MemoryEngine, Op, RedisEngine,
+    RedisEngineConfig, Token,
+};
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
 use hermod_core::ids::{Cid, MsgId, Name};
 use hermod_core::protocol::ErrorCode;
+use hermod_core::redis::{ClientConfig, Target};
+use hermod_core::resp::Value;
+use hermod_core::testkit::RedisServer;
 use serde_json::value::RawValue;
+
+/// How long a Redis harness waits for an answer before failing the test.
+const SETTLE: Duration = Duration::from_secs(30);
 
 pub fn name(s: &str) -> Name {
     Name::parse("name", s).unwrap()
@@ -27,9 +40,166 @@ pub fn key(slot: u32) -> SessionKey {
     }
 }
 
+/// Which engine a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Memory,
+    Redis,
+}
+
+/// Runs each named scenario `fn(Kind)` as two tests, `memory::NAME` and `redis::NAME`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $( #[test] fn $name() { super::$name(super::Kind::Memory) } )*
+        }
+        mod redis {
+            $( #[test] fn $name() { super::$name(super::Kind::Redis) } )*
+        }
+    };
+}
+
+/// Either engine, so one harness type serves both.
+#[derive(Debug)]
+pub enum AnyEngine {
+    Memory(Box<MemoryEngine>),
+    /// The engine and its server's address (for introspection with plain commands).
+    Redis(Box<RedisEngine>, String),
+}
+
+impl AnyEngine {
+    fn memory(&self) -> &MemoryEngine {
+        match self {
+            AnyEngine::Memory(m) => m,
+            AnyEngine::Redis(..) => panic!("memory engine only"),
+        }
+    }
+
+    /// Messages held in `channel` (Redis: the stream's length).
+    pub fn message_count(&self, channel: &Channel) -> usize {
+        match self {
+            AnyEngine::Memory(m) => m.message_count(channel),
+            AnyEngine::Redis(_, addr) => {
+                let key = match channel {
+                    Channel::Inbox(u) => format!("{{u:{u}}}:s"),
+                    Channel::Room(r) => format!("{{r:{r}}}:s"),
+                };
+                let v = hermod_core::testkit::command(addr, &["XLEN", &key]).unwrap();
+                usize::try_from(v.as_int().unwrap()).unwrap()
+            }
+        }
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.memory().channel_count()
+    }
+
+    pub fn dedupe_len(&self) -> usize {
+        self.memory().dedupe_len()
+    }
+
+    /// Operations (and commands) not finished yet.
+    pub fn in_flight(&self) -> usize {
+        match self {
+            AnyEngine::Memory(_) => 0,
+            AnyEngine::Redis(r, _) => r.in_flight(),
+        }
+    }
+}
+
+impl Engine for AnyEngine {
+    fn submit(&mut self, token: Token, op: Op, now_ms: u64) {
+        match self {
+            AnyEngine::Memory(e) => e.submit(token, op, now_ms),
+            AnyEngine::Redis(e, _) => e.submit(token, op, now_ms),
+        }
+    }
+    fn poll_completion(&mut self) -> Option<Completion> {
+        match self {
+            AnyEngine::Memory(e) => e.poll_completion(),
+            AnyEngine::Redis(e, _) => e.poll_completion(),
+        }
+    }
+    fn sweep(&mut self, now_ms: u64, in_use: &dyn Fn(&Channel) -> bool) {
+        match self {
+            AnyEngine::Memory(e) => e.sweep(now_ms, in_use),
+            AnyEngine::Redis(e, _) => e.sweep(now_ms, in_use),
+        }
+    }
+    fn register(&mut self, registry: &mio::Registry, first: usize) -> std::io::Result<()> {
+        match self {
+            AnyEngine::Memory(e) => e.register(registry, first),
+            AnyEngine::Redis(e, _) => e.register(registry, first),
+        }
+    }
+    fn owns(&self, token: mio::Token) -> bool {
+        match self {
+            AnyEngine::Memory(e) => e.owns(token),
+            AnyEngine::Redis(e, _) => e.owns(token),
+        }
+    }
+    fn on_event(&mut self, registry: &mio::Registry, event: &mio::event::Event, now: Instant) {
+        match self {
+            AnyEngine::Memory(e) => e.on_event(registry, event, now),
+            AnyEngine::Redis(e, _) => e.on_event(registry, event, now),
+        }
+    }
+    fn on_tick(&mut self, registry: &mio::Registry, now: Instant) {
+        match self {
+            AnyEngine::Memory(e) => e.on_tick(registry, now),
+            AnyEngine::Redis(e, _) => e.on_tick(registry, now),
+        }
+    }
+    fn flush(&mut self, registry: &mio::Registry) {
+        match self {
+            AnyEngine::Memory(e) => e.flush(registry),
+            AnyEngine::Redis(e, _) => e.flush(registry),
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            AnyEngine::Memory(e) => e.next_deadline(),
+            AnyEngine::Redis(e, _) => e.next_deadline(),
+        }
+    }
+    fn is_ready(&self) -> bool {
+        match self {
+            AnyEngine::Memory(e) => e.is_ready(),
+            AnyEngine::Redis(e, _) => e.is_ready(),
+        }
+    }
+    fn stats(&self) -> EngineStats {
+        match self {
+            AnyEngine::Memory(e) => e.stats(),
+            AnyEngine::Redis(e, _) => e.stats(),
+        }
+    }
+}
+
+/// The Redis side of a harness: the Poll the engine runs on, and the server.
+pub struct Io {
+    pub poll: mio::Poll,
+    events: mio::Events,
+    pub server: RedisServer,
+}
+
+/// A client config for `server` with test-friendly timeouts.
+pub fn client_config(server: &RedisServer) -> ClientConfig {
+    let mut c = ClientConfig::new(Target::Direct {
+        addr: server.addr(),
+    });
+    c.command_timeout = Duration::from_secs(2);
+    c.connect_timeout = Duration::from_secs(1);
+    c.backoff_min = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c
+}
+
 pub struct Harness {
-    pub broker: Broker<MemoryEngine>,
+    pub broker: Broker<AnyEngine>,
     pub now: u64,
+    pub io: Option<Io>,
 }
 
 impl Harness {
@@ -38,21 +208,146 @@ impl Harness {
     }
 
     pub fn with_limits(limits: Limits, epoch: u32) -> Self {
-        let engine = MemoryEngine::with_epoch(&limits, epoch);
-        Harness {
-            broker: Broker::new(engine, limits),
-            now: 1_000_000,
-        }
+        Harness::of_with(Kind::Memory, limits, epoch)
     }
 
     /// A harness whose replays go out in pages of `messages` messages and `bytes` bytes.
     pub fn paged(messages: usize, bytes: usize) -> Self {
+        Harness::paged_on(Kind::Memory, messages, bytes)
+    }
+
+    pub fn of(kind: Kind) -> Self {
+        Harness::of_with(kind, Limits::default(), 0x1234)
+    }
+
+    pub fn paged_on(kind: Kind, messages: usize, bytes: usize) -> Self {
         let limits = Limits {
             replay_page_messages: messages,
             replay_page_bytes: bytes,
             ..Limits::default()
         };
-        Harness::with_limits(limits, 0x1234)
+        Harness::of_with(kind, limits, 0x1234)
+    }
+
+    /// A harness on `kind`; `epoch` is the memory engine's.
+    pub fn of_with(kind: Kind, limits: Limits, epoch: u32) -> Self {
+        match kind {
+            Kind::Memory => {
+                let engine = AnyEngine::Memory(Box::new(MemoryEngine::with_epoch(&limits, epoch)));
+                Harness {
+                    broker: Broker::new(engine, limits),
+                    now: 1_000_000,
+                    io: None,
+                }
+            }
+            Kind::Redis => {
+                let server = RedisServer::start(&[]).expect("redis-server starts");
+                let config = RedisEngineConfig::new(client_config(&server), limits);
+                Harness::on_redis(server, config)
+            }
+        }
+    }
+
+    /// A harness on a Redis engine built from `config`, talking to `server`.
+    pub fn on_redis(server: RedisServer, config: RedisEngineConfig) -> Self {
+        let poll = mio::Poll::new().unwrap();
+        let limits = config.limits.clone();
+        let engine = RedisEngine::new(config, Instant::now());
+        let engine = AnyEngine::Redis(Box::new(engine), server.addr());
+        let mut h = Harness {
+            broker: Broker::new(engine, limits),
+            now: 1_000_000,
+            io: Some(Io {
+                poll,
+                events: mio::Events::with_capacity(256),
+                server,
+            }),
+        };
+        let io = h.io.as_ref().unwrap();
+        h.broker
+            .engine_mut()
+            .register(io.poll.registry(), 1)
+            .unwrap();
+        h.wait_ready();
+        h
+    }
+
+    /// A new broker and engine on the same server (a broker restart): sessions are gone.
+    pub fn restart_broker(&mut self, config: RedisEngineConfig) {
+        let io = self.io.take().expect("a redis harness");
+        let now = self.now;
+        *self = Harness::on_redis(io.server, config);
+        self.now = now;
+    }
+
+    /// The Redis server of a Redis harness.
+    pub fn server(&mut self) -> &mut RedisServer {
+        &mut self.io.as_mut().expect("a redis harness").server
+    }
+
+    /// Runs one command on the Redis server (blocking, on its own connection).
+    pub fn redis(&mut self, args: &[&str]) -> Value {
+        self.server().command(args).unwrap()
+    }
+
+    /// Drives the engine's I/O for one short turn; completions go to `out`.
+    pub fn turn(&mut self, out: &mut Vec<Delivery>) {
+        let Some(io) = self.io.as_mut() else {
+            return;
+        };
+        let engine = self.broker.engine_mut();
+        engine.flush(io.poll.registry());
+        io.poll
+            .poll(&mut io.events, Some(Duration::from_millis(5)))
+            .unwrap();
+        let now = Instant::now();
+        for event in io.events.iter() {
+            if engine.owns(event.token()) {
+                engine.on_event(io.poll.registry(), event, now);
+            }
+        }
+        engine.on_tick(io.poll.registry(), now);
+        engine.flush(io.poll.registry());
+        self.broker.poll_completions(out);
+    }
+
+    /// Drives the engine until everything submitted completed.
+    pub fn settle(&mut self, out: &mut Vec<Delivery>) {
+        let deadline = Instant::now() + SETTLE;
+        self.broker.poll_completions(out);
+        while self.broker.engine().in_flight() > 0 {
+            assert!(Instant::now() < deadline, "the engine did not settle");
+            self.turn(out);
+        }
+    }
+
+    /// Drives the engine until it is ready (connected, library loaded).
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + SETTLE;
+        let mut out = Vec::new();
+        while !self.broker.engine().is_ready() {
+            assert!(Instant::now() < deadline, "the engine did not get ready");
+            self.turn(&mut out);
+        }
+    }
+
+    /// Drives the engine until it reconnected (more reconnects than `before`) and is ready.
+    pub fn wait_reconnected(&mut self, before: u64) {
+        let deadline = Instant::now() + SETTLE;
+        let mut out = Vec::new();
+        while self.broker.engine().stats().reconnects <= before || !self.broker.engine().is_ready()
+        {
+            assert!(Instant::now() < deadline, "the engine did not reconnect");
+            self.turn(&mut out);
+        }
+    }
+
+    /// Retention and dedupe expiry (and retried reads) at the harness's clock, settled.
+    pub fn sweep(&mut self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        self.broker.sweep(self.now);
+        self.settle(&mut out);
+        out
     }
 
     pub fn resume(&mut self, s: SessionKey) -> Vec<Delivery> {
@@ -62,6 +357,7 @@ impl Harness {
     pub fn req(&mut self, req: Request) -> Vec<Delivery> {
         let mut out = Vec::new();
         self.broker.handle(req, self.now, &mut out);
+        self.settle(&mut out);
         out
     }
 

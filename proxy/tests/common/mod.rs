@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hermod_core::testkit::RedisServer;
 use serde_json::{json, Value};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
@@ -22,6 +23,31 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HS256 secret the JWT-mode proxies are started with.
 pub const SECRET: &str = "e2e-test-secret-0123456789";
+
+/// The storage engine a test's proxy runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The embedded in-memory engine (no flags).
+    Memory,
+    /// The Redis engine on a `redis-server` of its own, started for the proxy and killed with it.
+    Redis,
+}
+
+/// Generates, for each named `fn NAME(engine: Engine)`, the tests `memory::NAME` and
+/// `redis::NAME`: the same scenario on both engines (`cargo test redis::` runs the Redis half).
+#[allow(unused_macros)]
+macro_rules! engine_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod memory {
+            $( #[test] fn $name() { super::$name($crate::common::Engine::Memory) } )+
+        }
+        mod redis {
+            $( #[test] fn $name() { super::$name($crate::common::Engine::Redis) } )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use engine_tests;
 
 /// A running `hermod-proxy` child process and the addresses it reported.
 pub struct Proxy {
@@ -38,6 +64,9 @@ pub struct Proxy {
     jwt: bool,
     /// Set once the child has been reaped, so drop does not kill a recycled pid.
     exited: Option<ExitStatus>,
+    /// The proxy's own Redis for [`Engine::Redis`]; declared after `child` so it is dropped
+    /// after the proxy is killed.
+    redis: Option<RedisServer>,
 }
 
 /// Removes ANSI colour escapes (`ESC [ ... letter`) a log formatter may add.
@@ -71,19 +100,67 @@ fn field_addr(line: &str, key: &str) -> Option<SocketAddr> {
 impl Proxy {
     /// Starts the proxy in JWT mode with [`SECRET`] and `extra` flags.
     pub fn start_jwt(extra: &[&str]) -> Proxy {
-        let mut args = vec!["--jwt-secret", SECRET];
-        args.extend_from_slice(extra);
-        Proxy::spawn(&args, true)
+        Proxy::start_jwt_on(Engine::Memory, extra)
     }
 
     /// Starts the proxy with `--auth none` (identity from `?user=`) and `extra` flags.
     pub fn start_open(extra: &[&str]) -> Proxy {
-        let mut args = vec!["--auth", "none"];
-        args.extend_from_slice(extra);
-        Proxy::spawn(&args, false)
+        Proxy::start_open_on(Engine::Memory, extra)
     }
 
-    fn spawn(extra: &[&str], jwt: bool) -> Proxy {
+    /// [`Proxy::start_jwt`] on `engine`.
+    pub fn start_jwt_on(engine: Engine, extra: &[&str]) -> Proxy {
+        let mut args = vec!["--jwt-secret", SECRET];
+        args.extend_from_slice(extra);
+        Proxy::start_on(engine, &args, true)
+    }
+
+    /// [`Proxy::start_open`] on `engine`.
+    pub fn start_open_on(engine: Engine, extra: &[&str]) -> Proxy {
+        let mut args = vec!["--auth", "none"];
+        args.extend_from_slice(extra);
+        Proxy::start_on(engine, &args, false)
+    }
+
+    /// With [`Engine::Redis`]: starts a `redis-server` for this proxy, passes `--redis`, and
+    /// waits until `/readyz` says the proxy reaches it.
+    fn start_on(engine: Engine, args: &[&str], jwt: bool) -> Proxy {
+        match engine {
+            Engine::Memory => Proxy::spawn(args, jwt),
+            Engine::Redis => {
+                let server = RedisServer::start(&[]).expect("start redis-server");
+                let url = server.url();
+                let mut all = vec!["--redis", url.as_str()];
+                all.extend_from_slice(args);
+                let mut proxy = Proxy::spawn(&all, jwt);
+                proxy.redis = Some(server);
+                proxy.wait_ready(TIMEOUT);
+                proxy
+            }
+        }
+    }
+
+    /// Waits until `/readyz` answers 200; panics with the log after `limit`.
+    pub fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.admin_get("/readyz").0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "not ready within {limit:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The proxy's own Redis ([`Engine::Redis`] only).
+    pub fn redis(&mut self) -> Option<&mut RedisServer> {
+        self.redis.as_mut()
+    }
+
+    /// Starts the proxy with exactly these flags (plus the harness's listen/admin/workers
+    /// flags); `jwt` tells how clients authenticate.
+    pub fn spawn(extra: &[&str], jwt: bool) -> Proxy {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hermod-proxy"));
         cmd.args([
             "--listen",
@@ -128,6 +205,7 @@ impl Proxy {
             log,
             jwt,
             exited: None,
+            redis: None,
         };
         match rx.recv_timeout(TIMEOUT) {
             Ok((c, a)) => {

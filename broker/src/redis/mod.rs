@@ -1,0 +1,558 @@
+//! The Redis engine: every operation is one FCALL of the `hermod` function library
+//! (`hermod.lua`), pipelined on [`RedisClient`] lanes that run on the broker's own mio Poll.
+//!
+//! - Lanes: reads (and age trims) on lane 0; appends and acks on lane 1, followed, with
+//!   [`Durability::Replica`], by one `WAIT 1 <timeout>` per loop turn covering every append sent
+//!   in it. A per-channel gate (`gate.rs`) keeps a channel's reads and writes from being in
+//!   flight together, so completions come out in the order Redis applied them.
+//! - Setup: on every `Up` the library is (re)loaded with `FUNCTION LOAD REPLACE`, and the
+//!   channels written in the last minute are checked for a rollback (their stream now behind the
+//!   highest id this engine issued: the channel gets a new epoch, so earlier positions come back
+//!   `recovered:false`). Operations submitted meanwhile are held and sent once that is done.
+//! - Down: operations in flight fail with `Unavailable` as the client reports them lost (or
+//!   timed out), held and waiting ones at once, and new ones are refused at once until the client
+//!   is up again and the setup is done.
+//! - Ids are `"<epoch>.<stream id>"` (`ids.rs`); message frames are rebuilt from the stored
+//!   parts (`ops.rs`), byte for byte what the memory engine produces.
+
+mod gate;
+mod ids;
+mod ops;
+mod replies;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::time::{Duration, Instant};
+
+use hermod_core::redis::{ClientConfig, CommandError, RedisClient};
+
+use crate::engine::{Channel, Completion, Done, Engine, EngineError, EngineStats, Op, Token};
+use crate::history::MAX_CURSORS_PER_INBOX;
+use crate::Limits;
+use gate::{Class, Gates, Queued};
+pub use ids::{ClientId, StreamId};
+use ops::Args;
+
+/// The function library, loaded at every connect.
+pub const LIBRARY: &str = include_str!("hermod.lua");
+
+/// Lane of reads and trims.
+const READ_LANE: usize = 0;
+/// Operations held while the library loads; beyond, new ones fail at once.
+const MAX_HELD: usize = 100_000;
+/// How long after a write its channel is checked for a rollback on reconnect: replication lag
+/// (what a failover can lose) is far shorter.
+const ROLLBACK_HORIZON_MS: u64 = 60_000;
+/// Channels remembered for the rollback check (the most recently written).
+const MAX_TIPS: usize = 4096;
+/// Channels tracked for age trimming; beyond, only MAXLEN and key expiry bound the others.
+const MAX_TRIMMED: usize = 100_000;
+/// Pause before retrying a failed library load.
+const RETRY_SETUP: Duration = Duration::from_secs(1);
+
+/// When an append is answered `sent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Once the master applied it.
+    #[default]
+    Leader,
+    /// Once a replica also has it (`WAIT 1`); none in time: `unavailable` (the client retries
+    /// with its cid, dedupe answers the same id).
+    Replica,
+}
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct RedisEngineConfig {
+    /// Where Redis is and how to talk to it.
+    pub client: ClientConfig,
+    /// When an append counts as stored.
+    pub durability: Durability,
+    /// `WAIT`'s timeout with [`Durability::Replica`]; keep it under the command timeout.
+    pub wait_timeout: Duration,
+    /// Retention, dedupe and paging bounds.
+    pub limits: Limits,
+}
+
+impl RedisEngineConfig {
+    /// Leader durability, a WAIT timeout of half the command timeout (at most 1 s).
+    pub fn new(client: ClientConfig, limits: Limits) -> Self {
+        let wait_timeout = (client.command_timeout / 2).min(Duration::from_secs(1));
+        RedisEngineConfig {
+            client,
+            durability: Durability::Leader,
+            wait_timeout,
+            limits,
+        }
+    }
+}
+
+/// Where the engine stands with Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not connected (or not registered yet): operations fail at once.
+    Down,
+    /// Connected; the library load and rollback checks (`outstanding` replies) are in flight.
+    Loading { outstanding: usize },
+    /// The library load failed: retried at `at`; operations fail at once.
+    Retry { at: Instant },
+    /// Serving.
+    Ready,
+}
+
+/// A command in flight, by tag.
+#[derive(Debug)]
+enum Sent {
+    /// An operation; `wait` is the WAIT that makes it durable (replica appends).
+    Op { q: Queued, wait: Option<u64> },
+    /// `FUNCTION LOAD REPLACE`.
+    Load,
+    /// A rollback check of a channel.
+    Check(Channel),
+    /// An age trim.
+    Trim,
+    /// `WAIT 1` after these appends (their tags).
+    Wait(Vec<u64>),
+}
+
+/// A replica append whose FCALL was answered, waiting for its WAIT.
+type Parked = (Token, Channel, Result<Done, EngineError>);
+
+/// Age trimming of one channel this engine writes.
+#[derive(Debug, Clone, Copy)]
+struct Trim {
+    /// Last append (broker clock, ms): once older than the age limit the keys expire on their own.
+    last_ms: u64,
+    /// When to trim next (broker clock, ms).
+    next_ms: u64,
+}
+
+/// The Redis engine. See the module doc.
+pub struct RedisEngine {
+    /// Settings.
+    config: RedisEngineConfig,
+    /// The client, created when the runner registers the engine (it needs its tokens).
+    client: Option<RedisClient>,
+    /// Lane of appends, acks and WAIT (1, or 0 with a single connection).
+    write_lane: usize,
+    /// Where the engine stands.
+    phase: Phase,
+    /// The next command tag.
+    next_tag: u64,
+    /// Commands in flight.
+    sent: HashMap<u64, Sent>,
+    /// Per-channel ordering of reads and writes.
+    gates: Gates,
+    /// Operations submitted while loading, in order.
+    held: VecDeque<Queued>,
+    /// Finished operations for `poll_completion`.
+    done: VecDeque<Completion>,
+    /// Appends sent this loop turn, for the turn's WAIT.
+    unwaited: Vec<u64>,
+    /// Replica appends answered, by tag, until their WAIT answers.
+    parked: HashMap<u64, Parked>,
+    /// Channel -> highest stream id issued and when (ms): the rollback check's input.
+    tips: HashMap<Channel, (StreamId, u64)>,
+    /// Channels to trim by age.
+    trims: HashMap<Channel, Trim>,
+    /// Reused command buffer.
+    args: Args,
+    /// Operations just let through a gate, to send.
+    work: Vec<Queued>,
+    /// Operations answered `Unavailable` (metrics).
+    unavailable: u64,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("phase", &self.phase)
+            .field("in_flight", &self.sent.len())
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisEngine {
+    /// An engine for `config`; it connects once registered with a runner's Poll.
+    pub fn new(config: RedisEngineConfig, _now: Instant) -> Self {
+        let write_lane = usize::from(config.client.connections > 1);
+        RedisEngine {
+            config,
+            client: None,
+            write_lane,
+            phase: Phase::Down,
+            next_tag: 0,
+            sent: HashMap::new(),
+            gates: Gates::default(),
+            held: VecDeque::new(),
+            done: VecDeque::new(),
+            unwaited: Vec::new(),
+            parked: HashMap::new(),
+            tips: HashMap::new(),
+            trims: HashMap::new(),
+            args: Args::default(),
+            work: Vec::new(),
+            unavailable: 0,
+        }
+    }
+
+    /// Operations accepted and not completed yet (tests drive the loop until this is 0).
+    pub fn pending(&self) -> usize {
+        self.held.len()
+            + self.gates.waiting()
+            + self.parked.len()
+            + self
+                .sent
+                .values()
+                .filter(|s| matches!(s, Sent::Op { .. }))
+                .count()
+    }
+
+    /// Everything not finished: operations, and also setup, trim and WAIT commands in flight
+    /// (tests drive the I/O until this is 0).
+    pub fn in_flight(&self) -> usize {
+        self.sent.len() + self.held.len() + self.gates.waiting() + self.parked.len()
+    }
+
+    fn tag(&mut self) -> u64 {
+        self.next_tag = self.next_tag.wrapping_add(1);
+        self.next_tag
+    }
+
+    /// Sends the command in `self.args` on `lane`; `false` when the client refused it.
+    fn send(&mut self, lane: usize, sent: Sent, now: Instant) -> bool {
+        let tag = self.tag();
+        let Some(client) = self.client.as_mut() else {
+            return false;
+        };
+        match client.send(lane, &self.args.slices(), tag, now) {
+            Ok(()) => {
+                self.sent.insert(tag, sent);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "redis command not sent");
+                false
+            }
+        }
+    }
+
+    /// Records a finished operation.
+    fn finish(&mut self, token: Token, result: Result<Done, EngineError>) {
+        if matches!(result, Err(EngineError::Unavailable(_))) {
+            self.unavailable += 1;
+        }
+        self.done.push_back((token, result));
+    }
+
+    /// Records a finished operation that had passed its channel's gate; what the gate lets
+    /// through now goes to `self.work`, for [`RedisEngine::dispatch`].
+    fn finish_gated(
+        &mut self,
+        token: Token,
+        channel: &Channel,
+        class: Class,
+        result: Result<Done, EngineError>,
+    ) {
+        self.finish(token, result);
+        self.gates.finish(channel, class, &mut self.work);
+    }
+
+    /// Sends the operations in `self.work` (already counted in flight by their gates), in order;
+    /// iterative, as a refused send releases further ones.
+    fn dispatch(&mut self, now: Instant) {
+        while !self.work.is_empty() {
+            for q in std::mem::take(&mut self.work) {
+                self.start(q, now);
+            }
+        }
+    }
+
+    /// Admits a new operation through its channel's gate and sends it if it may go.
+    fn admit(&mut self, q: Queued, now: Instant) {
+        if let Some(q) = self.gates.admit(q) {
+            self.start(q, now);
+            self.dispatch(now);
+        }
+    }
+
+    /// Sends an admitted operation (or completes it without Redis when nothing is to be read).
+    fn start(&mut self, q: Queued, now: Instant) {
+        let (channel, class) = (q.channel(), q.class());
+        if let Op::ReadRoom { since: None, .. } = q.op {
+            let done = Done::Room {
+                recovered: true,
+                messages: Vec::new(),
+                more: false,
+            };
+            return self.finish_gated(q.token, &channel, class, Ok(done));
+        }
+        let lane = self.build(&q);
+        let token = q.token;
+        let append = matches!(q.op, Op::Append { .. });
+        if self.send(lane, Sent::Op { q, wait: None }, now) {
+            if append && self.config.durability == Durability::Replica {
+                self.unwaited.push(self.next_tag);
+            }
+            return;
+        }
+        let err = EngineError::Unavailable("redis not connected".into());
+        self.finish_gated(token, &channel, class, Err(err));
+    }
+
+    /// Builds the FCALL of `q` into `self.args`; returns its lane.
+    fn build(&mut self, q: &Queued) -> usize {
+        let limits = &self.config.limits;
+        let a = &mut self.args;
+        match &q.op {
+            Op::Append {
+                channel,
+                from,
+                cid,
+                data,
+            } => {
+                ops::append(a, limits, channel, from, cid.as_str(), data, q.now_ms);
+                self.write_lane
+            }
+            Op::ReadInbox {
+                user,
+                device,
+                after,
+                page,
+            } => {
+                ops::fcall(a, "hermod_read_inbox", &q.channel(), 1);
+                ops::cursors_key(a, user).arg(device.as_str());
+                match after.as_ref().and_then(ClientId::parse) {
+                    Some(id) => a
+                        .fmt(format_args!("{}", id.epoch))
+                        .fmt(format_args!("{}", id.stream)),
+                    None => a.arg("").arg(""),
+                };
+                a.fmt(format_args!("{}", ops::read_count(*page)));
+                READ_LANE
+            }
+            Op::Ack { user, device, id } => {
+                // Parsed before admission: an unparsable id never gets here.
+                let id = ClientId::parse(id).unwrap_or(ClientId {
+                    epoch: 0,
+                    stream: StreamId::default(),
+                });
+                ops::fcall(a, "hermod_ack", &q.channel(), 1);
+                ops::cursors_key(a, user).arg(device.as_str());
+                a.fmt(format_args!("{}", id.epoch))
+                    .fmt(format_args!("{}", id.stream));
+                a.fmt(format_args!("{}", millis(limits.inbox_max_age).max(1)))
+                    .fmt(format_args!("{MAX_CURSORS_PER_INBOX}"));
+                self.write_lane
+            }
+            Op::ReadRoom { since, page, .. } => {
+                ops::fcall(a, "hermod_read_room", &q.channel(), 0);
+                match since.as_ref().and_then(ClientId::parse) {
+                    Some(id) => a
+                        .fmt(format_args!("{}", id.epoch))
+                        .fmt(format_args!("{}", id.stream)),
+                    None => a.arg("").arg("0-0"),
+                };
+                a.fmt(format_args!("{}", ops::read_count(*page)));
+                READ_LANE
+            }
+        }
+    }
+
+    /// Fails held and gate-waiting operations whose deadline passed; retries a failed setup.
+    fn expire(&mut self, now: Instant) {
+        let mut failed = Vec::new();
+        while self.held.front().is_some_and(|q| q.deadline <= now) {
+            failed.extend(self.held.pop_front());
+        }
+        self.gates.expire(now, &mut failed);
+        for q in failed {
+            self.finish(
+                q.token,
+                Err(EngineError::Unavailable(
+                    "redis did not answer in time".into(),
+                )),
+            );
+        }
+        if let Phase::Retry { at } = self.phase {
+            if at <= now && self.client.as_ref().is_some_and(RedisClient::is_up) {
+                self.start_setup(now);
+            }
+        }
+    }
+
+    /// Sends the turn's WAIT for the replica appends sent in it.
+    fn send_wait(&mut self, now: Instant) {
+        if self.unwaited.is_empty() {
+            return;
+        }
+        let members = std::mem::take(&mut self.unwaited);
+        let timeout = millis(self.config.wait_timeout).max(1);
+        self.args
+            .clear()
+            .arg("WAIT")
+            .arg("1")
+            .fmt(format_args!("{timeout}"));
+        let live: Vec<u64> = members
+            .into_iter()
+            .filter(|t| self.sent.contains_key(t))
+            .collect();
+        if !self.send(self.write_lane, Sent::Wait(live.clone()), now) {
+            // Without a WAIT they cannot be confirmed: their replies complete them Unavailable.
+            return;
+        }
+        let wait = self.next_tag;
+        for t in live {
+            if let Some(Sent::Op { wait: w, .. }) = self.sent.get_mut(&t) {
+                *w = Some(wait);
+            }
+        }
+    }
+}
+
+impl Engine for RedisEngine {
+    fn submit(&mut self, token: Token, op: Op, now_ms: u64) {
+        let now = Instant::now();
+        let q = Queued {
+            token,
+            op,
+            now_ms,
+            deadline: now + self.config.client.command_timeout,
+        };
+        let foreign = matches!(q.op, Op::Ack { .. } | Op::ReadInbox { after: Some(_), .. })
+            && q.position().and_then(ClientId::parse).is_none();
+        if foreign {
+            return self.finish(token, Err(EngineError::UnknownId));
+        }
+        match self.phase {
+            Phase::Ready => self.admit(q, now),
+            Phase::Loading { .. } if self.held.len() < MAX_HELD => self.held.push_back(q),
+            Phase::Loading { .. } => self.finish(
+                token,
+                Err(EngineError::Unavailable("redis engine busy".into())),
+            ),
+            Phase::Down | Phase::Retry { .. } => {
+                self.finish(
+                    token,
+                    Err(EngineError::Unavailable("redis not connected".into())),
+                );
+            }
+        }
+    }
+
+    fn poll_completion(&mut self) -> Option<Completion> {
+        self.done.pop_front()
+    }
+
+    fn sweep(&mut self, now_ms: u64, _in_use: &dyn Fn(&Channel) -> bool) {
+        self.tips
+            .retain(|_, (_, at)| at.saturating_add(ROLLBACK_HORIZON_MS) >= now_ms);
+        if self.phase != Phase::Ready {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<Channel> = self
+            .trims
+            .iter()
+            .filter(|(_, t)| t.next_ms <= now_ms)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for channel in due {
+            let age = self.max_age_ms(&channel);
+            let interval = self.trim_interval(&channel);
+            if let Some(cutoff) = now_ms.checked_sub(age) {
+                ops::fcall(&mut self.args, "hermod_trim", &channel, 0)
+                    .fmt(format_args!("{cutoff}"));
+                self.send(READ_LANE, Sent::Trim, now);
+            }
+            let keep = match self.trims.get_mut(&channel) {
+                Some(t) => {
+                    t.next_ms = now_ms.saturating_add(interval);
+                    t.last_ms.saturating_add(age) >= now_ms
+                }
+                None => false,
+            };
+            if !keep {
+                // Everything in it is past the age limit: the keys' expiry removes them.
+                self.trims.remove(&channel);
+            }
+        }
+    }
+
+    fn register(&mut self, _registry: &mio::Registry, first_token: usize) -> io::Result<()> {
+        let client = RedisClient::new(self.config.client.clone(), first_token, Instant::now());
+        self.client = Some(client);
+        Ok(())
+    }
+
+    fn owns(&self, token: mio::Token) -> bool {
+        self.client.as_ref().is_some_and(|c| c.owns(token))
+    }
+
+    fn on_event(&mut self, registry: &mio::Registry, event: &mio::event::Event, now: Instant) {
+        if let Some(client) = self.client.as_mut() {
+            client.on_event(registry, event, now);
+        }
+        self.pump(now);
+    }
+
+    fn on_tick(&mut self, registry: &mio::Registry, now: Instant) {
+        if let Some(client) = self.client.as_mut() {
+            client.on_tick(registry, now);
+        }
+        self.pump(now);
+        self.expire(now);
+    }
+
+    fn flush(&mut self, registry: &mio::Registry) {
+        self.send_wait(Instant::now());
+        if let Some(client) = self.client.as_mut() {
+            client.flush(registry);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let retry = match self.phase {
+            Phase::Retry { at } => Some(at),
+            _ => None,
+        };
+        [
+            self.client.as_ref().and_then(RedisClient::next_deadline),
+            self.held.front().map(|q| q.deadline),
+            self.gates.next_deadline(),
+            retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    fn stats(&self) -> EngineStats {
+        let client = self
+            .client
+            .as_ref()
+            .map(RedisClient::stats)
+            .unwrap_or_default();
+        EngineStats {
+            round_trips: client.round_trips,
+            pipeline_depth: client.in_flight as u64,
+            failovers_seen: client.failovers_seen,
+            reconnects: client.reconnects,
+            unavailable: self.unavailable,
+            pending_ops: self.pending() as u64,
+        }
+    }
+}
+
+fn unavailable(e: &CommandError) -> EngineError {
+    EngineError::Unavailable(e.to_string())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

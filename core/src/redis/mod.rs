@@ -1,0 +1,166 @@
+//! The Redis client shell: lanes of pipelined RESP3 connections on the *caller's* mio `Poll`.
+//!
+//! [`RedisClient`] never blocks and never owns a thread: the caller (the broker's loop) hands
+//! it the events of its tokens ([`RedisClient::owns`]), calls [`RedisClient::on_tick`] when
+//! [`RedisClient::next_deadline`] passes, [`RedisClient::flush`] once per loop turn, and pulls
+//! [`ClientEvent`]s. The protocol work is done by the sans-io [`crate::resp::RespConn`] (one per
+//! connection) and, for Sentinel targets, by the sans-io [`sentinel::Discovery`] machine.
+//!
+//! Lifecycle (one phase for the whole client; every lane connects to the same master):
+//!
+//! ```text
+//!  Waiting(backoff) --tick--> [Resolving via sentinels] --> Connecting(all lanes:
+//!      ^                                                     connect, HELLO 3 [AUTH], SELECT, ROLE)
+//!      |                                                          | all lanes ready
+//!      +--- any lane lost / handshake failed / ROLE != master ---+-- Up --(+switch-master)--> Connecting
+//! ```
+//!
+//! Leaving `Up` emits [`ClientEvent::Down`] and fails every in-flight tag with
+//! [`CommandError::ConnectionLost`] exactly once. Reconnects back off exponentially between
+//! `backoff_min` and `backoff_max`; with Sentinel every reconnect re-resolves the master.
+
+mod client;
+mod client_lanes;
+mod client_sentinel;
+mod conn;
+pub mod sentinel;
+mod url;
+
+use std::time::Duration;
+
+pub use client::RedisClient;
+pub use url::{parse_redis_url, UrlError};
+
+/// Where the master is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One fixed server, `host:port`.
+    Direct { addr: String },
+    /// Ask these sentinels (`host:port` each) for the master named `master`.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
+/// The client's settings. Build with [`ClientConfig::new`] (or [`parse_redis_url`]) and adjust
+/// fields.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The server, or the sentinels that know it.
+    pub target: Target,
+    /// ACL user for `HELLO 3 AUTH` (`default` when only a password is set).
+    pub username: Option<String>,
+    /// Password for `HELLO 3 AUTH`; none: no AUTH.
+    pub password: Option<String>,
+    /// Password the sentinels require (their `requirepass`), if any.
+    pub sentinel_password: Option<String>,
+    /// Database selected on every connection (`SELECT` when not 0).
+    pub db: u32,
+    /// Lanes: long-lived connections, each pipelining its commands. Lane 0 for reads and
+    /// latency-critical work, lane 1 for writes (+WAIT), ... Clamped to 1..=16.
+    pub connections: usize,
+    /// A command without a reply by then fails with [`CommandError::Timeout`]; a connection that
+    /// stays silent for three times this while commands wait is reset.
+    pub command_timeout: Duration,
+    /// Budget for connecting a lane (TCP connect + handshake), or for a sentinel's answer.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Commands in flight per lane (sent, no reply yet); beyond it `send` fails with
+    /// [`ClientError::Busy`]: bounds memory and queueing delay.
+    pub max_in_flight: usize,
+    /// Bounds on replies; exceeding one resets the connection.
+    pub limits: crate::resp::RespLimits,
+}
+
+impl ClientConfig {
+    /// Defaults for `target`: 2 lanes, 5 s command timeout, 2 s connect timeout, backoff
+    /// 100 ms .. 5 s, 10,000 commands in flight per lane, db 0, no AUTH.
+    pub fn new(target: Target) -> Self {
+        ClientConfig {
+            target,
+            username: None,
+            password: None,
+            sentinel_password: None,
+            db: 0,
+            connections: 2,
+            command_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            max_in_flight: 10_000,
+            limits: crate::resp::RespLimits::default(),
+        }
+    }
+}
+
+/// Why a command could not be queued; nothing was sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The client is not up (connecting, backing off, or resolving the master).
+    #[error("redis is not connected")]
+    NotConnected,
+    /// The lane has `max_in_flight` commands waiting.
+    #[error("too many redis commands in flight")]
+    Busy,
+}
+
+/// Why a command failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No reply within `command_timeout` (the late reply will be discarded).
+    #[error("redis command timed out")]
+    Timeout,
+    /// The connection was lost before the reply; the command may or may not have run.
+    #[error("redis connection lost")]
+    ConnectionLost,
+    /// The client was not connected.
+    #[error("redis is not connected")]
+    NotConnected,
+    /// The server answered with an error (`-ERR ...`).
+    #[error("redis error: {0}")]
+    Server(String),
+    /// The reply could not be understood.
+    #[error("redis protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What happened, pulled with [`RedisClient::poll_event`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent {
+    /// The outcome of the command sent with `tag` (exactly one per successful `send`).
+    Reply {
+        tag: u64,
+        result: Result<crate::resp::Value, CommandError>,
+    },
+    /// Every lane is connected to `master` (`host:port`), a verified master.
+    Up { master: String },
+    /// The client left `Up`, or (before the first `Up`) the first attempt failed: one per
+    /// outage; [`RedisClient::last_error`] has the latest reason.
+    Down { reason: String },
+    /// The master moved (Sentinel `+switch-master`, or re-resolution after a failed ROLE
+    /// check gave another address).
+    MasterChanged { from: String, to: String },
+}
+
+/// Counters for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Replies received for user commands.
+    pub round_trips: u64,
+    /// User commands in flight now, over all lanes.
+    pub in_flight: usize,
+    /// Connection attempts after the first.
+    pub reconnects: u64,
+    /// Master changes seen.
+    pub failovers_seen: u64,
+    /// Commands that timed out.
+    pub timeouts: u64,
+    /// Sum of round-trip times of replied commands, in microseconds (mean = sum / round_trips).
+    pub rtt_sum_us: u64,
+    /// Largest round-trip time seen, in microseconds.
+    pub rtt_max_us: u64,
+}

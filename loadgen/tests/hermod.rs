@@ -1,0 +1,117 @@
+//! Against the real `hermod-proxy`: a `direct` run loses nothing, and 25,000 connections are
+//! held from one machine with `--procs` (over two proxies: one process holds at most ~19.9k).
+
+mod common;
+
+use common::run_loadgen;
+
+#[test]
+fn direct_through_hermod_loses_nothing() {
+    let bin = common::proxy_binary();
+    let secret = "loadgen-test-secret";
+    let proxy = common::start_proxy(&bin, &["--jwt-secret", secret]);
+    let url = format!("ws://{}/ws", proxy.addr);
+    for pattern in ["pairs", "random"] {
+        let r = run_loadgen(
+            &[
+                "direct",
+                "--url",
+                &url,
+                "--jwt-secret",
+                secret,
+                "--connections",
+                "20",
+                "--rate",
+                "1000",
+                "--duration",
+                "1",
+                "--warmup",
+                "0.3",
+                "--pattern",
+                pattern,
+            ],
+            &format!("direct-{pattern}"),
+        );
+        assert_eq!(r["scenario"], "direct");
+        assert_eq!(r["connected"], 20, "{r}");
+        assert!(r["sent"].as_u64().unwrap() >= 900, "{r}");
+        assert_eq!(r["expected"], r["sent"], "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+        assert_eq!(r["duplicated"], 0, "{r}");
+        assert_eq!(r["reordered"], 0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+    }
+    // A room: every publish reaches all 5 members.
+    let r = run_loadgen(
+        &[
+            "room",
+            "--url",
+            &url,
+            "--jwt-secret",
+            secret,
+            "--connections",
+            "10",
+            "--rooms",
+            "2",
+            "--publishers",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ],
+        "room",
+    );
+    assert_eq!(
+        r["expected"].as_u64(),
+        r["sent"].as_u64().map(|s| s * 5),
+        "{r}"
+    );
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+}
+
+#[test]
+fn holds_25000_connections_with_two_worker_processes() {
+    let bin = common::proxy_binary();
+    let args = ["--auth", "none", "--echo-path", "/echo"];
+    let a = common::start_proxy(&bin, &args);
+    let b = common::start_proxy(&bin, &args);
+    let (ua, ub) = (
+        format!("ws://{}/echo", a.addr),
+        format!("ws://{}/echo", b.addr),
+    );
+    let started = std::time::Instant::now();
+    let r = run_loadgen(
+        &[
+            "connect",
+            "--url",
+            &ua,
+            "--url",
+            &ub,
+            "--connections",
+            "25000",
+            "--procs",
+            "2",
+            "--source-ips",
+            "127.0.0.1-127.0.0.4",
+            "--hold",
+            "1",
+            "--concurrency",
+            "1000",
+            "--connect-timeout",
+            "30",
+        ],
+        "25k",
+    );
+    eprintln!(
+        "25,000 connections: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(r["connected"], 25000, "{r}");
+    assert_eq!(r["held"], 25000, "{r}");
+    assert_eq!(r["connect_failures"], 0, "{r}");
+    assert_eq!(r["valid"], true, "{r}");
+}
