@@ -1,11 +1,15 @@
-//! Messages stored per second through the Redis engine: `N` room appends (one FCALL each,
-//! `hermod_append`: dedupe + XADD MAXLEN + PUBLISH + expiry), `WINDOW` kept in flight, driven on
-//! one mio Poll like the embedded runner does (one flush per loop turn).
+//! Messages stored per second through the Redis engine: `N` room appends with `WINDOW` kept in
+//! flight, spread round-robin over `ROOMS` rooms (default 1), driven on one mio Poll like the
+//! embedded runner does (one flush per loop turn). The appends of one room admitted in a turn go
+//! out as one `FCALL hermod_append` (dedupe + XADD per message, up to 64 messages per call):
+//! with one room and a window of 256 that is about 1/64 command per message; with as many
+//! rooms as the window, about one command per message.
 //!
 //! ```text
-//! cargo run --release -p hermod-broker --example redis_append_rate -- 127.0.0.1:6379 200000 256
+//! cargo run --release -p hermod-broker --example redis_append_rate -- 127.0.0.1:6379 200000 256 [ROOMS]
 //! ```
-//! Compare with `redis-benchmark -p 6379 -P 64 -n 200000 XADD bench MAXLEN 1000 '*' f alice d 1`.
+//! Compare with `redis-benchmark -h 127.0.0.1 -p 6379 -P 64 -n 200000 -q XADD bench MAXLEN 1000 '*'
+//! f alice d '{"text":"hello"}' t 1718000000000` in the same run (docs/benchmarks.md).
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:6379".into());
     let n: u64 = args.next().map_or(Ok(200_000), |s| s.parse())?;
     let window: u64 = args.next().map_or(Ok(256), |s| s.parse())?;
+    let rooms: u64 = args.next().map_or(Ok(1), |s| s.parse())?;
     let config = RedisEngineConfig::new(
         ClientConfig::new(Target::Direct { addr }),
         Limits::default(),
@@ -35,7 +40,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let from = Name::parse("user", "alice")?;
-    let room = Channel::Room(Name::parse("room", "bench")?);
+    let rooms: Vec<Channel> = (0..rooms.max(1))
+        .map(|i| Name::parse("room", &format!("bench{i}")).map(Channel::Room))
+        .collect::<Result<_, _>>()?;
     let data = RawValue::from_string("{\"text\":\"hello\"}".into())?;
     let run = format!("{:x}", rand_tag());
     let (mut submitted, mut done, mut failed) = (0u64, 0u64, 0u64);
@@ -45,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while done < n {
         while submitted < n && submitted - done < window {
             let op = Op::Append {
-                channel: room.clone(),
+                channel: rooms[submitted as usize % rooms.len()].clone(),
                 from: from.clone(),
                 cid: Cid::parse(&format!("{run}-{submitted}"))?,
                 data: data.clone(),
@@ -63,7 +70,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = start.elapsed().as_secs_f64();
     let trips = engine.stats().round_trips - trips_before;
     println!(
-        "{n} appends in {secs:.2} s: {:.0} msg/s, {failed} failed, {:.2} redis commands per message, up to {max_depth} in flight",
+        "{n} appends to {} room(s) in {secs:.2} s: {:.0} msg/s, {failed} failed, {:.3} redis commands per message, up to {max_depth} in flight",
+        rooms.len(),
         n as f64 / secs,
         trips as f64 / n as f64
     );

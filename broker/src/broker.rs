@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use crate::engine::{Channel, Done, Engine, EngineError, Op, Page, Stored, Token};
 use crate::replay::{message, Feed, Offer, Replays, Sub};
 
+mod live;
 mod paging;
 
 use crate::Limits;
@@ -98,6 +99,9 @@ pub struct Broker<E: Engine> {
     /// (live messages are held meanwhile, as during any read), so a client that connects
     /// during an outage gets its backlog once storage is back instead of being closed.
     retry_inbox: Vec<(SessionKey, Token)>,
+    /// The latest `now_ms` handed in: stamps the catch-up reads started from
+    /// `poll_completions`, which gets no clock.
+    now_ms: u64,
 }
 
 impl<E: Engine> Broker<E> {
@@ -111,6 +115,7 @@ impl<E: Engine> Broker<E> {
             pending: HashMap::new(),
             next_token: 0,
             retry_inbox: Vec::new(),
+            now_ms: 0,
         }
     }
 
@@ -148,6 +153,7 @@ impl<E: Engine> Broker<E> {
 
     /// Applies one request at `now_ms` (unix ms); deliveries it causes are appended to `out`.
     pub fn handle(&mut self, req: Request, now_ms: u64, out: &mut Vec<Delivery>) {
+        self.now_ms = now_ms;
         match req {
             Request::Attach {
                 session,
@@ -179,18 +185,30 @@ impl<E: Engine> Broker<E> {
         self.poll_completions(out);
     }
 
-    /// Collects whatever the engine finished. `handle` calls it; an asynchronous engine's driver
-    /// also calls it when replies arrive.
+    /// Collects whatever the engine finished, and what its live feed reports (`live.rs`).
+    /// `handle` calls it; an asynchronous engine's driver also calls it when replies arrive.
     pub fn poll_completions(&mut self, out: &mut Vec<Delivery>) {
-        while let Some((token, result)) = self.engine.poll_completion() {
-            if let Some(pending) = self.pending.remove(&token) {
-                self.complete(token, pending, result, out);
+        loop {
+            let mut progressed = false;
+            while let Some((token, result)) = self.engine.poll_completion() {
+                progressed = true;
+                if let Some(pending) = self.pending.remove(&token) {
+                    self.complete(token, pending, result, out);
+                }
+            }
+            while let Some(live) = self.engine.poll_live() {
+                progressed = true;
+                self.on_live(live, out);
+            }
+            if !progressed {
+                break;
             }
         }
     }
 
     /// Retention and dedupe expiry; drops empty channels nobody is subscribed to.
     pub fn sweep(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
         let inbox_subs = &self.inbox_subs;
         let room_subs = &self.room_subs;
         let in_use = |ch: &Channel| match ch {
@@ -279,6 +297,10 @@ impl<E: Engine> Broker<E> {
         if self.sessions.contains_key(&session) {
             self.detach(session);
         }
+        if !self.inbox_subs.contains_key(&user) {
+            // Before the read: the engine reports everything stored after it.
+            self.engine.watch(&Channel::Inbox(user.clone()));
+        }
         self.inbox_subs
             .entry(user.clone())
             .or_default()
@@ -309,6 +331,7 @@ impl<E: Engine> Broker<E> {
             keys.retain(|k| *k != session);
             if keys.is_empty() {
                 self.inbox_subs.remove(&s.user);
+                self.engine.unwatch(&Channel::Inbox(s.user.clone()));
             }
         }
         for room in s.rooms.keys() {
@@ -321,6 +344,7 @@ impl<E: Engine> Broker<E> {
             members.remove(&session);
             if members.is_empty() {
                 self.room_subs.remove(room);
+                self.engine.unwatch(&Channel::Room(room.clone()));
             }
         }
     }
@@ -363,6 +387,10 @@ impl<E: Engine> Broker<E> {
         let sub = Sub::Room(room.clone());
         s.replays.forget(&sub);
         s.rooms.insert(room.clone(), Feed::reading(token));
+        if !self.room_subs.contains_key(&room) {
+            // Before the read: the engine reports everything stored after it.
+            self.engine.watch(&Channel::Room(room.clone()));
+        }
         self.room_subs
             .entry(room.clone())
             .or_default()
@@ -418,7 +446,7 @@ impl<E: Engine> Broker<E> {
                     out.push(Delivery { session, event });
                 }
                 if let Some(msg) = fresh {
-                    self.fan_out(&channel, msg, out);
+                    self.fan_out(&channel, msg, false, out);
                 }
             }
             (Pending::Ack { .. }, Ok(Done::Acked)) => {}
@@ -454,8 +482,10 @@ impl<E: Engine> Broker<E> {
         }
     }
 
-    /// Delivers a freshly stored message to every subscriber of `channel`.
-    fn fan_out(&mut self, channel: &Channel, msg: Stored, out: &mut Vec<Delivery>) {
+    /// Delivers a freshly stored message to every subscriber of `channel`: one this broker
+    /// stored, or (`live`) one the engine's live feed reported, which a subscriber may have had
+    /// from a replay page already (only those after its last id go out).
+    fn fan_out(&mut self, channel: &Channel, msg: Stored, live: bool, out: &mut Vec<Delivery>) {
         let subscribers: Vec<SessionKey> = match channel {
             Channel::Inbox(user) => self.inbox_subs.get(user).cloned().unwrap_or_default(),
             Channel::Room(room) => self
@@ -465,6 +495,9 @@ impl<E: Engine> Broker<E> {
                 .unwrap_or_default(),
         };
         let mut overflowed = Vec::new();
+        let engine = &self.engine;
+        let is_after = |id: &MsgId, mark: &MsgId| engine.is_after(id, mark);
+        let after = live.then_some(&is_after as crate::replay::After<'_>);
         for key in subscribers {
             let Some(s) = self.sessions.get_mut(&key) else {
                 continue;
@@ -473,7 +506,7 @@ impl<E: Engine> Broker<E> {
                 Channel::Inbox(_) => Some(&mut s.inbox),
                 Channel::Room(room) => s.rooms.get_mut(room),
             };
-            match feed.map(|f| f.offer(&msg)) {
+            match feed.map(|f| f.offer(&msg, after)) {
                 Some(Offer::Send) => out.push(message(key, &msg)),
                 Some(Offer::Overflow) => overflowed.push(key),
                 Some(Offer::Kept) | None => {}

@@ -26,6 +26,11 @@ use crate::engine::{Engine, EngineStats};
 /// Hands a delivery to a gateway worker; gives it back when the worker's mailbox is full.
 pub type Sink = Box<dyn Fn(Delivery) -> Result<(), Delivery> + Send>;
 
+/// Called on the runner thread after each loop turn's deliveries went to the sinks (see
+/// [`spawn_with_flush`]): lets sinks that only queue wake their consumer once per batch, so a
+/// room fan-out is seen whole.
+pub type Flush = Box<dyn FnMut() + Send>;
+
 /// How often retention and dedupe expiry run.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How soon an undelivered `Overflow` is retried.
@@ -127,9 +132,19 @@ impl EmbeddedBroker {
 
 /// Starts `broker` on its own thread, with a request mailbox of `queue` slots.
 pub fn spawn<E: Engine + Send + 'static>(
+    broker: Broker<E>,
+    queue: usize,
+    sinks: Vec<Sink>,
+) -> io::Result<EmbeddedBroker> {
+    spawn_with_flush(broker, queue, sinks, None)
+}
+
+/// [`spawn`], with `flush` called after every loop turn's deliveries were handed to the sinks.
+pub fn spawn_with_flush<E: Engine + Send + 'static>(
     mut broker: Broker<E>,
     queue: usize,
     sinks: Vec<Sink>,
+    flush: Option<Flush>,
 ) -> io::Result<EmbeddedBroker> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
@@ -142,6 +157,7 @@ pub fn spawn<E: Engine + Send + 'static>(
     let mut runner = Runner {
         broker,
         sinks,
+        flush,
         overflowed: HashMap::new(),
         retry: Vec::new(),
         out: Vec::new(),
@@ -172,6 +188,8 @@ struct Runner<E: Engine> {
     broker: Broker<E>,
     /// One per gateway worker, indexed by `SessionKey::worker`.
     sinks: Vec<Sink>,
+    /// Called after each turn's deliveries (batching sinks wake their consumer here).
+    flush: Option<Flush>,
     /// Sessions whose deliveries overflowed, until their `Detach`.
     overflowed: HashMap<SessionKey, Overflowed>,
     /// The `Pending` ones of `overflowed`, to retry without scanning the map.
@@ -207,6 +225,9 @@ impl<E: Engine> Runner<E> {
             self.broker.poll_completions(&mut self.out);
             self.route();
             self.retry_overflows();
+            if let Some(flush) = self.flush.as_mut() {
+                flush();
+            }
             if now >= next_sweep {
                 self.broker.sweep(unix_ms());
                 next_sweep = now + SWEEP_EVERY;

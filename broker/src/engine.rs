@@ -11,6 +11,10 @@
 //! written for that already: it keeps per-token context, buffers live messages for a session whose
 //! replay read is still in flight, and requires only that completions of one channel come out in
 //! the order the engine applied them. Replays are read a [`Page`] at a time.
+//!
+//! An engine shared by several brokers (Redis with `publish`) also reports the messages other
+//! brokers store in the channels this broker's sessions watch ([`Engine::watch`],
+//! [`Engine::poll_live`]); see `broker/live.rs` for how they reach sessions exactly once.
 
 use std::io;
 use std::time::Instant;
@@ -99,8 +103,10 @@ pub enum Op {
 /// What an operation produced.
 #[derive(Debug)]
 pub enum Done {
-    /// An `Append` went through. `fresh` is the stored message, or `None` when `(from, cid)` was
-    /// a duplicate: then `id` is the id stored the first time and nothing new was stored.
+    /// An `Append` went through. `fresh` is the stored message for the broker to fan out, or
+    /// `None` when `(from, cid)` was a duplicate (then `id` is the id stored the first time and
+    /// nothing new was stored), or when the engine reports it through [`Engine::poll_live`]
+    /// (an engine shared by several brokers: every copy comes the same way, in order).
     Appended { id: MsgId, fresh: Option<Stored> },
     /// A `ReadInbox` page. `more`: messages remain after the page's last one.
     Inbox { messages: Vec<Stored>, more: bool },
@@ -128,6 +134,25 @@ pub enum EngineError {
 
 /// One completed operation.
 pub type Completion = (Token, Result<Done, EngineError>);
+
+/// What an engine shared by several brokers reports about the channels the broker watches
+/// ([`Engine::watch`]), pulled with [`Engine::poll_live`].
+#[derive(Debug)]
+pub enum Live {
+    /// A message stored in a watched channel, by this broker or another. Messages of one
+    /// channel come out in the order they were stored. A watching session may have had it from
+    /// a replay page already: the broker delivers it only if [`Engine::is_after`] its
+    /// session's last id.
+    Message { channel: Channel, msg: Stored },
+    /// The engine's subscription to `channel` was lost (a reconnect, a failover) and is back:
+    /// messages stored meanwhile were not reported. Each watching session is read again from
+    /// the last id it got (a catch-up read); one that got nothing yet reads from `since`, the
+    /// newest position the engine knew in the channel before the loss (`None`: unknown).
+    Resumed {
+        channel: Channel,
+        since: Option<MsgId>,
+    },
+}
 
 /// Counters an engine exposes for metrics (all zero for the memory engine).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -195,5 +220,25 @@ pub trait Engine {
     /// Counters for metrics.
     fn stats(&self) -> EngineStats {
         EngineStats::default()
+    }
+
+    /// The broker has a session on `channel` now (the first one): report what anyone stores in
+    /// it through [`Engine::poll_live`], from before any read of the channel submitted after
+    /// this call. A no-op for an engine only this broker writes to (in-process): the broker
+    /// fans out its own appends (`Done::Appended::fresh`).
+    fn watch(&mut self, _channel: &Channel) {}
+
+    /// The broker's last session on `channel` is gone: stop reporting it.
+    fn unwatch(&mut self, _channel: &Channel) {}
+
+    /// The next report about a watched channel, if any.
+    fn poll_live(&mut self) -> Option<Live> {
+        None
+    }
+
+    /// Whether `id` was stored after `mark` in their channel (a later epoch counts as after).
+    /// Asked only about messages from [`Engine::poll_live`].
+    fn is_after(&self, _id: &MsgId, _mark: &MsgId) -> bool {
+        true
     }
 }

@@ -15,6 +15,10 @@
 //! - `replay.rs`: paged replay with flow control. A replay (inbox backlog on attach, room
 //!   history after `since`) goes out a [`Page`] at a time; after a full page the session gets
 //!   `Event::ReplayPaused` and the next page only after `Request::ResumeReplay`.
+//! - [`server`]: the `hermod-broker` process (`src/main.rs`): settings (`config.rs`), the link
+//!   thread that serves gateways over the RESP3 link protocol (`hermod_core::link`) with the
+//!   runner of [`embedded`] behind it (`link_thread.rs`, `hub.rs`), the registry heartbeat in
+//!   Redis (`registry.rs`), draining, and the optional admin HTTP listener.
 //! - [`Limits`] (`limits.rs`): retention, dedupe and replay-page bounds.
 //!
 //! Invariants: per inbox and per room, every session receives messages in storage order; an
@@ -32,11 +36,12 @@ mod limits;
 mod memory;
 pub mod redis;
 mod replay;
+pub mod server;
 
 pub use broker::{Broker, MAX_ROOMS_PER_SESSION};
 pub use dedupe::MAX_DEDUPE_ENTRIES;
 pub use engine::{
-    Channel, Completion, Done, Engine, EngineError, EngineStats, Op, Page, Stored, Token,
+    Channel, Completion, Done, Engine, EngineError, EngineStats, Live, Op, Page, Stored, Token,
 };
 pub use history::MAX_CURSORS_PER_INBOX;
 pub use limits::Limits;

@@ -8,9 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hermod_broker::{Durability, Engine, Limits, RedisEngineConfig};
+use hermod_broker::{Channel, Durability, Engine, Limits, RedisEngineConfig};
 use hermod_core::bus::Event;
-use hermod_core::ids::MsgId;
+use hermod_core::ids::{Cid, MsgId};
 use hermod_core::protocol::{encode_direct_msg, encode_room_msg, ErrorCode};
 use hermod_core::testkit::RedisServer;
 
@@ -155,14 +155,25 @@ fn replica_durability_needs_a_replica() {
     let master = RedisServer::start(&[]).unwrap();
     let port = master.port().to_string();
     let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &port]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    // Online is not enough: after a full sync the master streams to the replica (and WAIT can
+    // count it) only once the replica acked, which it does once a second. Write after it came
+    // online, and wait for an ack of that write.
+    let replication = |field: &str| {
         let info = master.command(&["INFO", "replication"]).unwrap();
         let text = info.as_str().unwrap_or_default().to_owned();
-        if text.contains("state=online") {
-            break;
-        }
+        text.split(['\n', '\r', ','])
+            .find_map(|f| f.strip_prefix(field).map(str::to_owned))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replication("state=").as_deref() != Some("online") {
         assert!(Instant::now() < deadline, "replica never came online");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    master.command(&["SET", "warm-up", "1"]).unwrap();
+    let offset = |field: &str| replication(field).and_then(|v| v.parse::<u64>().ok());
+    let written = offset("master_repl_offset:");
+    while offset("offset=") < written {
+        assert!(Instant::now() < deadline, "replica never acked");
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut config = config(&master);
@@ -191,7 +202,7 @@ fn replica_durability_needs_a_replica() {
     assert_eq!(
         h.broker
             .engine()
-            .message_count(&hermod_broker::Channel::Inbox(name("bob"))),
+            .message_count(&Channel::Inbox(name("bob"))),
         20
     );
     // leader durability on the same data: the earlier id is a duplicate, answered at once
@@ -281,4 +292,212 @@ fn embedded_runner_drives_the_redis_engine_and_reports_readiness() {
     server.kill();
     wait_until("not ready once redis is gone", &|| !running.is_ready());
     running.shutdown();
+}
+
+#[test]
+fn appends_of_one_turn_go_out_batched_in_order_with_dedupe() {
+    use hermod_core::bus::Request;
+    let mut h = harness(&[]);
+    let (alice, bob) = (key(1), key(2));
+    h.attach(alice, "alice", "d");
+    h.attach(bob, "bob", "d");
+    h.join(bob, "r", None);
+    let before = h.broker.engine().stats().round_trips;
+    // 150 sends to bob (over several full batches), c7 repeated inside the turn, and room
+    // publishes in between: all submitted before the engine's I/O runs.
+    let mut out = Vec::new();
+    let mut cids = Vec::new();
+    for i in 0..150 {
+        let c = if i == 100 {
+            "c7".to_owned()
+        } else {
+            format!("c{i}")
+        };
+        cids.push(c.clone());
+        let req = Request::Send {
+            session: alice,
+            cid: cid(&c),
+            to: name("bob"),
+            data: data(&i.to_string()),
+        };
+        h.broker.handle(req, h.now, &mut out);
+        if i % 50 == 0 {
+            let req = Request::Publish {
+                session: alice,
+                cid: cid(&format!("p{i}")),
+                room: name("r"),
+                data: data(&i.to_string()),
+            };
+            h.broker.handle(req, h.now, &mut out);
+        }
+    }
+    h.settle(&mut out);
+    let trips = h.broker.engine().stats().round_trips - before;
+    assert!(trips <= 6, "{trips} commands for 153 appends in one turn");
+    let sent: Vec<(Cid, MsgId)> = out
+        .iter()
+        .filter(|d| d.session == alice)
+        .filter_map(|d| match &d.event {
+            Event::Sent { cid, id } => Some((cid.clone(), id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 153);
+    let direct: Vec<&(Cid, MsgId)> = sent
+        .iter()
+        .filter(|(c, _)| c.as_str().starts_with('c'))
+        .collect();
+    assert_eq!(direct.len(), 150);
+    let id_of = |c: &str| {
+        direct
+            .iter()
+            .find(|(x, _)| x.as_str() == c)
+            .map(|(_, id)| id.clone())
+            .unwrap()
+    };
+    // the repeated cid is stored once, under the first id
+    assert!(direct
+        .iter()
+        .filter(|(c, _)| c.as_str() == "c7")
+        .all(|(_, id)| *id == id_of("c7")));
+    // bob got every message live in order (the duplicate again, under the same id)
+    let live: Vec<MsgId> = msgs(&out, bob)
+        .into_iter()
+        .filter(|(_, v)| v["to"] == "bob")
+        .map(|(id, _)| id)
+        .collect();
+    let expected: Vec<MsgId> = cids.iter().map(|c| id_of(c)).collect();
+    assert_eq!(live, expected);
+    let rooms: Vec<String> = msgs(&out, bob)
+        .into_iter()
+        .filter(|(_, v)| v["room"] == "r")
+        .map(|(_, v)| v["data"].to_string())
+        .collect();
+    assert_eq!(rooms, ["0", "50", "100"]);
+    // stored once each, in order
+    let bob2 = key(3);
+    let replay = datas(&h.attach(bob2, "bob", "other"), bob2);
+    let want: Vec<String> = (0..150)
+        .filter(|&i| i != 100)
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(replay, want);
+}
+
+#[test]
+fn length_retention_is_exact_for_readers_while_the_stream_holds_slack() {
+    // a limit of 64 lets a stream hold up to 4 entries more between two cuts
+    let limits = Limits {
+        inbox_max_len: 64,
+        room_max_len: 64,
+        ..Limits::default()
+    };
+    let mut h = Harness::of_with(Kind::Redis, limits, 0);
+    let a = key(1);
+    h.attach(a, "alice", "d");
+    let mut room = Vec::new();
+    let mut slot = 10;
+    let mut session = || {
+        slot += 1;
+        key(slot)
+    };
+    for n in 1..=80usize {
+        sent_id(&h.send(a, &format!("c{n}"), "bob", &n.to_string()));
+        room.push(sent_id(&h.publish(
+            a,
+            &format!("p{n}"),
+            "r",
+            &n.to_string(),
+        )));
+        let held = h
+            .broker
+            .engine()
+            .message_count(&Channel::Inbox(name("bob")));
+        assert!(held >= n.min(64) && held <= 68, "{held} entries after {n}");
+        let s = session();
+        let got = datas(&h.attach(s, "bob", &format!("d{n}")), s);
+        let want: Vec<String> = (n.saturating_sub(64) + 1..=n)
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(got, want, "inbox after {n}");
+        h.detach(s);
+        if n < 66 {
+            continue;
+        }
+        // room[n - 65] (message n - 64) is the newest one dropped: covered; the one before not
+        for (at, covered) in [(n - 66, false), (n - 65, true)] {
+            let s = session();
+            h.attach(s, "carol", "d");
+            let out = h.join(s, "r", Some(&room[at]));
+            assert_eq!(
+                joined(&out, s),
+                covered,
+                "since message {} after {n}",
+                at + 1
+            );
+            let want: Vec<String> = (n - 63..=n).map(|i| i.to_string()).collect();
+            assert_eq!(datas(&out, s), want);
+            h.detach(s);
+        }
+    }
+}
+
+#[test]
+fn appends_publish_only_when_configured_to() {
+    let publishes = |h: &mut Harness| {
+        let info = h.redis(&["INFO", "commandstats"]);
+        let text = info.as_str().unwrap_or_default().to_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let mut h = harness(&[]);
+    let alice = key(1);
+    h.attach(alice, "alice", "d");
+    sent_id(&h.send(alice, "c1", "bob", "1"));
+    assert_eq!(publishes(&mut h), 0, "a lone broker publishes nothing");
+    let mut config = config(h.server());
+    config.publish = true;
+    h.restart_broker(config);
+    h.attach(alice, "alice", "d");
+    sent_id(&h.send(alice, "c2", "bob", "2"));
+    sent_id(&h.publish(alice, "c3", "r", "3"));
+    assert_eq!(publishes(&mut h), 2);
+}
+
+#[test]
+fn a_broken_channel_fails_alone_in_a_batch() {
+    use hermod_core::bus::Request;
+    let mut h = harness(&[]);
+    let alice = key(1);
+    h.attach(alice, "alice", "d");
+    // carol's stream key holds a string: her messages cannot be stored
+    h.redis(&["SET", "{u:carol}:s", "not a stream"]);
+    let mut out = Vec::new();
+    for (c, to) in [("c1", "bob"), ("c2", "carol"), ("c3", "bob")] {
+        let req = Request::Send {
+            session: alice,
+            cid: cid(c),
+            to: name(to),
+            data: data("1"),
+        };
+        h.broker.handle(req, h.now, &mut out);
+    }
+    h.settle(&mut out);
+    assert_eq!(
+        errors(&out, alice),
+        [(Some(cid("c2")), ErrorCode::Unavailable)]
+    );
+    let sent = out
+        .iter()
+        .filter(|d| matches!(d.event, Event::Sent { .. }))
+        .count();
+    assert_eq!(sent, 2);
+    assert_eq!(
+        h.broker
+            .engine()
+            .message_count(&Channel::Inbox(name("bob"))),
+        2
+    );
 }

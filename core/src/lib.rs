@@ -1,7 +1,8 @@
 //! # hermod-core
 //!
-//! The pieces every Hermod program shares. Nothing here reads the clock or owns a thread;
-//! the programs (proxy, broker, loadgen) drive these parts from their own loops.
+//! The pieces every Hermod program shares. Nothing here reads the clock or owns a thread
+//! (except the `server` feature's admin listener and signal thread); the programs (proxy,
+//! broker, loadgen) drive these parts from their own loops.
 //!
 //! - [`ids`]: validated names, client request ids and message ids.
 //! - [`protocol`]: the v1 client protocol (JSON frames), parse and encode.
@@ -11,16 +12,29 @@
 //!   a cross-thread mailbox, and listeners.
 //! - [`resp`]: a sans-io RESP3 client connection (pipelined commands, replies matched FIFO,
 //!   pushes apart, bounded input) and the RESP encoders.
+//! - [`link`]: the gateway <-> broker link protocol (RESP3 commands and push frames), sans-io
+//!   encode/decode.
 //! - [`redis`]: the Redis client shell on the caller's mio `Poll`: lanes of pipelined
 //!   connections, timeouts, reconnect with backoff, and Sentinel discovery.
+//! - `settings`, `admin_http`, `startup` (feature `server`): what the two server binaries,
+//!   `hermod-proxy` and `hermod-broker`, share: settings resolution (flag > env > file >
+//!   default) with its value parsers and one-line errors, the blocking admin HTTP listener, and
+//!   startup errors and the signal thread.
 //! - `testkit` (feature `testkit`): start real `redis-server`s and sentinels for tests.
 
+#[cfg(feature = "server")]
+pub mod admin_http;
 pub mod bus;
 pub mod ids;
 pub mod jwt;
+pub mod link;
 pub mod protocol;
 pub mod reactor;
 pub mod redis;
 pub mod resp;
+#[cfg(feature = "server")]
+pub mod settings;
+#[cfg(feature = "server")]
+pub mod startup;
 #[cfg(feature = "testkit")]
 pub mod testkit;

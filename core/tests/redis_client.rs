@@ -211,3 +211,36 @@ fn a_replica_fails_the_role_check() {
     assert!(reason.contains("not master"), "{reason}");
     assert!(!d.client.is_up());
 }
+
+#[test]
+fn pushes_of_a_subscribed_lane_come_out_as_events() {
+    let redis = RedisServer::start(&[]).expect("redis-server");
+    let mut d = Driver::new(direct(&redis.addr()));
+    d.up(UP);
+    // The confirmation answers the SUBSCRIBE's tag; the lane's other commands still work.
+    let confirmed = reply(d.call(1, &["SUBSCRIBE", "{r:x}:pub"], 1)).expect("subscribed");
+    assert_eq!(
+        confirmed.as_array().and_then(|a| a.first()?.as_str()),
+        Some("subscribe")
+    );
+    assert_eq!(
+        reply(d.call(1, &["PING"], 2)),
+        Ok(Value::Simple("PONG".into()))
+    );
+    assert_eq!(
+        reply(d.call(0, &["PUBLISH", "{r:x}:pub", "hello"], 3)),
+        Ok(Value::Int(1))
+    );
+    let is_push = |e: &ClientEvent| matches!(e, ClientEvent::Push { .. });
+    let push = match d.seen.iter().find(|e| is_push(e)) {
+        Some(seen) => seen.clone(),
+        None => d.until(UP, is_push),
+    };
+    let ClientEvent::Push { lane, value } = push else {
+        unreachable!()
+    };
+    assert_eq!(lane, 1);
+    let items = value.as_array().expect("push elements");
+    let text: Vec<Option<&str>> = items.iter().map(Value::as_str).collect();
+    assert_eq!(text, [Some("message"), Some("{r:x}:pub"), Some("hello")]);
+}

@@ -2,28 +2,27 @@
 //! one [`Settings`], flag beats env beats file beats default (spec §1).
 //!
 //! Every setting has one name, used three ways: `--admin-listen` on the command line,
-//! `HERMOD_ADMIN_LISTEN` in the environment, `admin_listen` in the file. Clap only collects the
-//! flags as strings; every value, whatever its source, goes through the same parser here, so a bad
-//! value gives the same one-line error naming the setting (and where it came from). Resolution is
-//! a pure function of (flags, environment lookup, file text): tests need no process environment.
+//! `HERMOD_ADMIN_LISTEN` in the environment, `admin_listen` in the file. The machinery (sources
+//! and precedence, the file, value parsers, the one-line [`ConfigError`]) is
+//! `hermod_core::settings`, shared with `hermod-broker`; this module declares the gateway's
+//! settings and resolves them. Resolution is a pure function of (flags, environment lookup, file
+//! text): tests need no process environment.
 //!
 //! Durations are integer seconds, or an integer with a unit: `500ms`, `30s`, `10m`, `1h`, `7d`
 //! (in the file: `idle_timeout = 60` or `idle_timeout = "500ms"`). Sizes are integer bytes.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use hermod_broker::server::config::resolve_limits;
 use hermod_core::ids::Name;
+pub use hermod_core::settings::{
+    config_path, env_name, ConfigFile, EnvLookup, Origin, SettingError as ConfigError, ENV_PREFIX,
+};
+use hermod_core::settings::{count, duration, log_filter, one_of, socket_addr, Sources};
 
 use crate::settings::{AuthMode, Settings};
-
-/// Prefix of every environment variable: `HERMOD_` + the setting's name in upper snake case.
-pub const ENV_PREFIX: &str = "HERMOD_";
-
-/// The environment as resolution sees it: a variable's value, if set. Empty counts as unset.
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 const AFTER_HELP: &str = "\
 Every setting is also read from the environment (HERMOD_<NAME>, e.g. HERMOD_ADMIN_LISTEN) and
@@ -51,35 +50,19 @@ pub enum Command {
     Token(TokenArgs),
 }
 
-/// Declares the settings once: the clap fields, the key list and the flag lookup stay in step.
-macro_rules! settings_args {
-    ($( $(#[doc = $doc:literal])* $field:ident : $value_name:literal ),* $(,)?) => {
-        /// The gateway's settings as given on the command line, unparsed (see [`resolve`]).
-        #[derive(Debug, Default, Clone, Args)]
-        pub struct RunArgs {
-            /// TOML file with settings (keys: the flag names in snake_case).
-            #[arg(long, value_name = "FILE")]
-            pub config: Option<String>,
-            $( $(#[doc = $doc])* #[arg(long, value_name = $value_name)] pub $field: Option<String>, )*
-        }
+/// Every setting's name in snake_case: exactly the keys a config file may hold.
+pub const SETTING_KEYS: &[&str] = RunArgs::KEYS;
 
-        /// Every setting's name in snake_case: exactly the keys a config file may hold.
-        pub const SETTING_KEYS: &[&str] = &[$(stringify!($field)),*];
-
-        impl RunArgs {
-            /// The value given on the command line for `key`, if any.
-            fn flag(&self, key: &str) -> Option<&str> {
-                match key {
-                    "config" => self.config.as_deref(),
-                    $(stringify!($field) => self.$field.as_deref(),)*
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-
-settings_args! {
+hermod_core::setting_args! {
+    /// The gateway's settings as given on the command line, unparsed (see [`resolve`]).
+    #[derive(Debug, Default, Clone, Args)]
+    pub struct RunArgs {
+        /// Tunnel: WebSocket upgrades on PATH are passed through to that upstream untouched,
+        /// as nginx does. Repeatable; env: comma-separated; file: an array (default: none).
+        #[arg(long, value_name = "PATH=ws://HOST:PORT[/path]")]
+        pub route: Vec<String>,
+    }
+    settings {
     /// Client listener (default 127.0.0.1:8080; port 0 picks a free port).
     listen: "ADDR",
     /// Admin HTTP listener: /healthz, /readyz, /metrics (default 127.0.0.1:9090).
@@ -132,8 +115,21 @@ settings_args! {
     redis_timeout: "DURATION",
     /// Pipelined connections to Redis, 2 to 16 (default 2: reads and writes apart).
     redis_connections: "N",
+    /// Use these external hermod-broker processes instead of the embedded broker:
+    /// HOST:PORT,HOST:PORT,... (default: embedded).
+    brokers: "H:P,...",
+    /// Use the external brokers listed in the registry of the Redis that --redis or --sentinel
+    /// names (discovered every second) instead of the embedded broker (default false).
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    registry: "BOOL",
     /// Log filter, tracing env-filter syntax, e.g. info or hermod_proxy=debug (default info).
     log: "FILTER",
+    /// Time a tunnel's TCP connect to its upstream may take before the client gets 502
+    /// (default 5s).
+    route_connect_timeout: "DURATION",
+    /// Close a tunnel after this long without a byte either way; 0 turns it off (default 0).
+    route_idle_timeout: "DURATION",
+    }
 }
 
 /// `hermod-proxy token`: its own small set of options.
@@ -155,14 +151,7 @@ pub struct TokenArgs {
 
 /// The clap command, with each gateway setting's environment variable added to its help.
 pub fn command() -> clap::Command {
-    Cli::command().mut_args(|arg| match arg.get_long() {
-        Some(long) if long != "help" && long != "version" => {
-            let env = env_name(&long.replace('-', "_"));
-            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-            arg.help(format!("{help} [env: {env}]"))
-        }
-        _ => arg,
-    })
+    hermod_core::settings::with_env_help(Cli::command())
 }
 
 /// Parses the command line. Help and version requests come back as errors too (clap's
@@ -172,168 +161,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let matches = command().try_get_matches_from(args)?;
-    Cli::from_arg_matches(&matches)
-}
-
-/// A setting that could not be used. Displayed as one line, e.g.
-/// `--workers (from HERMOD_WORKERS): must be between 1 and 256`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--{}{origin}: {problem}", setting.replace('_', "-"))]
-pub struct ConfigError {
-    /// The setting's snake_case name (shown as its flag).
-    pub setting: String,
-    /// Where the bad value came from, so the user knows what to fix.
-    pub origin: Origin,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl ConfigError {
-    fn new(setting: &str, origin: Origin, problem: impl Into<String>) -> Self {
-        ConfigError {
-            setting: setting.to_owned(),
-            origin,
-            problem: problem.into(),
-        }
-    }
-}
-
-/// Where a value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// The command line (or a check across settings: no single source).
-    Flag,
-    /// The environment variable of that name.
-    Env(String),
-    /// The config file at that path.
-    File(String),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Flag => Ok(()),
-            Origin::Env(var) => write!(f, " (from {var})"),
-            Origin::File(path) => write!(f, " (from {path})"),
-        }
-    }
-}
-
-/// A parsed `--config` file: its path (for errors) and its keys.
-#[derive(Debug, Clone)]
-pub struct ConfigFile {
-    path: String,
-    table: toml::Table,
-}
-
-impl ConfigFile {
-    /// Parses `text` and checks that every key is a known setting (`allowed`).
-    pub fn parse(path: &str, text: &str, allowed: &[&str]) -> Result<Self, ConfigError> {
-        let origin = Origin::File(path.to_owned());
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e.span().map_or(0, |s| {
-                text[..s.start.min(text.len())].lines().count().max(1)
-            });
-            let message: Vec<&str> = e.message().lines().map(str::trim).collect();
-            let problem = format!("line {line}: {}", message.join("; "));
-            ConfigError::new("config", origin.clone(), problem)
-        })?;
-        if let Some(key) = table.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(ConfigError::new(
-                "config",
-                origin,
-                format!("unknown key `{key}`"),
-            ));
-        }
-        Ok(ConfigFile {
-            path: path.to_owned(),
-            table,
-        })
-    }
-
-    /// Reads and parses the file at `path`.
-    pub fn load(path: &str, allowed: &[&str]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("config", Origin::Flag, format!("{path}: {e}")))?;
-        Self::parse(path, &text, allowed)
-    }
-
-    /// The value of `key` as text (integers are written out), or an error for other TOML types.
-    fn get(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.table.get(key) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
-            Some(_) => Err(ConfigError::new(
-                key,
-                Origin::File(self.path.clone()),
-                "expected a string or an integer",
-            )),
-        }
-    }
-}
-
-/// Where to look for a setting, in order.
-struct Sources<'a> {
-    flag: &'a dyn Fn(&str) -> Option<String>,
-    env: EnvLookup<'a>,
-    file: Option<&'a ConfigFile>,
-}
-
-impl Sources<'_> {
-    /// The highest-precedence raw value of `key`, and where it came from.
-    fn raw(&self, key: &str) -> Result<Option<(String, Origin)>, ConfigError> {
-        if let Some(v) = (self.flag)(key) {
-            return Ok(Some((v, Origin::Flag)));
-        }
-        let var = env_name(key);
-        if let Some(v) = (self.env)(&var).filter(|v| !v.is_empty()) {
-            return Ok(Some((v, Origin::Env(var))));
-        }
-        match self.file {
-            Some(file) => Ok(file.get(key)?.map(|v| (v, Origin::File(file.path.clone())))),
-            None => Ok(None),
-        }
-    }
-
-    /// The value of `key` through `parse`, `None` when no source sets it.
-    fn get<T>(
-        &self,
-        key: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        match self.raw(key)? {
-            None => Ok(None),
-            Some((raw, origin)) => parse(&raw)
-                .map(Some)
-                .map_err(|problem| ConfigError::new(key, origin, problem)),
-        }
-    }
-
-    /// Overwrites `slot` when some source sets `key`.
-    fn set<T>(
-        &self,
-        slot: &mut T,
-        key: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<(), ConfigError> {
-        if let Some(v) = self.get(key, parse)? {
-            *slot = v;
-        }
-        Ok(())
-    }
-}
-
-/// `HERMOD_` + `key` in upper case.
-pub fn env_name(key: &str) -> String {
-    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
-}
-
-/// The config file to read, if any: `--config`, else `HERMOD_CONFIG`.
-pub fn config_path(flag: Option<&str>, env: EnvLookup<'_>) -> Option<String> {
-    flag.map(str::to_owned)
-        .or_else(|| env(&env_name("config")).filter(|v| !v.is_empty()))
+    hermod_core::settings::parse_cli(args)
 }
 
 /// The gateway's settings after resolution.
@@ -365,10 +193,12 @@ pub fn resolve(
     let mut s = Settings::defaults();
     resolve_network(&src, &mut s)?;
     resolve_timing(&src, &mut s)?;
-    resolve_broker(&src, &mut s)?;
+    resolve_limits(&src, &mut s.broker)?;
     s.storage = storage::resolve_storage(&src)?;
+    s.brokers = storage::resolve_brokers(&src, &s.storage)?;
+    routes::resolve_routes(args, &src, &mut s)?;
     let mut log = "info".to_owned();
-    src.set(&mut log, "log", parse_log)?;
+    src.set(&mut log, "log", log_filter)?;
 
     let use_jwt = src.get("auth", parse_auth)?.unwrap_or(true);
     let secret = src.get("jwt_secret", parse_secret)?;
@@ -450,27 +280,6 @@ fn resolve_timing(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigError
     })
 }
 
-fn resolve_broker(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigError> {
-    const MIN: Duration = Duration::from_millis(1);
-    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-    let b = &mut s.broker;
-    src.set(&mut b.inbox_max_len, "inbox_max_len", |v| {
-        count(v, 1, 10_000_000)
-    })?;
-    src.set(&mut b.inbox_max_age, "inbox_max_age", |v| {
-        duration(v, MIN, YEAR)
-    })?;
-    src.set(&mut b.room_max_len, "room_max_len", |v| {
-        count(v, 1, 10_000_000)
-    })?;
-    src.set(&mut b.room_max_age, "room_max_age", |v| {
-        duration(v, MIN, YEAR)
-    })?;
-    src.set(&mut b.dedupe_window, "dedupe_window", |v| {
-        duration(v, MIN, YEAR)
-    })
-}
-
 /// What `hermod-proxy token` needs, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRequest {
@@ -525,67 +334,12 @@ pub fn resolve_token(
 }
 
 fn parse_addr(v: &str) -> Result<SocketAddr, String> {
-    v.parse()
-        .map_err(|_| format!("`{v}` is not an IP:PORT address (e.g. 127.0.0.1:8080)"))
-}
-
-fn count(v: &str, min: usize, max: usize) -> Result<usize, String> {
-    match v.parse::<usize>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("must be an integer between {min} and {max}")),
-    }
-}
-
-/// An integer with an optional unit (`ms`, `s`, `m`, `h`, `d`); a bare integer is seconds.
-pub fn duration(v: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
-    let (number, unit) = v.split_at(digits);
-    let millis_per_unit: u64 = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => u64::MAX,
-    };
-    let parsed = number
-        .parse::<u64>()
-        .ok()
-        .filter(|_| millis_per_unit != u64::MAX)
-        .and_then(|n| n.checked_mul(millis_per_unit))
-        .map(Duration::from_millis);
-    match parsed {
-        Some(d) if d >= min && d <= max => Ok(d),
-        Some(_) => Err(format!(
-            "must be between {} and {}",
-            show_duration(min),
-            show_duration(max)
-        )),
-        None => Err(format!(
-            "`{v}` is not a duration (integer seconds, or e.g. 500ms, 30s, 10m, 1h, 7d)"
-        )),
-    }
-}
-
-/// A duration the way the user would write it, for errors.
-fn show_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        0 => "0s".to_owned(),
-        _ if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
-        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
-        _ => format!("{ms}ms"),
-    }
+    socket_addr(v, "127.0.0.1:8080")
 }
 
 /// `jwt` → true, `none` → false.
 fn parse_auth(v: &str) -> Result<bool, String> {
-    match v {
-        "jwt" => Ok(true),
-        "none" => Ok(false),
-        _ => Err(format!("`{v}` is not one of: jwt, none")),
-    }
+    one_of(v, &[("jwt", true), ("none", false)])
 }
 
 fn parse_secret(v: &str) -> Result<String, String> {
@@ -610,14 +364,11 @@ fn parse_echo_path(v: &str) -> Result<String, String> {
     }
 }
 
-fn parse_log(v: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(v)
-        .map(|_| v.to_owned())
-        .map_err(|e| format!("`{v}`: {e}"))
-}
-
 #[path = "config_storage.rs"]
 mod storage;
+
+#[path = "config_route.rs"]
+mod routes;
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

@@ -1,96 +1,78 @@
 //! The storage settings (spec §1): `--redis`, `--sentinel` + `--sentinel-master`, `--durability`,
-//! `--redis-timeout`, `--redis-connections`. Neither `--redis` nor `--sentinel`: the in-memory
+//! `--redis-timeout`, `--redis-connections` (read as `hermod-broker` reads them:
+//! `hermod_core::settings::RedisChoice`). Neither `--redis` nor `--sentinel`: the in-memory
 //! engine. Both, or `--sentinel` without its master name: a configuration error.
+//!
+//! `--brokers H:P,...` or `--registry` replace the embedded broker by external ones (so no
+//! engine runs here): `--registry` reads the broker registry in the Redis that `--redis` /
+//! `--sentinel` name, so it needs one of them; `--brokers` takes none of the storage settings
+//! (the brokers have their own); the two exclude each other.
 
-use std::time::Duration;
+use hermod_broker::server::config::parse_durability;
+use hermod_core::settings::{boolean, is_host_port, RedisChoice};
 
-use hermod_core::redis::{parse_redis_url, ClientConfig, Target};
+use super::{ConfigError, Origin, Sources};
+use crate::settings::{Brokers, Durability, Storage};
 
-use super::{count, duration, ConfigError, Origin, Sources};
-use crate::settings::{Durability, Storage};
+/// Brokers one `--brokers` may list.
+const MAX_BROKERS: usize = 64;
 
-/// Sentinels one `--sentinel` may list.
-const MAX_SENTINELS: usize = 16;
-/// Longest `--sentinel-master` name (Redis itself has no limit; this only bounds the input).
-const MAX_MASTER_NAME: usize = 128;
-/// `--redis-connections` bounds: lane 0 carries reads, lane 1 writes (and WAIT), so 2 at least.
-const MIN_CONNECTIONS: usize = 2;
-const MAX_CONNECTIONS: usize = 16;
-
-/// Resolves which engine the embedded broker runs, and the Redis client's settings.
-pub(super) fn resolve_storage(src: &Sources<'_>) -> Result<Storage, ConfigError> {
-    let redis = src.get("redis", parse_url)?;
-    let sentinels = src.get("sentinel", parse_sentinels)?;
-    let master = src.get("sentinel_master", parse_master_name)?;
-    let durability = src
-        .get("durability", parse_durability)?
-        .unwrap_or(Durability::Leader);
+/// Resolves where the broker runs: embedded (on `storage`), or external.
+pub(super) fn resolve_brokers(
+    src: &Sources<'_>,
+    storage: &Storage,
+) -> Result<Brokers, ConfigError> {
+    let listed = src.get("brokers", parse_brokers)?;
+    let registry = src.get("registry", boolean)?.unwrap_or(false);
     let cross = |key: &str, problem: &str| Err(ConfigError::new(key, Origin::Flag, problem));
-    let mut client = match (redis, sentinels, master) {
-        (None, None, None) if durability == Durability::Replica => {
-            return cross("durability", "replica needs --redis or --sentinel");
-        }
-        (None, None, None) => return Ok(Storage::Memory),
-        (Some(_), Some(_), _) => return cross("sentinel", "cannot be combined with --redis"),
-        (_, None, Some(_)) => return cross("sentinel_master", "needs --sentinel"),
-        (None, Some(_), None) => return cross("sentinel_master", "required with --sentinel"),
-        (Some(client), None, None) => client,
-        (None, Some(sentinels), Some(master)) => {
-            ClientConfig::new(Target::Sentinel { sentinels, master })
-        }
-    };
-    src.set(&mut client.command_timeout, "redis_timeout", |v| {
-        duration(v, Duration::from_millis(10), Duration::from_secs(3600))
-    })?;
-    src.set(&mut client.connections, "redis_connections", |v| {
-        count(v, MIN_CONNECTIONS, MAX_CONNECTIONS)
-    })?;
-    Ok(Storage::Redis {
-        client: Box::new(client),
-        durability,
-    })
+    match (listed, registry, storage) {
+        (Some(_), true, _) => cross("registry", "cannot be combined with --brokers"),
+        (Some(_), false, Storage::Redis { .. }) => cross(
+            "brokers",
+            "cannot be combined with --redis or --sentinel (the brokers have their own storage)",
+        ),
+        (Some(list), false, Storage::Memory) => Ok(Brokers::Static(list)),
+        (None, true, Storage::Memory) => cross(
+            "registry",
+            "needs --redis or --sentinel (the Redis that holds the registry)",
+        ),
+        (None, true, Storage::Redis { .. }) => Ok(Brokers::Registry),
+        (None, false, _) => Ok(Brokers::Embedded),
+    }
 }
 
-fn parse_url(v: &str) -> Result<ClientConfig, String> {
-    parse_redis_url(v)
-        .map_err(|e| format!("`{v}`: {e} (expected redis://[user:pass@]host:port/db)"))
-}
-
-/// `HOST:PORT,HOST:PORT,...`: 1 to 16 entries, each a non-empty host and a port 1-65535.
-fn parse_sentinels(v: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
+/// `HOST:PORT,HOST:PORT,...`: 1 to 64 distinct entries.
+fn parse_brokers(v: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
     for entry in v.split(',').map(str::trim) {
-        let ok = entry.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty()
-                && host.bytes().all(|b| b.is_ascii_graphic())
-                && port.parse::<u16>().is_ok_and(|p| p != 0)
-        });
-        if !ok {
-            return Err(format!("`{entry}` is not HOST:PORT (e.g. 127.0.0.1:26379)"));
+        if entry.len() > 256 || !is_host_port(entry) {
+            return Err(format!("`{entry}` is not HOST:PORT (e.g. 127.0.0.1:7070)"));
         }
-        if out.len() == MAX_SENTINELS {
-            return Err(format!("at most {MAX_SENTINELS} sentinels"));
+        if out.len() == MAX_BROKERS {
+            return Err(format!("at most {MAX_BROKERS} brokers"));
         }
-        out.push(entry.to_owned());
+        if !out.iter().any(|e| e == entry) {
+            out.push(entry.to_owned());
+        }
     }
     Ok(out)
 }
 
-fn parse_master_name(v: &str) -> Result<String, String> {
-    let ok = (1..=MAX_MASTER_NAME).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err(format!(
-            "`{v}` is not a master name (1 to {MAX_MASTER_NAME} printable characters, no spaces)"
-        ))
+/// Resolves which engine the embedded broker runs, and the Redis client's settings.
+pub(super) fn resolve_storage(src: &Sources<'_>) -> Result<Storage, ConfigError> {
+    let choice = RedisChoice::parse(src)?;
+    let durability = src
+        .get("durability", parse_durability)?
+        .unwrap_or(Durability::Leader);
+    if choice.is_unset() && durability == Durability::Replica {
+        let problem = "replica needs --redis or --sentinel";
+        return Err(ConfigError::new("durability", Origin::Flag, problem));
     }
-}
-
-fn parse_durability(v: &str) -> Result<Durability, String> {
-    match v {
-        "leader" => Ok(Durability::Leader),
-        "replica" => Ok(Durability::Replica),
-        _ => Err(format!("`{v}` is not one of: leader, replica")),
-    }
+    Ok(match choice.into_client(src)? {
+        None => Storage::Memory,
+        Some(client) => Storage::Redis {
+            client: Box::new(client),
+            durability,
+        },
+    })
 }

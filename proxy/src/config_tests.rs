@@ -193,18 +193,78 @@ fn errors_are_one_line() {
 
 #[test]
 fn unknown_file_keys_are_errors() {
-    let e = ConfigFile::parse("f.toml", "brokers = \"h:1\"\n", SETTING_KEYS).unwrap_err();
+    let e = ConfigFile::parse("f.toml", "brokerz = \"h:1\"\n", SETTING_KEYS).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "--config (from f.toml): unknown key `brokers`"
+        "--config (from f.toml): unknown key `brokerz`"
     );
 }
 
 #[test]
-fn unimplemented_features_have_no_flags() {
-    for flag in ["--brokers", "--registry", "--route"] {
-        assert!(parse_cli(["hermod-proxy", flag, "x"]).is_err(), "{flag}");
+fn brokers_and_registry_choose_external_brokers() {
+    use crate::settings::Brokers;
+    let brokers = |r: Resolved| r.settings.brokers;
+    assert_eq!(brokers(run(&[], &[], None).unwrap()), Brokers::Embedded);
+    let listed = run(
+        &["--brokers", "127.0.0.1:7070, b.example:7071,127.0.0.1:7070"],
+        &[],
+        None,
+    );
+    assert_eq!(
+        brokers(listed.unwrap()),
+        Brokers::Static(vec!["127.0.0.1:7070".into(), "b.example:7071".into()])
+    );
+    let redis = ["--redis", "redis://127.0.0.1:6379"];
+    let flag = run(&[&redis[..], &["--registry"]].concat(), &[], None).unwrap();
+    assert_eq!(brokers(flag), Brokers::Registry);
+    let env = run(&redis, &[("HERMOD_REGISTRY", "true")], None).unwrap();
+    assert_eq!(brokers(env), Brokers::Registry);
+    let file = run(&redis, &[], Some("registry = true")).unwrap();
+    assert_eq!(brokers(file), Brokers::Registry);
+    let off = run(&[&redis[..], &["--registry", "false"]].concat(), &[], None).unwrap();
+    assert_eq!(brokers(off), Brokers::Embedded);
+}
+
+#[test]
+fn broker_settings_errors() {
+    let e = err(&["--registry"], &[], None);
+    assert!(
+        e.starts_with("--registry: needs --redis or --sentinel"),
+        "{e}"
+    );
+    let e = err(
+        &[
+            "--brokers",
+            "127.0.0.1:1",
+            "--registry",
+            "--redis",
+            "redis://h:1",
+        ],
+        &[],
+        None,
+    );
+    assert!(
+        e.starts_with("--registry: cannot be combined with --brokers"),
+        "{e}"
+    );
+    let e = err(
+        &["--brokers", "127.0.0.1:1", "--redis", "redis://h:1"],
+        &[],
+        None,
+    );
+    assert!(
+        e.starts_with("--brokers: cannot be combined with --redis"),
+        "{e}"
+    );
+    for bad in ["", "h", "h:0", "h:x", ":1", "a b:1"] {
+        let e = err(&["--brokers", bad], &[], None);
+        assert!(e.starts_with("--brokers: `"), "{bad:?}: {e}");
     }
+    let e = err(&[], &[("HERMOD_REGISTRY", "maybe")], None);
+    assert!(
+        e.starts_with("--registry (from HERMOD_REGISTRY): `maybe`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -450,7 +510,7 @@ fn example_config_lists_every_setting() {
     let direct: Vec<&str> = lines
         .iter()
         .copied()
-        .filter(|l| !l.starts_with("sentinel"))
+        .filter(|l| !l.starts_with("sentinel") && !l.starts_with("brokers"))
         .collect();
     let r = run(&[], &[], Some(&direct.join("\n"))).unwrap();
     assert!(matches!(r.settings.storage, Storage::Redis { .. }));

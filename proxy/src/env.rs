@@ -50,6 +50,11 @@ impl Env {
     /// Sends a control request (Attach, Detach, ResumeReplay), keeping order; a full channel parks them for the next tick.
     pub fn send_control(&mut self, req: Request) {
         if !self.backlog.is_empty() {
+            if let Request::Detach { session } = req {
+                if self.cancel_parked(session) {
+                    return;
+                }
+            }
             self.backlog.push_back(req);
             return;
         }
@@ -57,6 +62,21 @@ impl Env {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(req)) => self.backlog.push_back(req),
         }
+    }
+
+    /// A session ends while its Attach is still parked: the broker never heard of it, so its
+    /// parked requests are dropped rather than followed by a Detach. Without this, sessions
+    /// churning while the broker channel is full would grow the backlog by two requests each.
+    /// True when its Attach was parked.
+    fn cancel_parked(&mut self, session: SessionKey) -> bool {
+        let parked = self
+            .backlog
+            .iter()
+            .any(|r| matches!(r, Request::Attach { session: s, .. } if *s == session));
+        if parked {
+            self.backlog.retain(|r| r.session() != session);
+        }
+        parked
     }
 
     pub fn retry_backlog(&mut self) {
@@ -70,5 +90,74 @@ impl Env {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermod_core::ids::Name;
+    use hermod_core::reactor::mailbox::{mailbox, MailboxReceiver};
+
+    /// An `Env` whose broker channel holds `cap` requests (the Poll must outlive the sends).
+    fn env(cap: usize) -> (mio::Poll, Env, MailboxReceiver<Request>) {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+        let (tx, rx) = mailbox(cap, Arc::new(waker));
+        let env = Env {
+            id: 0,
+            settings: Arc::new(Settings::defaults()),
+            metrics: Arc::new(Metrics::default()),
+            broker: tx,
+            backlog: VecDeque::new(),
+        };
+        (poll, env, rx)
+    }
+
+    fn attach(env: &Env, slot: u32) -> Request {
+        let name = Name::parse("user", "alice").expect("valid");
+        Request::Attach {
+            session: env.session_key(Key {
+                slot,
+                generation: 0,
+            }),
+            user: name.clone(),
+            device: name,
+        }
+    }
+
+    fn detach(env: &Env, slot: u32) -> Request {
+        let session = env.session_key(Key {
+            slot,
+            generation: 0,
+        });
+        Request::Detach { session }
+    }
+
+    #[test]
+    fn churn_while_the_broker_is_full_does_not_grow_the_backlog() {
+        let (_poll, mut env, rx) = env(1);
+        // Session 0 got through; the channel is now full.
+        env.send_control(attach(&env, 0));
+        for slot in 1..1000 {
+            env.send_control(attach(&env, slot));
+            env.send_control(detach(&env, slot));
+        }
+        assert!(env.backlog.is_empty(), "{}", env.backlog.len());
+        // A session the broker knows must still be detached, in order.
+        env.send_control(attach(&env, 1000));
+        env.send_control(detach(&env, 0));
+        assert_eq!(env.backlog.len(), 2);
+        let mut got = Vec::new();
+        rx.drain(8, |r| got.push(r));
+        env.retry_backlog();
+        rx.drain(8, |r| got.push(r));
+        env.retry_backlog();
+        rx.drain(8, |r| got.push(r));
+        let slots: Vec<(bool, u32)> = got
+            .iter()
+            .map(|r| (matches!(r, Request::Attach { .. }), r.session().slot))
+            .collect();
+        assert_eq!(slots, [(true, 0), (true, 1000), (false, 0)]);
     }
 }

@@ -1,11 +1,10 @@
 //! `hermod-proxy`: parse the command line, then either print a token (`token`) or run the gateway
 //! (`server::run`). Exit codes: 0 done, 1 runtime failure (e.g. a port in use), 2 bad configuration.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::error::ErrorKind;
+use hermod_core::settings::{clap_exit, init_logging, process_env, setting_exit};
 use hermod_proxy::config::{self, Command, ConfigFile, EnvLookup, RunArgs, TokenArgs};
 use hermod_proxy::server;
 
@@ -14,36 +13,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(&e),
     };
-    let env = |key: &str| std::env::var_os(key).map(|v| v.to_string_lossy().into_owned());
     match &cli.command {
-        Some(Command::Token(args)) => token(args, &env),
-        None => serve(&cli.run, &env),
+        Some(Command::Token(args)) => token(args, &process_env),
+        None => serve(&cli.run, &process_env),
     }
-}
-
-/// Help and version go to stdout with exit 0; any other clap error is one line, exit 2.
-fn clap_exit(e: &clap::Error) -> ExitCode {
-    match e.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
-            ExitCode::SUCCESS
-        }
-        _ => {
-            let text = e.to_string();
-            eprintln!(
-                "{}",
-                text.lines().next().unwrap_or("error: bad command line")
-            );
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn config_error(e: &config::ConfigError) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(2)
 }
 
 fn load_file(flag: Option<&str>, env: EnvLookup<'_>) -> Result<Option<ConfigFile>, ExitCode> {
@@ -51,7 +24,7 @@ fn load_file(flag: Option<&str>, env: EnvLookup<'_>) -> Result<Option<ConfigFile
         None => Ok(None),
         Some(path) => ConfigFile::load(&path, config::SETTING_KEYS)
             .map(Some)
-            .map_err(|e| config_error(&e)),
+            .map_err(|e| setting_exit(&e)),
     }
 }
 
@@ -62,7 +35,7 @@ fn token(args: &TokenArgs, env: EnvLookup<'_>) -> ExitCode {
     };
     let req = match config::resolve_token(args, env, file.as_ref()) {
         Ok(req) => req,
-        Err(e) => return config_error(&e),
+        Err(e) => return setting_exit(&e),
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -82,16 +55,9 @@ fn serve(args: &RunArgs, env: EnvLookup<'_>) -> ExitCode {
     };
     let resolved = match config::resolve(args, env, file.as_ref(), server::random_secret) {
         Ok(r) => r,
-        Err(e) => return config_error(&e),
+        Err(e) => return setting_exit(&e),
     };
-    // The filter was checked during resolution; fall back to `info` rather than fail twice.
-    let filter = tracing_subscriber::EnvFilter::try_new(&resolved.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(&resolved.log);
     match server::run(resolved) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

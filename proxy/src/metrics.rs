@@ -61,6 +61,18 @@ pub struct Metrics {
     pub request_timeouts: AtomicU64,
     /// `send`/`publish` -> `sent` latency.
     pub send_latency: Histogram,
+    /// Tunnels held now (`--route`): connecting, awaiting the upstream's answer, or relaying.
+    pub tunnels_open: AtomicUsize,
+    /// Requests routed to a tunnel upstream, whatever came of them.
+    pub tunnel_requests: AtomicU64,
+    /// Tunnels whose upstream answered 101: relaying began.
+    pub tunnels_upgraded: AtomicU64,
+    /// Bytes relayed from clients to upstreams.
+    pub tunnel_bytes_up: AtomicU64,
+    /// Bytes relayed from upstreams to clients (their 101 heads included).
+    pub tunnel_bytes_down: AtomicU64,
+    /// Routed requests answered 502/504: upstream unreachable, too slow, or not speaking HTTP.
+    pub tunnel_upstream_failures: AtomicU64,
 }
 
 /// A fixed-bucket histogram in the Prometheus sense (cumulative buckets are computed at render).
@@ -221,6 +233,52 @@ impl Metrics {
             "Time from a client's send/publish to the broker's sent answer.",
             out,
         );
+        self.render_tunnels(out);
+    }
+
+    fn render_tunnels(&self, out: &mut String) {
+        let open = self.tunnels_open.load(Relaxed) as u64;
+        simple(
+            out,
+            "hermod_tunnels_open",
+            "Tunnels held now (connecting, upgrading or relaying).",
+            "gauge",
+            open,
+        );
+        let counters: [(&str, &str, &AtomicU64); 3] = [
+            (
+                "hermod_tunnel_requests_total",
+                "Requests routed to a tunnel upstream.",
+                &self.tunnel_requests,
+            ),
+            (
+                "hermod_tunnels_total",
+                "Tunnels whose upstream answered 101.",
+                &self.tunnels_upgraded,
+            ),
+            (
+                "hermod_tunnel_upstream_failures_total",
+                "Routed requests answered 502 or 504.",
+                &self.tunnel_upstream_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            simple(out, name, help, "counter", value.load(Relaxed));
+        }
+        let name = "hermod_tunnel_bytes_total";
+        header(
+            out,
+            name,
+            "Bytes relayed by tunnels, by direction.",
+            "counter",
+        );
+        for (direction, v) in [
+            ("up", &self.tunnel_bytes_up),
+            ("down", &self.tunnel_bytes_down),
+        ] {
+            let v = v.load(Relaxed);
+            let _ = writeln!(out, "{name}{{direction=\"{direction}\"}} {v}");
+        }
     }
 }
 
@@ -257,6 +315,7 @@ mod tests {
         assert!(out.contains("hermod_send_latency_seconds_bucket{le=\"5\"} 1\n"));
         assert!(out.contains("hermod_send_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(out.contains("hermod_send_latency_seconds_count 2\n"));
+        assert!(out.contains("hermod_tunnel_bytes_total{direction=\"up\"} 0\n"));
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("hermod_"), "{line}");
         }

@@ -5,10 +5,11 @@
 //! 2. every listener bound (client listeners share worker 0's actual port via SO_REUSEPORT, so
 //!    `--listen 127.0.0.1:0` works), then the admin listener; a failure here is one line, exit 1;
 //! 3. workers prepared, the embedded broker started with their sinks on the configured engine
-//!    (memory, or Redis via `--redis`/`--sentinel`), one thread per worker;
+//!    (memory, or Redis via `--redis`/`--sentinel`) or, with `--brokers`/`--registry`, the link
+//!    hub to external brokers (`link/`), one thread per worker;
 //! 4. the admin thread, and with Redis a watcher that logs each change of reachability;
 //! 5. the ready line on stderr, always printed whatever `--log` says:
-//!    `hermod-proxy VERSION listening client=IP:PORT admin=IP:PORT ... storage=memory|redis|sentinel`
+//!    `hermod-proxy VERSION listening client=IP:PORT admin=IP:PORT ... storage=memory|redis|sentinel|brokers|registry`
 //!    (tests parse it).
 //!
 //! Startup never waits for Redis: with Redis down the proxy listens, `/readyz` answers 503 and
@@ -20,8 +21,7 @@
 //! a second one exits at once. A worker thread that ends on its own is a failure: the others are
 //! stopped the same way and the exit code is 1.
 
-use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
@@ -30,16 +30,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 use hermod_broker::embedded::{self, EmbeddedBroker};
 use hermod_broker::{Broker, Limits, MemoryEngine, RedisEngine, RedisEngineConfig};
-use hermod_core::bus::Delivery;
+use hermod_core::bus::{Delivery, Request};
 use hermod_core::reactor::listener::{bind_listener, DEFAULT_BACKLOG};
+use hermod_core::reactor::mailbox::MailboxSender;
+use hermod_core::startup::{bind_admin, resource, spawn_signal_thread, termination_signals};
 use parking_lot::Mutex;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 use crate::admin::{self, AdminState};
 use crate::config::Resolved;
+use crate::link::{self, LinkHub};
 use crate::metrics::Metrics;
-use crate::settings::{AuthMode, Durability, Settings, Storage};
+use crate::settings::{AuthMode, Brokers, Durability, Settings, Storage};
 use crate::worker::{self, Worker, WorkerHandle};
 
 /// Requests the embedded broker's channel holds before workers see it full.
@@ -55,39 +56,8 @@ const STORAGE_WATCH_EVERY: Duration = Duration::from_millis(100);
 /// admin and watcher threads (which read its readiness and counters).
 type SharedBroker = Arc<Mutex<Option<EmbeddedBroker>>>;
 
-/// Why the gateway could not start. Each displays as one line.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A listener could not be bound.
-    #[error("--{setting} {addr}: cannot listen: {source}")]
-    Bind {
-        setting: &'static str,
-        addr: SocketAddr,
-        source: io::Error,
-    },
-    /// A thread, a signal handler or another OS resource could not be had.
-    #[error("cannot start {what}: {source}")]
-    Resource {
-        what: &'static str,
-        source: io::Error,
-    },
-}
-
-impl StartError {
-    /// 2 when the address itself is wrong (a configuration error), else 1.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            StartError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrNotAvailable => {
-                2
-            }
-            _ => 1,
-        }
-    }
-}
-
-fn resource(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
-    move |source| StartError::Resource { what, source }
-}
+/// Why the gateway could not start (one line each; `exit_code` says 1 or 2).
+pub use hermod_core::startup::StartError;
 
 /// What the main thread waits for.
 #[derive(Debug)]
@@ -107,7 +77,7 @@ pub fn random_secret() -> String {
 
 /// Runs the gateway until a signal; returns the process exit code.
 pub fn run(resolved: Resolved) -> Result<u8, StartError> {
-    let signals = Signals::new([SIGTERM, SIGINT]).map_err(resource("signal handlers"))?;
+    let signals = termination_signals()?;
     let settings = Arc::new(resolved.settings);
     let (listeners, client_addr) = bind_clients(&settings)?;
     let admin_listener = bind_admin(settings.admin_listen)?;
@@ -124,22 +94,25 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
         workers.push(w);
         handles.push(h);
     }
-    let (broker, broker_alive) = start_broker(&settings, &handles)?;
+    let backend = Backend::start(&settings, &handles)?;
 
     let (events_tx, events) = crossbeam_channel::unbounded();
-    let threads = spawn_workers(workers, &broker, &events_tx)?;
-    let broker: SharedBroker = Arc::new(Mutex::new(Some(broker)));
+    let threads = spawn_workers(workers, &backend.sender(), &events_tx)?;
     let serving = Arc::new(AtomicBool::new(true));
     let redis = matches!(settings.storage, Storage::Redis { .. });
-    admin::spawn(
-        admin_listener,
-        admin_state(&serving, broker_alive, &metrics, &broker, redis),
-    )
-    .map_err(resource("the admin thread"))?;
-    if redis {
-        spawn_storage_watch(&broker)?;
+    let state = match &backend {
+        Backend::Embedded { broker, alive, .. } => {
+            admin_state(&serving, alive.clone(), &metrics, broker, redis)
+        }
+        Backend::Links(hub) => links_admin_state(&serving, &metrics, hub.status()),
+    };
+    admin::spawn(admin_listener, state).map_err(resource("the admin thread"))?;
+    if let (Backend::Embedded { broker, .. }, true) = (&backend, redis) {
+        spawn_storage_watch(broker)?;
     }
-    spawn_signal_thread(signals, events_tx)?;
+    spawn_signal_thread(signals, "hermod-proxy", move |sig| {
+        let _ = events_tx.send(Event::Signal(sig));
+    })?;
 
     if let Some(secret) = &resolved.generated_secret {
         print_generated_secret(secret, client_addr);
@@ -161,10 +134,7 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
     };
     let deadline = Instant::now() + settings.shutdown_grace + SHUTDOWN_SLACK;
     if stop_workers(&handles, threads, &events, deadline) {
-        let taken = broker.lock().take();
-        if let Some(broker) = taken {
-            broker.shutdown();
-        }
+        backend.shutdown();
     } else {
         tracing::warn!("workers still running after the shutdown grace; exiting anyway");
     }
@@ -172,15 +142,105 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
     Ok(code)
 }
 
+/// What takes the workers' requests: the embedded broker, or (`--brokers`, `--registry`) the
+/// link hub to external brokers.
+enum Backend {
+    /// The embedded broker, the token alive while its runner holds the sinks, and a sender
+    /// to clone for the workers.
+    Embedded {
+        broker: SharedBroker,
+        alive: Weak<()>,
+        requests: MailboxSender<Request>,
+    },
+    /// The link hub.
+    Links(LinkHub),
+}
+
+impl Backend {
+    /// Starts the embedded broker, or the link hub, with every worker's sink.
+    fn start(settings: &Settings, handles: &[WorkerHandle]) -> Result<Backend, StartError> {
+        let upstream = match &settings.brokers {
+            Brokers::Embedded => {
+                let (broker, alive) = start_broker(settings, handles)?;
+                let requests = broker.sender();
+                let broker = Arc::new(Mutex::new(Some(broker)));
+                return Ok(Backend::Embedded {
+                    broker,
+                    alive,
+                    requests,
+                });
+            }
+            Brokers::Static(addrs) => link::Upstream::Static(addrs.clone()),
+            Brokers::Registry => match &settings.storage {
+                Storage::Redis { client, .. } => link::Upstream::Registry(client.clone()),
+                // Configuration resolution refuses --registry without Redis.
+                Storage::Memory => link::Upstream::Static(Vec::new()),
+            },
+        };
+        let config = link::HubConfig {
+            upstream,
+            request_timeout: settings.request_timeout,
+            max_message_size: settings.max_message_size,
+            queue: BROKER_QUEUE,
+        };
+        let sinks = handles.iter().map(WorkerHandle::sink).collect();
+        let hub = link::spawn(config, sinks).map_err(resource("the broker link hub"))?;
+        Ok(Backend::Links(hub))
+    }
+
+    /// A sender for the workers' requests.
+    fn sender(&self) -> MailboxSender<Request> {
+        match self {
+            Backend::Embedded { requests, .. } => requests.clone(),
+            Backend::Links(hub) => hub.sender(),
+        }
+    }
+
+    /// Stops it (after the workers, so that their final Detaches are passed on).
+    fn shutdown(self) {
+        match self {
+            Backend::Embedded {
+                broker, requests, ..
+            } => {
+                drop(requests);
+                let taken = broker.lock().take();
+                if let Some(broker) = taken {
+                    broker.shutdown();
+                }
+            }
+            Backend::Links(hub) => hub.shutdown(),
+        }
+    }
+}
+
+/// `/readyz` and `/metrics` with external brokers: ready while serving and at least one
+/// broker link is up.
+fn links_admin_state(
+    serving: &Arc<AtomicBool>,
+    metrics: &Arc<Metrics>,
+    status: Arc<link::LinkStatus>,
+) -> AdminState {
+    let serving = Arc::clone(serving);
+    let metrics = Arc::clone(metrics);
+    let ready = Arc::clone(&status);
+    AdminState {
+        ready: Box::new(move || serving.load(Ordering::Acquire) && ready.is_ready()),
+        render_metrics: Box::new(move |out| {
+            metrics.render(out);
+            status.render(out);
+        }),
+    }
+}
+
 /// One thread per worker, `hermod-worker-N`, each with its own request sender to the broker.
 fn spawn_workers(
     workers: Vec<Worker>,
-    broker: &EmbeddedBroker,
+    requests: &MailboxSender<Request>,
     events: &Sender<Event>,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
     let mut threads = Vec::with_capacity(workers.len());
     for (id, w) in (0u16..).zip(workers) {
-        let sender = broker.sender();
+        let sender = requests.clone();
         let notice = ExitNotice(id, events.clone());
         let t = thread::Builder::new()
             .name(format!("hermod-worker-{id}"))
@@ -199,11 +259,7 @@ fn bind_clients(
     settings: &Settings,
 ) -> Result<(Vec<mio::net::TcpListener>, SocketAddr), StartError> {
     let bind = |addr: SocketAddr| {
-        bind_listener(addr, true, DEFAULT_BACKLOG).map_err(|source| StartError::Bind {
-            setting: "listen",
-            addr,
-            source,
-        })
+        bind_listener(addr, true, DEFAULT_BACKLOG).map_err(StartError::bind("listen", addr))
     };
     let first = bind(settings.listen)?;
     let addr = first
@@ -214,14 +270,6 @@ fn bind_clients(
         listeners.push(bind(addr)?);
     }
     Ok((listeners, addr))
-}
-
-fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).map_err(|source| StartError::Bind {
-        setting: "admin-listen",
-        addr,
-        source,
-    })
 }
 
 /// Starts the embedded broker with every worker's sink. Returns it and a token that is alive
@@ -355,25 +403,6 @@ impl Drop for ExitNotice {
     }
 }
 
-/// First signal: an event for the main thread. Second: exit now.
-fn spawn_signal_thread(mut signals: Signals, events: Sender<Event>) -> Result<(), StartError> {
-    thread::Builder::new()
-        .name("hermod-signals".to_owned())
-        .spawn(move || {
-            let mut seen = false;
-            for sig in signals.forever() {
-                if seen {
-                    eprintln!("hermod-proxy: second signal ({sig}): exiting now");
-                    std::process::exit(128 + sig);
-                }
-                seen = true;
-                let _ = events.send(Event::Signal(sig));
-            }
-        })
-        .map(drop)
-        .map_err(resource("the signal thread"))
-}
-
 /// Asks every worker to stop and waits for their threads until `deadline`. True when all ended.
 fn stop_workers(
     handles: &[WorkerHandle],
@@ -413,9 +442,11 @@ fn print_ready_line(settings: &Settings, client: SocketAddr, admin: SocketAddr) 
         AuthMode::Jwt { .. } => "jwt",
         AuthMode::None => "none",
     };
-    let storage = match &settings.storage {
-        Storage::Memory => "memory",
-        Storage::Redis { client, .. } => match client.target {
+    let storage = match (&settings.brokers, &settings.storage) {
+        (Brokers::Static(_), _) => "brokers",
+        (Brokers::Registry, _) => "registry",
+        (Brokers::Embedded, Storage::Memory) => "memory",
+        (Brokers::Embedded, Storage::Redis { client, .. }) => match client.target {
             hermod_core::redis::Target::Direct { .. } => "redis",
             hermod_core::redis::Target::Sentinel { .. } => "sentinel",
         },

@@ -59,8 +59,24 @@ pub type Mid = MidHandshake<ServerHandshake<TcpStream, Gate>>;
 /// A connection in its slot.
 #[derive(Debug)]
 pub enum Conn {
+    /// With `--route`: the request head is being peeked at (route or WebSocket?).
+    Routing(Box<crate::tunnel::Routing>),
     Handshaking(Box<Handshaking>),
     Ws(Box<Session>),
+    /// A `--route` tunnel (`tunnel.rs`).
+    Tunnel(Box<crate::tunnel::Tunnel>),
+}
+
+impl Conn {
+    /// The client's socket before the connection was handed to a session or a tunnel (to
+    /// register it).
+    pub fn new_stream_mut(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Conn::Routing(r) => r.stream.as_mut(),
+            Conn::Handshaking(h) => h.mid.as_mut().map(|mid| mid.get_mut().get_mut()),
+            Conn::Ws(_) | Conn::Tunnel(_) => None,
+        }
+    }
 }
 
 /// HTTP upgrade in progress.

@@ -31,6 +31,18 @@ pub enum Storage {
     },
 }
 
+/// Where the broker runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Brokers {
+    /// In this process, on [`Settings::storage`] (the default).
+    Embedded,
+    /// External `hermod-broker`s at these `host:port` addresses (`--brokers`).
+    Static(Vec<String>),
+    /// External brokers listed in the registry of the Redis that [`Settings::storage`] names
+    /// (`--registry`).
+    Registry,
+}
+
 /// Everything a gateway worker needs to know. Cloned into each worker at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -64,8 +76,17 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Broker retention and dedupe settings.
     pub broker: hermod_broker::Limits,
-    /// The embedded broker's storage engine.
+    /// The embedded broker's storage engine (with `Brokers::Registry`: the registry's Redis).
     pub storage: Storage,
+    /// Embedded broker, or external ones (then no engine runs in this process).
+    pub brokers: Brokers,
+    /// Tunnel routes (`--route`), matched by exact path before any WebSocket handling.
+    pub routes: Vec<crate::route::Route>,
+    /// Time a tunnel's TCP connect to its upstream may take; past it the client gets 502.
+    pub route_connect_timeout: Duration,
+    /// Close a tunnel after this long without a byte either way; `None` (the default): never,
+    /// like nginx with the long `proxy_read_timeout` tuned WebSocket setups use.
+    pub route_idle_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -88,6 +109,10 @@ impl Settings {
             shutdown_grace: Duration::from_secs(5),
             broker: hermod_broker::Limits::default(),
             storage: Storage::Memory,
+            brokers: Brokers::Embedded,
+            routes: Vec::new(),
+            route_connect_timeout: Duration::from_secs(5),
+            route_idle_timeout: None,
         }
     }
 }

@@ -19,15 +19,18 @@ use hermod_core::reactor::slots::{Key, Slots};
 use hermod_core::reactor::timer::{TimerId, TimerWheel};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use parking_lot::Mutex;
-use tungstenite::handshake::server::ServerHandshake;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::env::Env;
-use crate::handshake::Gate;
 use crate::metrics::{Metrics, Rejected};
-use crate::session::{Conn, Handshaking, Next, Session, Step, ABNORMAL};
+use crate::relay::BufPool;
+use crate::relay::Ready;
+use crate::session::{Conn, Next, Session, Step, ABNORMAL};
 use crate::settings::Settings;
+use crate::tunnel::Side;
+
+#[path = "worker_tunnel.rs"]
+mod tunnel_glue;
 
 /// A message for a worker.
 #[derive(Debug)]
@@ -61,6 +64,8 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// dominates idle memory. Measured per idle `/ws` session (proxy RSS, broker included): 5.4 KiB
 /// with 4 KiB here, 3.6 KiB with 2 KiB. Larger messages just take more reads.
 const READ_BUFFER: usize = 2048;
+/// Free tunnel relay buffers a worker keeps for reuse (16 KiB each).
+const POOL_KEEP: usize = 64;
 
 /// Everything in a slot.
 #[derive(Debug)]
@@ -173,6 +178,8 @@ struct Reactor {
     /// Set when shutdown began: return once every session is gone or at this instant.
     shutdown_deadline: Option<Instant>,
     ws_config: WebSocketConfig,
+    /// Relay buffers for tunnels, lent only while bytes are in flight.
+    pool: BufPool,
 }
 
 impl Reactor {
@@ -204,6 +211,7 @@ impl Reactor {
             accept_again: None,
             shutdown_deadline: None,
             ws_config,
+            pool: BufPool::new(POOL_KEEP),
         })
     }
 
@@ -224,13 +232,7 @@ impl Reactor {
                 match ev.token() {
                     LISTENER => self.accept(now),
                     WAKER => {}
-                    token => {
-                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                        let writable = ev.is_writable() || ev.is_write_closed();
-                        if let Some(key) = Key::from_token(token) {
-                            self.on_socket(key, readable, writable, now);
-                        }
-                    }
+                    _ => self.on_event(ev, now),
                 }
             }
             self.mailbox.drain(MAILBOX_BUDGET, |m| batch.push(m));
@@ -263,7 +265,7 @@ impl Reactor {
             if let Some(slot) = self.slots.get_mut(key) {
                 slot.read_queued = false;
             }
-            self.on_socket(key, true, false, now);
+            self.read_again(key, now);
         }
         let mut expired = Vec::new();
         self.timers.poll_expired(now, &mut expired);
@@ -306,23 +308,29 @@ impl Reactor {
             return;
         };
         let mut accepted = Vec::new();
+        // Sheds and per-connection errors use up the budget too: whenever it runs out (not only
+        // when it was all accepts), more may be pending and no new edge will come for them.
+        let mut budget_spent = true;
         for _ in 0..ACCEPT_BUDGET {
             match self.acceptor.accept(listener) {
                 AcceptOutcome::Accepted(stream, _) => accepted.push(stream),
-                AcceptOutcome::WouldBlock => break,
+                AcceptOutcome::WouldBlock => {
+                    budget_spent = false;
+                    break;
+                }
                 AcceptOutcome::Shed => {
                     self.env.metrics.connections_refused.fetch_add(1, Relaxed);
                 }
                 AcceptOutcome::Error(e) if is_fd_exhaustion(&e) => {
                     tracing::warn!("out of file descriptors; pausing accepts");
                     self.accept_again = Some(now + ACCEPT_BACKOFF);
+                    budget_spent = false;
                     break;
                 }
                 AcceptOutcome::Error(e) => tracing::debug!("accept: {e}"),
             }
         }
-        if accepted.len() == ACCEPT_BUDGET {
-            // More may be pending and no new edge will come for them.
+        if budget_spent {
             self.accept_again = Some(now);
         }
         for stream in accepted {
@@ -338,27 +346,17 @@ impl Reactor {
         }
         self.env.metrics.connections_open.fetch_add(1, Relaxed);
         self.env.metrics.connections_accepted.fetch_add(1, Relaxed);
-        let admission = Arc::new(Mutex::new(None));
-        let gate = Gate {
-            settings: Arc::clone(&self.env.settings),
-            admission: Arc::clone(&admission),
-        };
-        let mid = ServerHandshake::start(stream, gate, Some(self.ws_config));
         let deadline = now + self.env.settings.handshake_timeout;
         let key = self.slots.insert(Slot {
-            conn: Conn::Handshaking(Box::new(Handshaking {
-                mid: Some(mid),
-                admission,
-                deadline,
-            })),
+            conn: self.first_conn(stream, deadline),
             timer: None,
             flush_queued: false,
             read_queued: false,
         });
-        let stream = match self.slots.get_mut(key).map(|s| &mut s.conn) {
-            Some(Conn::Handshaking(h)) => h.mid.as_mut().map(|mid| mid.get_mut().get_mut()),
-            _ => None,
-        };
+        let stream = self
+            .slots
+            .get_mut(key)
+            .and_then(|s| s.conn.new_stream_mut());
         let interest = Interest::READABLE | Interest::WRITABLE;
         let registered = match stream {
             Some(stream) => self.poll.registry().register(stream, key.token(), interest),
@@ -372,7 +370,7 @@ impl Reactor {
         if let Some(slot) = self.slots.get_mut(key) {
             slot.timer = Some(self.timers.insert(deadline, key));
         }
-        self.drive_handshake(key, now);
+        self.first_step(key, now);
     }
 
     fn drive_handshake(&mut self, key: Key, now: Instant) {
@@ -427,6 +425,15 @@ impl Reactor {
         let next = match self.slots.get_mut(key).map(|s| &mut s.conn) {
             Some(Conn::Ws(session)) => session.on_ready(readable, writable, &cx),
             Some(Conn::Handshaking(_)) => return self.drive_handshake(key, now),
+            Some(Conn::Routing(_)) => return self.on_routing(key, now),
+            Some(Conn::Tunnel(_)) => {
+                let ready = Ready {
+                    readable,
+                    writable,
+                    closed: false,
+                };
+                return self.on_tunnel(key, Some((Side::Client, ready)), now);
+            }
             None => return,
         };
         self.after(key, next, now);
@@ -464,6 +471,15 @@ impl Reactor {
                 slot.timer = Some(self.timers.insert(h.deadline, key));
                 return;
             }
+            Conn::Routing(r) if now >= r.deadline => {
+                self.env.metrics.rejected(Rejected::Failed);
+                return self.remove(key, None);
+            }
+            Conn::Routing(r) => {
+                slot.timer = Some(self.timers.insert(r.deadline, key));
+                return;
+            }
+            Conn::Tunnel(_) => return self.on_tunnel_timer(key, now),
             Conn::Ws(session) => session.on_timer(&cx),
         };
         self.after(key, next, now);
@@ -477,7 +493,7 @@ impl Reactor {
         slot.flush_queued = false;
         let next = match &mut slot.conn {
             Conn::Ws(session) => session.flush_out(&cx),
-            Conn::Handshaking(_) => return,
+            Conn::Handshaking(_) | Conn::Routing(_) | Conn::Tunnel(_) => return,
         };
         self.after(key, next, now);
     }
@@ -534,12 +550,19 @@ impl Reactor {
             self.timers.cancel(id);
         }
         self.env.metrics.connections_open.fetch_sub(1, Relaxed);
-        if let Conn::Ws(session) = slot.conn {
-            self.env.metrics.closed(code.unwrap_or(ABNORMAL));
-            if session.attached {
-                let session = self.env.session_key(key);
-                self.env.send_control(Request::Detach { session });
+        match slot.conn {
+            Conn::Ws(session) => {
+                self.env.metrics.closed(code.unwrap_or(ABNORMAL));
+                if session.attached {
+                    let session = self.env.session_key(key);
+                    self.env.send_control(Request::Detach { session });
+                }
             }
+            Conn::Tunnel(mut tunnel) => {
+                tunnel.release(&mut self.pool);
+                self.env.metrics.tunnels_open.fetch_sub(1, Relaxed);
+            }
+            Conn::Handshaking(_) | Conn::Routing(_) => {}
         }
     }
 
@@ -559,9 +582,12 @@ impl Reactor {
         let keys: Vec<Key> = self.slots.keys().collect();
         for key in keys {
             match self.slots.get(key).map(|s| &s.conn) {
-                Some(Conn::Handshaking(_)) => self.remove(key, None),
+                Some(Conn::Handshaking(_) | Conn::Routing(_)) => self.remove(key, None),
                 Some(Conn::Ws(_)) => self.after(key, Next::Close(1012, "service restart"), now),
-                None => {}
+                Some(Conn::Tunnel(t)) if !t.is_relaying() => self.remove(key, None),
+                // A tunnel cannot send a close frame (it does no framing): it relays on until
+                // its peers end it or the grace period runs out.
+                Some(Conn::Tunnel(_)) | None => {}
             }
         }
     }

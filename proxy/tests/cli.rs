@@ -54,9 +54,14 @@ fn help_and_version_exit_zero() {
 fn bad_configuration_is_one_line_and_exit_2() {
     config_error(&["--workers", "0"], &[], "error: --workers: ");
     config_error(
-        &["--brokers", "h:1"],
+        &["--brokers", "h:0"],
         &[],
-        "error: unexpected argument '--brokers'",
+        "error: --brokers: `h:0` is not HOST:PORT",
+    );
+    config_error(
+        &["--registry"],
+        &[],
+        "error: --registry: needs --redis or --sentinel",
     );
     config_error(&["--redis", "http://x"], &[], "error: --redis: ");
     config_error(
@@ -99,7 +104,7 @@ fn bad_configuration_is_one_line_and_exit_2() {
     let dir = std::env::temp_dir().join(format!("hermod-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("bad.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nregistry = \"x\"\n").expect("write");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nregistri = \"x\"\n").expect("write");
     let path = file.to_string_lossy().into_owned();
     config_error(&["--config", &path], &[], "error: --config (from ");
     config_error(&[], &[("HERMOD_CONFIG", &path)], "error: --config (from ");

@@ -2,10 +2,11 @@
 //! on `ResumeReplay`, and taking page reads as they complete.
 
 use hermod_core::bus::{Delivery, Event, SessionKey};
+use hermod_core::ids::MsgId;
 
 use super::{code_of, error, feed_of, Broker, Pending};
 use crate::engine::{Done, Engine, EngineError, Op, Token};
-use crate::replay::{Applied, Feed, Sub};
+use crate::replay::{Applied, Sub};
 
 /// Which page read a token stands for.
 #[derive(Debug)]
@@ -30,17 +31,14 @@ impl<E: Engine> Broker<E> {
         let Some(sub) = s.replays.resume() else {
             return;
         };
-        let feed = feed_of(&mut s.inbox, &mut s.rooms, &sub);
-        let Some(feed @ Feed::Paused { .. }) = feed else {
+        let token = Token(self.next_token);
+        let resumed = feed_of(&mut s.inbox, &mut s.rooms, &sub).and_then(|f| f.resume(token));
+        let Some(after) = resumed else {
             // Cannot happen (a left or rejoined room leaves the queue); nothing to read.
             tracing::debug!(%session, ?sub, "resumed replay is not paused");
             return;
         };
-        let token = Token(self.next_token);
         self.next_token = self.next_token.wrapping_add(1);
-        let Feed::Paused { last: after } = std::mem::replace(feed, Feed::reading(token)) else {
-            return;
-        };
         s.replays.reading(token);
         let op = match &sub {
             Sub::Inbox => Op::ReadInbox {
@@ -97,6 +95,8 @@ impl<E: Engine> Broker<E> {
             return;
         };
         s.replays.page_done(token);
+        let engine = &self.engine;
+        let after = |id: &MsgId, mark: &MsgId| engine.is_after(id, mark);
         if let Some(feed) = feed_of(&mut s.inbox, &mut s.rooms, &sub) {
             if let (Some(recovered), Sub::Room(room), true) = (joined, &sub, feed.is_reading(token))
             {
@@ -104,7 +104,7 @@ impl<E: Engine> Broker<E> {
                 let event = Event::Joined { room, recovered };
                 out.push(Delivery { session, event });
             }
-            if feed.apply_page(session, token, messages, more, out) == Applied::Paused {
+            if feed.apply_page(session, token, messages, more, &after, out) == Applied::Paused {
                 s.replays.push(sub);
             }
         }

@@ -5,6 +5,12 @@
 //!   [`Durability::Replica`], by one `WAIT 1 <timeout>` per loop turn covering every append sent
 //!   in it. A per-channel gate (`gate.rs`) keeps a channel's reads and writes from being in
 //!   flight together, so completions come out in the order Redis applied them.
+//! - Appends: the appends admitted in a loop turn go out as one FCALL at the turn's flush
+//!   (`batch.rs`); in Redis each costs an XADD and a `SET NX GET` (dedupe), and each channel of
+//!   the batch one epoch read, one XLEN and one PTTL. Length retention is cut back in steps (the
+//!   stream may hold a few entries beyond the limit; readers skip them, so what clients see is
+//!   exactly the limit) and the keys' expiry is pushed out once per 1/32 of the age limit: see
+//!   `hermod.lua`.
 //! - Setup: on every `Up` the library is (re)loaded with `FUNCTION LOAD REPLACE`, and the
 //!   channels written in the last minute are checked for a rollback (their stream now behind the
 //!   highest id this engine issued: the channel gets a new epoch, so earlier positions come back
@@ -14,9 +20,14 @@
 //!   is up again and the setup is done.
 //! - Ids are `"<epoch>.<stream id>"` (`ids.rs`); message frames are rebuilt from the stored
 //!   parts (`ops.rs`), byte for byte what the memory engine produces.
+//! - Cross-broker live fan-out (`publish`, `live.rs`): appends PUBLISH what they store; the
+//!   engine SUBSCRIBEs, on a lane of its own, to the channels the broker watches and reports
+//!   every message stored in them (its own included) through `poll_live`.
 
+mod batch;
 mod gate;
 mod ids;
+mod live;
 mod ops;
 mod replies;
 
@@ -24,11 +35,13 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::time::{Duration, Instant};
 
+use hermod_core::ids::MsgId;
 use hermod_core::redis::{ClientConfig, CommandError, RedisClient};
 
-use crate::engine::{Channel, Completion, Done, Engine, EngineError, EngineStats, Op, Token};
+use crate::engine::{Channel, Completion, Done, Engine, EngineError, EngineStats, Live, Op, Token};
 use crate::history::MAX_CURSORS_PER_INBOX;
 use crate::Limits;
+use batch::Batch;
 use gate::{Class, Gates, Queued};
 pub use ids::{ClientId, StreamId};
 use ops::Args;
@@ -72,6 +85,10 @@ pub struct RedisEngineConfig {
     pub wait_timeout: Duration,
     /// Retention, dedupe and paging bounds.
     pub limits: Limits,
+    /// Whether appends also PUBLISH the message for other brokers (cross-broker live fan-out,
+    /// issue 4). Off by default: a lone broker delivers live itself, and a PUBLISH nobody
+    /// listens to would cost every append.
+    pub publish: bool,
 }
 
 impl RedisEngineConfig {
@@ -83,6 +100,7 @@ impl RedisEngineConfig {
             durability: Durability::Leader,
             wait_timeout,
             limits,
+            publish: false,
         }
     }
 }
@@ -103,14 +121,26 @@ enum Phase {
 /// A command in flight, by tag.
 #[derive(Debug)]
 enum Sent {
-    /// An operation; `wait` is the WAIT that makes it durable (replica appends).
-    Op { q: Queued, wait: Option<u64> },
+    /// A read or an ack.
+    Op { q: Queued },
+    /// A batch of appends (`batch.rs`); `wait` is the WAIT that makes them durable (replica
+    /// durability).
+    Appends {
+        appends: Vec<Queued>,
+        wait: Option<u64>,
+    },
     /// `FUNCTION LOAD REPLACE`.
     Load,
     /// A rollback check of a channel.
     Check(Channel),
     /// An age trim.
     Trim,
+    /// SUBSCRIBE to a watched channel (`live.rs`).
+    Subscribe(Channel),
+    /// UNSUBSCRIBE (its answer changes nothing).
+    Unsubscribe,
+    /// `hermod_tip` of a room just subscribed (`live.rs`).
+    Tip(Channel),
     /// `WAIT 1` after these appends (their tags).
     Wait(Vec<u64>),
 }
@@ -149,8 +179,10 @@ pub struct RedisEngine {
     done: VecDeque<Completion>,
     /// Appends sent this loop turn, for the turn's WAIT.
     unwaited: Vec<u64>,
-    /// Replica appends answered, by tag, until their WAIT answers.
-    parked: HashMap<u64, Parked>,
+    /// Replica appends answered, by their batch's tag, until their WAIT answers.
+    parked: HashMap<u64, Vec<Parked>>,
+    /// Appends admitted this loop turn, sent at the turn's flush as one command.
+    batch: Batch,
     /// Channel -> highest stream id issued and when (ms): the rollback check's input.
     tips: HashMap<Channel, (StreamId, u64)>,
     /// Channels to trim by age.
@@ -161,6 +193,8 @@ pub struct RedisEngine {
     work: Vec<Queued>,
     /// Operations answered `Unavailable` (metrics).
     unavailable: u64,
+    /// Pub/sub subscriptions of watched channels and their reports (`live.rs`).
+    subs: live::Subs,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -189,30 +223,49 @@ impl RedisEngine {
             done: VecDeque::new(),
             unwaited: Vec::new(),
             parked: HashMap::new(),
+            batch: Batch::default(),
             tips: HashMap::new(),
             trims: HashMap::new(),
             args: Args::default(),
             work: Vec::new(),
             unavailable: 0,
+            subs: live::Subs::default(),
         }
     }
 
     /// Operations accepted and not completed yet (tests drive the loop until this is 0).
     pub fn pending(&self) -> usize {
+        let sent: usize = self
+            .sent
+            .values()
+            .map(|s| match s {
+                Sent::Op { .. } => 1,
+                Sent::Appends { appends, .. } => appends.len(),
+                _ => 0,
+            })
+            .sum();
         self.held.len()
             + self.gates.waiting()
-            + self.parked.len()
-            + self
-                .sent
-                .values()
-                .filter(|s| matches!(s, Sent::Op { .. }))
-                .count()
+            + self.parked_len()
+            + self.batch.len()
+            + self.subs.parked()
+            + sent
+    }
+
+    /// Replica appends answered and waiting for their WAIT.
+    fn parked_len(&self) -> usize {
+        self.parked.values().map(Vec::len).sum()
     }
 
     /// Everything not finished: operations, and also setup, trim and WAIT commands in flight
     /// (tests drive the I/O until this is 0).
     pub fn in_flight(&self) -> usize {
-        self.sent.len() + self.held.len() + self.gates.waiting() + self.parked.len()
+        self.sent.len()
+            + self.held.len()
+            + self.gates.waiting()
+            + self.parked_len()
+            + self.batch.len()
+            + self.subs.parked()
     }
 
     fn tag(&mut self) -> u64 {
@@ -222,18 +275,24 @@ impl RedisEngine {
 
     /// Sends the command in `self.args` on `lane`; `false` when the client refused it.
     fn send(&mut self, lane: usize, sent: Sent, now: Instant) -> bool {
-        let tag = self.tag();
-        let Some(client) = self.client.as_mut() else {
-            return false;
-        };
-        match client.send(lane, &self.args.slices(), tag, now) {
-            Ok(()) => {
+        match self.send_args(lane, now) {
+            Some(tag) => {
                 self.sent.insert(tag, sent);
                 true
             }
+            None => false,
+        }
+    }
+
+    /// Sends the command in `self.args` on `lane`: its tag, or `None` when the client refused it.
+    fn send_args(&mut self, lane: usize, now: Instant) -> Option<u64> {
+        let tag = self.tag();
+        let client = self.client.as_mut()?;
+        match client.send(lane, &self.args.slices(), tag, now) {
+            Ok(()) => Some(tag),
             Err(e) => {
                 tracing::debug!(error = %e, "redis command not sent");
-                false
+                None
             }
         }
     }
@@ -279,6 +338,9 @@ impl RedisEngine {
 
     /// Sends an admitted operation (or completes it without Redis when nothing is to be read).
     fn start(&mut self, q: Queued, now: Instant) {
+        let Some(q) = self.park_read(q, now) else {
+            return; // sent once its channel's subscription is in place (`live.rs`)
+        };
         let (channel, class) = (q.channel(), q.class());
         if let Op::ReadRoom { since: None, .. } = q.op {
             let done = Done::Room {
@@ -288,33 +350,24 @@ impl RedisEngine {
             };
             return self.finish_gated(q.token, &channel, class, Ok(done));
         }
-        let lane = self.build(&q);
+        let Some(lane) = self.build(&q) else {
+            return self.queue_append(q, now);
+        };
         let token = q.token;
-        let append = matches!(q.op, Op::Append { .. });
-        if self.send(lane, Sent::Op { q, wait: None }, now) {
-            if append && self.config.durability == Durability::Replica {
-                self.unwaited.push(self.next_tag);
-            }
+        if self.send(lane, Sent::Op { q }, now) {
             return;
         }
         let err = EngineError::Unavailable("redis not connected".into());
         self.finish_gated(token, &channel, class, Err(err));
     }
 
-    /// Builds the FCALL of `q` into `self.args`; returns its lane.
-    fn build(&mut self, q: &Queued) -> usize {
+    /// Builds the FCALL of a read or an ack into `self.args` and returns its lane; `None` for
+    /// an append, which goes out in the turn's batch (`batch.rs`).
+    fn build(&mut self, q: &Queued) -> Option<usize> {
         let limits = &self.config.limits;
         let a = &mut self.args;
-        match &q.op {
-            Op::Append {
-                channel,
-                from,
-                cid,
-                data,
-            } => {
-                ops::append(a, limits, channel, from, cid.as_str(), data, q.now_ms);
-                self.write_lane
-            }
+        let lane = match &q.op {
+            Op::Append { .. } => return None,
             Op::ReadInbox {
                 user,
                 device,
@@ -329,7 +382,8 @@ impl RedisEngine {
                         .fmt(format_args!("{}", id.stream)),
                     None => a.arg("").arg(""),
                 };
-                a.fmt(format_args!("{}", ops::read_count(*page)));
+                a.fmt(format_args!("{}", ops::read_count(*page)))
+                    .fmt(format_args!("{}", ops::max_len(limits, &q.channel())));
                 READ_LANE
             }
             Op::Ack { user, device, id } => {
@@ -354,10 +408,12 @@ impl RedisEngine {
                         .fmt(format_args!("{}", id.stream)),
                     None => a.arg("").arg("0-0"),
                 };
-                a.fmt(format_args!("{}", ops::read_count(*page)));
+                a.fmt(format_args!("{}", ops::read_count(*page)))
+                    .fmt(format_args!("{}", ops::max_len(limits, &q.channel())));
                 READ_LANE
             }
-        }
+        };
+        Some(lane)
     }
 
     /// Fails held and gate-waiting operations whose deadline passed; retries a failed setup.
@@ -404,7 +460,7 @@ impl RedisEngine {
         }
         let wait = self.next_tag;
         for t in live {
-            if let Some(Sent::Op { wait: w, .. }) = self.sent.get_mut(&t) {
+            if let Some(Sent::Appends { wait: w, .. }) = self.sent.get_mut(&t) {
                 *w = Some(wait);
             }
         }
@@ -481,7 +537,8 @@ impl Engine for RedisEngine {
     }
 
     fn register(&mut self, _registry: &mio::Registry, first_token: usize) -> io::Result<()> {
-        let client = RedisClient::new(self.config.client.clone(), first_token, Instant::now());
+        let client = live::client_config(&self.config, &mut self.subs);
+        let client = RedisClient::new(client, first_token, Instant::now());
         self.client = Some(client);
         Ok(())
     }
@@ -503,10 +560,14 @@ impl Engine for RedisEngine {
         }
         self.pump(now);
         self.expire(now);
+        self.retry_subscriptions(now);
+        self.dispatch(now);
     }
 
     fn flush(&mut self, registry: &mio::Registry) {
-        self.send_wait(Instant::now());
+        let now = Instant::now();
+        self.send_batch_now(now);
+        self.send_wait(now);
         if let Some(client) = self.client.as_mut() {
             client.flush(registry);
         }
@@ -522,6 +583,7 @@ impl Engine for RedisEngine {
             self.held.front().map(|q| q.deadline),
             self.gates.next_deadline(),
             retry,
+            self.subs.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -530,6 +592,22 @@ impl Engine for RedisEngine {
 
     fn is_ready(&self) -> bool {
         self.phase == Phase::Ready
+    }
+
+    fn watch(&mut self, channel: &Channel) {
+        self.watch_channel(channel);
+    }
+
+    fn unwatch(&mut self, channel: &Channel) {
+        self.unwatch_channel(channel);
+    }
+
+    fn poll_live(&mut self) -> Option<Live> {
+        self.subs.poll()
+    }
+
+    fn is_after(&self, id: &MsgId, mark: &MsgId) -> bool {
+        live::is_after(id, mark)
     }
 
     fn stats(&self) -> EngineStats {

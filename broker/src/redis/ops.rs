@@ -10,8 +10,9 @@ use hermod_core::ids::{MsgId, Name};
 use hermod_core::protocol::{encode_direct_msg, encode_room_msg};
 use hermod_core::resp::Value;
 
+use super::gate::Queued;
 use super::ids::{ClientId, StreamId};
-use crate::engine::{Channel, Done, EngineError, Page, Stored};
+use crate::engine::{Channel, Done, EngineError, Op, Page, Stored};
 use crate::Limits;
 
 /// Most entries one read asks for, whatever the page size says (bounds the reply).
@@ -109,36 +110,64 @@ pub fn dedupe_key<'a>(
     ))
 }
 
-/// The pub/sub channel live messages of `channel` are published on (for cross-broker fan-out).
-pub fn pubsub_name<'a>(args: &'a mut Args, channel: &Channel) -> &'a mut Args {
-    let (kind, name) = tag(channel);
-    args.fmt(format_args!("{{{kind}:{name}}}:pub"))
+/// Most entries a stream may hold beyond its length limit before an append cuts it back (see
+/// `hermod.lua`): a sixteenth of the limit, 1 to 64. Readers skip the excess, so what they see
+/// is exactly the limit; the slack only spares appends the cut (one per `slack + 1` appends) and
+/// bounds what a read fetches to find its floor.
+pub fn slack(max_len: usize) -> usize {
+    (max_len / 16).clamp(1, 64)
 }
 
-/// `FCALL hermod_append` for one message.
-pub fn append(
-    a: &mut Args,
-    limits: &Limits,
-    channel: &Channel,
-    from: &Name,
-    cid: &str,
-    data: &RawValue,
-    now_ms: u64,
-) {
-    let (max_len, ttl) = match channel {
-        Channel::Inbox(_) => (limits.inbox_max_len, limits.inbox_max_age),
-        Channel::Room(_) => (limits.room_max_len, limits.room_max_age),
+/// The length limit of a channel's stream.
+pub fn max_len(limits: &Limits, channel: &Channel) -> usize {
+    match channel {
+        Channel::Inbox(_) => limits.inbox_max_len,
+        Channel::Room(_) => limits.room_max_len,
+    }
+    .max(1)
+}
+
+/// `FCALL hermod_append` for a batch of appends, to any channels (anything but appends in
+/// `batch` is skipped); with `publish`, each message is also published on its channel's pub/sub
+/// name (`{T}:pub`) for other brokers (cross-broker fan-out, issue 4).
+pub fn appends(a: &mut Args, limits: &Limits, batch: &[Queued], publish: bool) {
+    let messages = || {
+        batch.iter().filter_map(|q| match &q.op {
+            Op::Append {
+                channel,
+                from,
+                cid,
+                data,
+            } => Some((channel, from, cid.as_str(), data, q.now_ms)),
+            _ => None,
+        })
     };
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
-    fcall(a, "hermod_append", channel, 1);
-    dedupe_key(a, channel, from, cid);
-    a.fmt(format_args!("{now_ms}"))
-        .arg(from.as_str())
-        .arg(data.get());
-    a.fmt(format_args!("{}", max_len.max(1)))
-        .fmt(format_args!("{}", ms(ttl)))
-        .fmt(format_args!("{}", ms(limits.dedupe_window)));
-    pubsub_name(a, channel);
+    a.clear()
+        .arg("FCALL")
+        .arg("hermod_append")
+        .fmt(format_args!("{}", 3 * messages().count()));
+    for (channel, from, cid, _, _) in messages() {
+        let (kind, name) = tag(channel);
+        a.fmt(format_args!("{{{kind}:{name}}}:s"))
+            .fmt(format_args!("{{{kind}:{name}}}:m"));
+        dedupe_key(a, channel, from, cid);
+    }
+    a.fmt(format_args!("{}", ms(limits.dedupe_window)))
+        .arg(if publish { "1" } else { "0" });
+    for (channel, from, _, data, now_ms) in messages() {
+        let ttl = match channel {
+            Channel::Inbox(_) => limits.inbox_max_age,
+            Channel::Room(_) => limits.room_max_age,
+        };
+        let max_len = max_len(limits, channel);
+        a.fmt(format_args!("{now_ms}"))
+            .arg(from.as_str())
+            .arg(data.get())
+            .fmt(format_args!("{max_len}"))
+            .fmt(format_args!("{}", ms(ttl)))
+            .fmt(format_args!("{}", slack(max_len)));
+    }
 }
 
 /// Why a reply could not be used.
@@ -146,9 +175,10 @@ fn odd(what: &str) -> EngineError {
     EngineError::Unavailable(format!("unexpected reply from redis ({what})"))
 }
 
-/// `hermod_append`'s `{0, id}` (stored now) or `{1, id[, fields]}` (a duplicate; the stored
-/// entry's fields when still there: it is delivered again, since the first attempt may have
-/// been applied without anyone delivering it).
+/// One message's result from `hermod_append`: `{0, id}` (stored now), `{1, id[, fields]}` (a
+/// duplicate; the stored entry's fields when still there: it is delivered again, since the
+/// first attempt may have been applied without anyone delivering it) or `{2, error}` (this
+/// message failed, e.g. a key of the wrong type: `Unavailable`).
 pub fn appended(
     reply: &Value,
     channel: &Channel,
@@ -158,6 +188,10 @@ pub fn appended(
 ) -> Result<(Done, Option<StreamId>), EngineError> {
     let items = reply.as_array().ok_or_else(|| odd("append"))?;
     let (dup, id, fields) = match items {
+        [failed, message] if failed.as_int() == Some(2) => {
+            let message = message.as_str().unwrap_or("error");
+            return Err(EngineError::Unavailable(format!("redis: {message}")));
+        }
         [dup, id] => (dup.as_int(), id.as_str(), None),
         [dup, id, fields] => (dup.as_int(), id.as_str(), Some(fields)),
         _ => return Err(odd("append")),

@@ -10,8 +10,8 @@ use hermod_core::resp::Value;
 use super::gate::{Class, Queued};
 use super::ids::StreamId;
 use super::{
-    millis, ops, unavailable, Durability, Phase, RedisEngine, Sent, Trim, LIBRARY, MAX_TIPS,
-    MAX_TRIMMED, RETRY_SETUP, ROLLBACK_HORIZON_MS,
+    millis, ops, unavailable, Phase, RedisEngine, Sent, Trim, LIBRARY, MAX_TIPS, MAX_TRIMMED,
+    RETRY_SETUP, ROLLBACK_HORIZON_MS,
 };
 use crate::engine::{Channel, Done, EngineError, Op};
 
@@ -27,6 +27,7 @@ impl RedisEngine {
                 ClientEvent::Up { master } => {
                     tracing::info!(%master, "redis up: loading the function library");
                     self.start_setup(now);
+                    self.resubscribe(now);
                 }
                 ClientEvent::Down { reason } => {
                     if self.phase != Phase::Down {
@@ -34,10 +35,12 @@ impl RedisEngine {
                     }
                     self.phase = Phase::Down;
                     self.fail_waiting("redis not connected");
+                    self.subscriptions_lost();
                 }
                 ClientEvent::MasterChanged { from, to } => {
                     tracing::warn!(%from, %to, "redis master changed");
                 }
+                ClientEvent::Push { lane, value } => self.on_push(lane, &value),
             }
         }
     }
@@ -101,7 +104,8 @@ impl RedisEngine {
             return;
         };
         match sent {
-            Sent::Op { q, wait } => self.op_reply(tag, q, wait, result),
+            Sent::Op { q } => self.op_reply(q, result),
+            Sent::Appends { appends, wait } => self.appends_reply(tag, appends, wait, result),
             Sent::Load => match result {
                 Ok(_) => self.setup_reply(now),
                 Err(e) => {
@@ -129,34 +133,32 @@ impl RedisEngine {
                 }
             }
             Sent::Wait(members) => self.wait_reply(&members, &result),
+            Sent::Subscribe(channel) => {
+                let ok = matches!(&result, Ok(v) if v.error_message().is_none());
+                if !ok {
+                    tracing::warn!(?channel, ?result, "redis SUBSCRIBE failed");
+                }
+                self.subscribe_reply(tag, channel, ok, now);
+            }
+            Sent::Unsubscribe => {}
+            Sent::Tip(channel) => match &result {
+                Ok(value) => self.tip_reply(&channel, value),
+                Err(e) => tracing::debug!(?channel, error = %e, "tip read failed"),
+            },
         }
     }
 
-    fn op_reply(
-        &mut self,
-        tag: u64,
-        q: Queued,
-        wait: Option<u64>,
-        result: Result<Value, CommandError>,
-    ) {
+    /// A read's or an ack's reply.
+    fn op_reply(&mut self, q: Queued, result: Result<Value, CommandError>) {
         let (channel, class, token) = (q.channel(), q.class(), q.token);
         let outcome = match result {
             Ok(value) => self.decode(&q, &channel, &value),
             Err(e) => Err(unavailable(&e)),
         };
-        let replica = self.config.durability == Durability::Replica;
-        if replica && outcome.is_ok() && matches!(q.op, Op::Append { .. }) {
-            if wait.is_some_and(|w| self.sent.contains_key(&w)) {
-                self.parked.insert(tag, (token, channel, outcome));
-                return;
-            }
-            let err = EngineError::Unavailable("write not confirmed by a replica".into());
-            return self.finish_gated(token, &channel, class, Err(err));
-        }
         self.finish_gated(token, &channel, class, outcome);
     }
 
-    fn decode(
+    pub(super) fn decode(
         &mut self,
         q: &Queued,
         channel: &Channel,
@@ -167,9 +169,15 @@ impl RedisEngine {
         }
         match &q.op {
             Op::Append { from, data, .. } => {
-                let (done, stream) = ops::appended(value, channel, from, data, q.now_ms)?;
+                let (mut done, stream) = ops::appended(value, channel, from, data, q.now_ms)?;
                 if let Some(stream) = stream {
                     self.note_append(channel, stream, q.now_ms);
+                    if let (true, Done::Appended { fresh, .. }) = (self.config.publish, &mut done) {
+                        // Stored now: delivered live through the subscription, in order with
+                        // everyone's. (A duplicate's stored entry is still handed back: the
+                        // broker repeats it, at-least-once, as without `publish`.)
+                        *fresh = None;
+                    }
                 }
                 Ok(done)
             }
@@ -223,16 +231,15 @@ impl RedisEngine {
             );
         }
         for tag in members {
-            let Some((token, channel, outcome)) = self.parked.remove(tag) else {
-                continue;
-            };
-            let outcome = match outcome {
-                Ok(_) if !confirmed => Err(EngineError::Unavailable(
-                    "write not confirmed by a replica in time".into(),
-                )),
-                other => other,
-            };
-            self.finish_gated(token, &channel, Class::Write, outcome);
+            for (token, channel, outcome) in self.parked.remove(tag).unwrap_or_default() {
+                let outcome = match outcome {
+                    Ok(_) if !confirmed => Err(EngineError::Unavailable(
+                        "write not confirmed by a replica in time".into(),
+                    )),
+                    other => other,
+                };
+                self.finish_gated(token, &channel, Class::Write, outcome);
+            }
         }
     }
 }

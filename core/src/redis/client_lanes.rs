@@ -95,9 +95,12 @@ impl RedisClient {
     /// Handles every decoded event of lane `i`; `Err` when the lane must go.
     pub(super) fn drain_lane(&mut self, i: usize, now: Instant) -> Result<(), String> {
         while let Some(event) = self.lanes.get_mut(i).and_then(|l| l.conn.resp.poll_event()) {
-            // Lanes do not subscribe: pushes (e.g. client tracking) are dropped.
-            let RespEvent::Reply { tag, value } = event else {
-                continue;
+            let (tag, value) = match event {
+                RespEvent::Reply { tag, value } => (tag, value),
+                RespEvent::Push(value) => {
+                    self.events.push_back(ClientEvent::Push { lane: i, value });
+                    continue;
+                }
             };
             let Some(lane) = self.lanes.get_mut(i) else {
                 return Ok(());

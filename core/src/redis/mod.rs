@@ -144,6 +144,14 @@ pub enum ClientEvent {
     /// The master moved (Sentinel `+switch-master`, or re-resolution after a failed ROLE
     /// check gave another address).
     MasterChanged { from: String, to: String },
+    /// An out-of-band RESP3 push frame (its elements) that arrived on `lane`: a pub/sub
+    /// `["message", channel, payload]`, or a further (un)subscribe confirmation. Pushes arrive
+    /// in the order the server sent them on that lane; a subscription does not survive a
+    /// `Down` (the caller subscribes again after `Up`).
+    Push {
+        lane: usize,
+        value: crate::resp::Value,
+    },
 }
 
 /// Counters for metrics.

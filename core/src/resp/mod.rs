@@ -18,6 +18,7 @@
 //! confirmation push of the same kind; further confirmations are delivered as pushes.
 
 mod encode;
+mod reader;
 mod scan;
 mod value;
 
@@ -27,6 +28,7 @@ use bytes::{Buf, BytesMut};
 use redis_protocol::resp3::{decode::complete::decode_bytes_mut, types::BytesFrame};
 
 pub use encode::{encode_command, encode_push, encode_value};
+pub use reader::RespReader;
 pub use value::Value;
 
 use scan::{scan_frame, Scan};
@@ -137,6 +139,18 @@ impl RespConn {
             tag,
             abandoned: false,
             confirm,
+        });
+    }
+
+    /// Queues one command that `encode` appends, already encoded, to the output buffer (by a
+    /// protocol's own encoder, e.g. `crate::link::encode_request`); its reply will come back
+    /// with `tag`. It must append exactly one command, and not a subscribe-family one.
+    pub fn queue_encoded(&mut self, tag: u64, encode: impl FnOnce(&mut BytesMut)) {
+        encode(&mut self.output);
+        self.pending.push_back(Pending {
+            tag,
+            abandoned: false,
+            confirm: None,
         });
     }
 

@@ -1,0 +1,223 @@
+//! Unit tests of the hub: sid mapping, grouping of room messages, draining, backpressure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hermod_core::ids::Name;
+use hermod_core::link::{decode_push, LinkPush};
+use hermod_core::resp::{encode_command, RespConn, RespEvent, RespLimits, RespReader};
+
+use super::*;
+
+#[derive(Default)]
+struct Sink {
+    sent: Vec<Request>,
+    full: bool,
+}
+
+impl RequestSink for Sink {
+    fn has_room(&self) -> bool {
+        !self.full
+    }
+    fn send(&mut self, req: Request) {
+        self.sent.push(req);
+    }
+    fn send_control(&mut self, req: Request) {
+        self.sent.push(req);
+    }
+}
+
+fn hub() -> Hub<()> {
+    Hub::new("n1".into(), Arc::new(|| true), Arc::new(Metrics::default()))
+}
+
+fn command(hub: &mut Hub<()>, link: Key, sink: &mut Sink, args: &[&str]) -> Handled {
+    let mut wire = BytesMut::new();
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    encode_command(&mut wire, &args);
+    let mut r = RespReader::new(RespLimits::default());
+    r.feed(&wire).unwrap();
+    hub.handle(link, r.next_value().unwrap().unwrap(), sink)
+}
+
+/// Replies and pushes written to `link` so far (taken out).
+fn output(hub: &mut Hub<()>, link: Key, replies: usize) -> (Vec<Value>, Vec<LinkPush>) {
+    let out = std::mem::take(&mut hub.link_mut(link).unwrap().out);
+    let mut conn = RespConn::new(RespLimits::default());
+    for tag in 0..replies {
+        conn.queue(&[b"X"], tag as u64);
+    }
+    conn.handle_input(&out).unwrap();
+    let (mut r, mut p) = (Vec::new(), Vec::new());
+    while let Some(e) = conn.poll_event() {
+        match e {
+            RespEvent::Reply { value, .. } => r.push(value),
+            RespEvent::Push(v) => p.push(decode_push(v).unwrap()),
+        }
+    }
+    (r, p)
+}
+
+fn sid(slot: u32) -> SessionKey {
+    SessionKey {
+        worker: 3,
+        slot,
+        generation: 9,
+    }
+}
+
+fn attach(hub: &mut Hub<()>, link: Key, sink: &mut Sink, slot: u32, user: &str) -> SessionKey {
+    let text = sid(slot).to_string();
+    assert_eq!(
+        command(hub, link, sink, &["ATTACH", &text, user, "d"]),
+        Handled::Done
+    );
+    sink.sent.last().unwrap().session()
+}
+
+fn simple(s: &str) -> Value {
+    Value::Simple(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+#[test]
+fn sids_map_to_broker_keys_and_back() {
+    let (mut hub, mut sink) = (hub(), Sink::default());
+    let now = Instant::now();
+    let link = hub.add_link((), now);
+    let ours = attach(&mut hub, link, &mut sink, 1, "alice");
+    assert_eq!(ours.worker, 0);
+    command(
+        &mut hub,
+        link,
+        &mut sink,
+        &["SEND", &sid(1).to_string(), "c1", "bob", "{}"],
+    );
+    assert!(matches!(&sink.sent[1], Request::Send { session, .. } if *session == ours));
+    let r = command(
+        &mut hub,
+        link,
+        &mut sink,
+        &["SEND", &sid(2).to_string(), "c1", "bob", "{}"],
+    );
+    assert_eq!(r, Handled::Done);
+    let (replies, _) = output(&mut hub, link, 3);
+    assert_eq!(replies[..2], [simple("OK"), simple("OK")]);
+    assert!(replies[2].is_error());
+
+    hub.route(Delivery {
+        session: ours,
+        event: Event::Left {
+            room: Name::parse("r", "r").unwrap(),
+        },
+    });
+    hub.end_tick();
+    let (_, pushes) = output(&mut hub, link, 0);
+    assert!(matches!(&pushes[..], [LinkPush::Event { sid: s, .. }] if *s == sid(1)));
+
+    // Detach: the broker key goes stale, later deliveries for it are dropped.
+    command(&mut hub, link, &mut sink, &["DETACH", &sid(1).to_string()]);
+    assert!(matches!(sink.sent.last(), Some(Request::Detach { session }) if *session == ours));
+    hub.route(Delivery {
+        session: ours,
+        event: Event::Overflow,
+    });
+    hub.end_tick();
+    let (replies, pushes) = output(&mut hub, link, 1);
+    assert_eq!((replies.len(), pushes.len()), (1, 0));
+    assert_eq!(hub.session_count(), 0);
+}
+
+#[test]
+fn a_room_message_crosses_the_link_once() {
+    let (mut hub, mut sink) = (hub(), Sink::default());
+    let link = hub.add_link((), Instant::now());
+    let a = attach(&mut hub, link, &mut sink, 1, "alice");
+    let b = attach(&mut hub, link, &mut sink, 2, "bob");
+    let c = attach(&mut hub, link, &mut sink, 3, "carol");
+    output(&mut hub, link, 3);
+    let frame = Bytes::from_static(b"{\"op\":\"msg\"}");
+    let id = MsgId::new("1-1");
+    let msg = |s| Delivery {
+        session: s,
+        event: Event::Message {
+            id: id.clone(),
+            frame: frame.clone(),
+        },
+    };
+    hub.route(msg(a));
+    hub.route(msg(b));
+    // c got something else first: joining the group would put the message before it.
+    hub.route(Delivery {
+        session: c,
+        event: Event::ReplayPaused,
+    });
+    hub.route(msg(c));
+    hub.end_tick();
+    let (_, pushes) = output(&mut hub, link, 0);
+    assert_eq!(pushes.len(), 3, "{pushes:?}");
+    assert!(matches!(&pushes[0], LinkPush::Message { sids, .. } if sids == &[sid(1), sid(2)]));
+    assert!(
+        matches!(&pushes[1], LinkPush::Event { sid: s, event: Event::ReplayPaused } if *s == sid(3))
+    );
+    assert!(matches!(&pushes[2], LinkPush::Message { sids, .. } if sids == &[sid(3)]));
+}
+
+#[test]
+fn draining_refuses_attach_and_tells_links() {
+    let (mut hub, mut sink) = (hub(), Sink::default());
+    let link = hub.add_link((), Instant::now());
+    hub.start_drain();
+    command(
+        &mut hub,
+        link,
+        &mut sink,
+        &["ATTACH", &sid(1).to_string(), "u", "d"],
+    );
+    let (replies, pushes) = output(&mut hub, link, 1);
+    assert!(matches!(&pushes[..], [LinkPush::Draining]));
+    assert!(replies[0].error_message().unwrap().starts_with("DRAINING"));
+    assert!(sink.sent.is_empty());
+}
+
+#[test]
+fn a_full_mailbox_parks_and_a_dead_link_detaches() {
+    let (mut hub, mut sink) = (hub(), Sink::default());
+    let link = hub.add_link((), Instant::now());
+    let ours = attach(&mut hub, link, &mut sink, 1, "alice");
+    sink.full = true;
+    let r = command(
+        &mut hub,
+        link,
+        &mut sink,
+        &["ACK", &sid(1).to_string(), "1-1"],
+    );
+    assert_eq!(r, Handled::Parked);
+    assert!(hub.is_parked(link));
+    sink.full = false;
+    assert_eq!(hub.retry_parked(link, &mut sink), Handled::Done);
+    assert!(matches!(sink.sent.last(), Some(Request::Ack { .. })));
+    hub.remove_link(link, &mut sink);
+    assert!(matches!(sink.sent.last(), Some(Request::Detach { session }) if *session == ours));
+    assert_eq!((hub.link_count(), hub.session_count()), (0, 0));
+}
+
+#[test]
+fn operator_commands() {
+    let (mut hub, mut sink) = (hub(), Sink::default());
+    let link = hub.add_link((), Instant::now());
+    command(&mut hub, link, &mut sink, &["PING"]);
+    command(&mut hub, link, &mut sink, &["HELLO", "3"]);
+    command(&mut hub, link, &mut sink, &["INFO"]);
+    command(&mut hub, link, &mut sink, &["HELLO", "4"]);
+    command(&mut hub, link, &mut sink, &["FLUSHALL"]);
+    let (replies, _) = output(&mut hub, link, 5);
+    assert_eq!(replies[0], simple("PONG"));
+    assert_eq!(
+        replies[1].map_get("node").and_then(Value::as_str),
+        Some("n1")
+    );
+    assert!(replies[2].as_str().unwrap().contains("sessions:0"));
+    assert!(replies[3].error_message().unwrap().starts_with("NOPROTO"));
+    assert!(replies[4]
+        .error_message()
+        .unwrap()
+        .starts_with("ERR unknown command"));
+}

@@ -1,0 +1,212 @@
+//! Gateway commands: [`encode_request`] on the gateway, [`decode_request`] on the broker.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
+
+use super::{byte_strings, put_bulk, put_header, shown, sid, text, write_sid};
+use super::{LinkCommand, LinkError, MAX_DATA_LEN, MAX_PING_TEXT};
+use crate::bus::Request;
+use crate::ids::{Cid, MsgId, Name};
+use crate::resp::Value;
+
+/// Appends `request` as a link command (its `session` written as the sid).
+pub fn encode_request(request: &Request, out: &mut BytesMut) {
+    let mut sid_text = Vec::with_capacity(24);
+    write_sid(&mut sid_text, request.session());
+    let sid = &sid_text[..];
+    match request {
+        Request::Attach { user, device, .. } => command(
+            out,
+            &[
+                b"ATTACH",
+                sid,
+                user.as_str().as_bytes(),
+                device.as_str().as_bytes(),
+            ],
+        ),
+        Request::Detach { .. } => command(out, &[b"DETACH", sid]),
+        Request::Send { cid, to, data, .. } => command(
+            out,
+            &[
+                b"SEND",
+                sid,
+                cid.as_str().as_bytes(),
+                to.as_str().as_bytes(),
+                data.get().as_bytes(),
+            ],
+        ),
+        Request::Publish {
+            cid, room, data, ..
+        } => command(
+            out,
+            &[
+                b"PUBLISH",
+                sid,
+                cid.as_str().as_bytes(),
+                room.as_str().as_bytes(),
+                data.get().as_bytes(),
+            ],
+        ),
+        Request::Ack { id, .. } => command(out, &[b"ACK", sid, id.as_str().as_bytes()]),
+        Request::Join { room, since, .. } => match since {
+            Some(since) => command(
+                out,
+                &[
+                    b"JOIN",
+                    sid,
+                    room.as_str().as_bytes(),
+                    since.as_str().as_bytes(),
+                ],
+            ),
+            None => command(out, &[b"JOIN", sid, room.as_str().as_bytes()]),
+        },
+        Request::Leave { room, .. } => command(out, &[b"LEAVE", sid, room.as_str().as_bytes()]),
+        Request::ResumeReplay { .. } => command(out, &[b"RESUME", sid]),
+    }
+}
+
+fn command(out: &mut BytesMut, args: &[&[u8]]) {
+    let body: usize = args.iter().map(|a| a.len() + 16).sum();
+    out.reserve(body + 16);
+    put_header(out, b'*', args.len());
+    for arg in args {
+        put_bulk(out, arg);
+    }
+}
+
+/// Decodes one command a gateway (or `redis-cli`) sent. Never panics; every field is bounded.
+pub fn decode_request(value: Value) -> Result<LinkCommand, LinkError> {
+    let args = byte_strings(value)?;
+    let Some((name, rest)) = args.split_first() else {
+        return Err(LinkError::NotACommand);
+    };
+    let upper = name.to_ascii_uppercase();
+    let cmd = match &upper[..] {
+        b"PING" => ping(rest)?,
+        b"HELLO" => hello(rest)?,
+        b"INFO" => {
+            arity("info", rest, 0, 1)?;
+            LinkCommand::Info
+        }
+        _ => LinkCommand::Request(request(&upper, name, rest)?),
+    };
+    Ok(cmd)
+}
+
+fn ping(rest: &[Bytes]) -> Result<LinkCommand, LinkError> {
+    arity("ping", rest, 0, 1)?;
+    let message = rest.first().cloned();
+    if message.as_ref().is_some_and(|m| m.len() > MAX_PING_TEXT) {
+        return Err(LinkError::invalid("message", "too long"));
+    }
+    Ok(LinkCommand::Ping { message })
+}
+
+fn hello(rest: &[Bytes]) -> Result<LinkCommand, LinkError> {
+    // `HELLO [protover [AUTH user pass] [SETNAME name]]`: the options are accepted and ignored.
+    if rest.len() > 6 {
+        return Err(LinkError::WrongArity("hello"));
+    }
+    let proto = match rest.first() {
+        None => None,
+        Some(v) => Some(
+            super::parse_decimal(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| LinkError::invalid("protover", "not an integer"))?,
+        ),
+    };
+    Ok(LinkCommand::Hello { proto })
+}
+
+fn request(upper: &[u8], name: &[u8], rest: &[Bytes]) -> Result<Request, LinkError> {
+    Ok(match upper {
+        b"ATTACH" => {
+            arity("attach", rest, 3, 3)?;
+            Request::Attach {
+                session: sid(&rest[0])?,
+                user: name_arg("user", &rest[1])?,
+                device: name_arg("device", &rest[2])?,
+            }
+        }
+        b"DETACH" => {
+            arity("detach", rest, 1, 1)?;
+            Request::Detach {
+                session: sid(&rest[0])?,
+            }
+        }
+        b"SEND" => {
+            arity("send", rest, 4, 4)?;
+            Request::Send {
+                session: sid(&rest[0])?,
+                cid: cid_arg(&rest[1])?,
+                to: name_arg("to", &rest[2])?,
+                data: data_arg(&rest[3])?,
+            }
+        }
+        b"PUBLISH" => {
+            arity("publish", rest, 4, 4)?;
+            Request::Publish {
+                session: sid(&rest[0])?,
+                cid: cid_arg(&rest[1])?,
+                room: name_arg("room", &rest[2])?,
+                data: data_arg(&rest[3])?,
+            }
+        }
+        b"ACK" => {
+            arity("ack", rest, 2, 2)?;
+            Request::Ack {
+                session: sid(&rest[0])?,
+                id: id_arg("id", &rest[1])?,
+            }
+        }
+        b"JOIN" => {
+            arity("join", rest, 2, 3)?;
+            Request::Join {
+                session: sid(&rest[0])?,
+                room: name_arg("room", &rest[1])?,
+                since: rest.get(2).map(|s| id_arg("since", s)).transpose()?,
+            }
+        }
+        b"LEAVE" => {
+            arity("leave", rest, 2, 2)?;
+            Request::Leave {
+                session: sid(&rest[0])?,
+                room: name_arg("room", &rest[1])?,
+            }
+        }
+        b"RESUME" => {
+            arity("resume", rest, 1, 1)?;
+            Request::ResumeReplay {
+                session: sid(&rest[0])?,
+            }
+        }
+        _ => return Err(LinkError::UnknownCommand(shown(name))),
+    })
+}
+
+fn arity(cmd: &'static str, rest: &[Bytes], min: usize, max: usize) -> Result<(), LinkError> {
+    if rest.len() < min || rest.len() > max {
+        return Err(LinkError::WrongArity(cmd));
+    }
+    Ok(())
+}
+
+pub(super) fn name_arg(what: &'static str, b: &[u8]) -> Result<Name, LinkError> {
+    Name::parse(what, text(what, b)?).map_err(|e| LinkError::invalid(what, e))
+}
+
+pub(super) fn cid_arg(b: &[u8]) -> Result<Cid, LinkError> {
+    Cid::parse(text("cid", b)?).map_err(|e| LinkError::invalid("cid", e))
+}
+
+pub(super) fn id_arg(what: &'static str, b: &[u8]) -> Result<MsgId, LinkError> {
+    MsgId::parse(text(what, b)?).map_err(|e| LinkError::invalid(what, e))
+}
+
+fn data_arg(b: &[u8]) -> Result<Box<RawValue>, LinkError> {
+    if b.len() > MAX_DATA_LEN {
+        return Err(LinkError::invalid("data", "too large"));
+    }
+    let json = text("data", b)?;
+    serde_json::from_str::<Box<RawValue>>(json).map_err(|e| LinkError::invalid("data", e))
+}

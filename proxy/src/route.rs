@@ -1,0 +1,440 @@
+//! Tunnel routes (`--route PATH=ws://HOST:PORT[/path]`) and the HTTP they need, as pure functions.
+//!
+//! The worker peeks at a new connection's request head and asks [`classify`] what it is: a
+//! request for one of the WebSocket endpoints this process terminates (tungstenite then reads the
+//! same bytes), or a request for a route, rewritten for the upstream (request line path, `Host`,
+//! `X-Forwarded-For`; every other header untouched), or a request to refuse. [`parse_answer`] reads
+//! the upstream's response head; [`status_response`] makes the gateway's own short answers (400,
+//! 431, 502, 504). Nothing here touches a socket.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+/// Largest request head (request line and headers) read from a client on a routed path, and
+/// largest response head accepted from an upstream. Bigger: 431 (client) or 502 (upstream).
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Headers a routed request or an upstream response may have; more: 431 / 502.
+const MAX_HEADERS: usize = 100;
+/// Longest route path (as for `--echo-path`).
+const MAX_PATH: usize = 256;
+
+/// One `--route`: requests for `path` are tunnelled to `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The client-facing path, matched exactly against the request's path (query excluded).
+    pub path: String,
+    /// Where the matched requests go.
+    pub upstream: Upstream,
+}
+
+/// A route's upstream WebSocket server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The address connected to for every tunnel; resolved once at startup, as nginx resolves a
+    /// `proxy_pass` host, so no DNS lookup ever blocks a reactor.
+    pub addr: SocketAddr,
+    /// The `Host` header sent upstream: `HOST:PORT` as configured.
+    pub host: String,
+    /// The request line's path upstream (default `/`); the client's query string is appended.
+    pub path: String,
+}
+
+/// Parses `PATH=ws://HOST:PORT[/path]`, resolving HOST (an IP literal needs no lookup).
+pub fn parse_route(v: &str) -> Result<Route, String> {
+    let (path, url) = v
+        .split_once('=')
+        .ok_or_else(|| format!("`{v}` is not PATH=ws://HOST:PORT[/path]"))?;
+    if !is_path(path) {
+        return Err(format!(
+            "`{path}` is not a path (starts with /, at most {MAX_PATH} printable characters, \
+             no ? or #)"
+        ));
+    }
+    let rest = url.strip_prefix("ws://").ok_or_else(|| {
+        format!("`{url}`: the upstream must be ws://HOST:PORT[/path] (wss is not supported)")
+    })?;
+    let (authority, upstream_path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    if !is_path(upstream_path) {
+        return Err(format!("`{url}`: bad upstream path `{upstream_path}`"));
+    }
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{url}`: the upstream needs HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("`{url}`: bad port `{port}`"))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = match bare.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) if !bare.is_empty() && bare.bytes().all(is_host_byte) => (bare, port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| format!("`{url}`: cannot resolve `{bare}`"))?,
+        Err(_) => return Err(format!("`{url}`: bad host `{host}`")),
+    };
+    Ok(Route {
+        path: path.to_owned(),
+        upstream: Upstream {
+            addr,
+            host: authority.to_owned(),
+            path: upstream_path.to_owned(),
+        },
+    })
+}
+
+fn is_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() <= MAX_PATH
+        && p.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+}
+
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+}
+
+/// What a client's request head (as far as it arrived) asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// Not enough bytes yet to tell.
+    Partial,
+    /// Not a route: one of the endpoints this process terminates (or an error they answer).
+    Local,
+    /// For route number `route`: `len` bytes of input were the head; `request` is the head to
+    /// send upstream.
+    Tunnel {
+        route: usize,
+        len: usize,
+        request: Vec<u8>,
+    },
+    /// A routed path with a head too large (431) or malformed (400).
+    Refuse(u16),
+}
+
+/// Classifies the start of a connection's input. `full`: the input is all the gateway will look
+/// at (it filled [`MAX_HEAD`]) so an unfinished head will stay unfinished. `peer` gives the
+/// client's address for `X-Forwarded-For` (asked only for a routed request).
+pub fn classify(input: &[u8], full: bool, routes: &[Route], peer: impl FnOnce() -> IpAddr) -> Head {
+    let Some(path) = request_path(input) else {
+        return if full { Head::Local } else { Head::Partial };
+    };
+    let Some(route) = routes.iter().position(|r| r.path.as_bytes() == path) else {
+        return Head::Local;
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(input) {
+        Ok(httparse::Status::Complete(len)) => Head::Tunnel {
+            route,
+            len,
+            request: rewrite(&req, &routes[route].upstream, peer()),
+        },
+        Ok(httparse::Status::Partial) if full => Head::Refuse(431),
+        Ok(httparse::Status::Partial) => Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => Head::Refuse(431),
+        Err(_) => Head::Refuse(400),
+    }
+}
+
+/// The path of the request line's target once it is known (ended by `?` or a space), `None`
+/// before. Only origin-form targets (`/path?query`) can match a route.
+fn request_path(input: &[u8]) -> Option<&[u8]> {
+    let line_end = input
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(input.len());
+    let line = &input[..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let start = line.iter().position(|b| *b == b' ')? + 1;
+    let target = &line[start..];
+    let end = target.iter().position(|b| *b == b'?' || *b == b' ');
+    match end {
+        Some(end) => Some(&target[..end]),
+        // The line ended without a version: a malformed line whose path is still all there.
+        None if line_end < input.len() => Some(target),
+        None => None,
+    }
+}
+
+/// The request head for the upstream: the client's, with the upstream's path (plus the client's
+/// query) in the request line, the upstream's `Host`, and the client appended to
+/// `X-Forwarded-For`. Every other header goes as received, in order.
+fn rewrite(req: &httparse::Request<'_, '_>, upstream: &Upstream, peer: IpAddr) -> Vec<u8> {
+    let method = req.method.unwrap_or("GET");
+    let target = req.path.unwrap_or("/");
+    let query = target.find('?').map_or("", |i| &target[i..]);
+    let minor = req.version.unwrap_or(1);
+    let mut out = Vec::with_capacity(512);
+    let line = format!(
+        "{method} {}{query} HTTP/1.{minor}\r\nHost: {}\r\n",
+        upstream.path, upstream.host
+    );
+    out.extend_from_slice(line.as_bytes());
+    let mut forwarded: Vec<&[u8]> = Vec::new();
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded.push(h.value);
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for v in forwarded {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(peer.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
+/// How much of a non-101 upstream answer follows its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Exactly this many bytes (`Content-Length`; 0 for 1xx, 204 and 304).
+    Length(u64),
+    /// Until the upstream closes (chunked, or no length given).
+    UntilClose,
+}
+
+/// What the upstream's answer to the forwarded request is, as far as it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// More bytes needed.
+    Partial,
+    /// Not HTTP, or a head over [`MAX_HEAD`]: the client gets 502.
+    Invalid,
+    /// A complete head of `len` bytes with this status and body.
+    Complete { status: u16, len: usize, body: Body },
+}
+
+/// Reads the upstream's response head from `input` (everything received so far).
+pub fn parse_answer(input: &[u8]) -> Answer {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(input) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => {
+            let status = resp.code.unwrap_or(0);
+            Answer::Complete {
+                status,
+                len,
+                body: body_of(status, resp.headers),
+            }
+        }
+        Ok(httparse::Status::Partial) if input.len() < MAX_HEAD => Answer::Partial,
+        _ => Answer::Invalid,
+    }
+}
+
+fn body_of(status: u16, headers: &[httparse::Header<'_>]) -> Body {
+    if status < 200 || status == 204 || status == 304 {
+        return Body::Length(0);
+    }
+    let chunked = headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            && String::from_utf8_lossy(h.value)
+                .to_ascii_lowercase()
+                .contains("chunked")
+    });
+    if chunked {
+        return Body::UntilClose;
+    }
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Body::UntilClose, Body::Length)
+}
+
+/// The gateway's own answer with this status: a short plain-text body, then the connection
+/// closes.
+pub fn status_response(status: u16) -> Vec<u8> {
+    let reason = match status {
+        400 => "Bad Request",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    };
+    let body = format!("{}\n", reason.to_ascii_lowercase());
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
+
+    fn routes() -> Vec<Route> {
+        vec![
+            parse_route("/a=ws://127.0.0.1:9001").expect("route a"),
+            parse_route("/t=ws://127.0.0.1:9000/echo").expect("route t"),
+        ]
+    }
+
+    fn tunnel(input: &[u8]) -> (usize, usize, String) {
+        match classify(input, false, &routes(), || PEER) {
+            Head::Tunnel {
+                route,
+                len,
+                request,
+            } => (route, len, String::from_utf8(request).expect("utf-8")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_routes() {
+        let r = parse_route("/t=ws://127.0.0.1:9000/echo/x").expect("valid");
+        assert_eq!(r.path, "/t");
+        assert_eq!(r.upstream.addr, "127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(r.upstream.host, "127.0.0.1:9000");
+        assert_eq!(r.upstream.path, "/echo/x");
+        let r = parse_route("/v6=ws://[::1]:80").expect("valid");
+        assert_eq!(r.upstream.addr, "[::1]:80".parse().expect("addr"));
+        assert_eq!(r.upstream.path, "/");
+        let r = parse_route("/l=ws://localhost:81/").expect("localhost resolves");
+        assert_eq!(r.upstream.addr.port(), 81);
+        for bad in [
+            "/t",
+            "t=ws://127.0.0.1:1",
+            "/t?x=ws://127.0.0.1:1",
+            "/t=http://127.0.0.1:1",
+            "/t=wss://127.0.0.1:1",
+            "/t=ws://127.0.0.1",
+            "/t=ws://127.0.0.1:0",
+            "/t=ws://127.0.0.1:99999",
+            "/t=ws://:80",
+            "/t=ws://a b:80",
+            "/t=ws://127.0.0.1:80/x?y",
+        ] {
+            assert!(parse_route(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn routed_request_is_rewritten() {
+        let input = b"GET /t?room=1&x=%20 HTTP/1.1\r\nHost: front:80\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\nSec-WebSocket-Key: abc==\r\n\
+                      Sec-WebSocket-Protocol: chat\r\n\r\nEARLY";
+        let (route, len, req) = tunnel(input);
+        assert_eq!(route, 1);
+        assert_eq!(len, input.len() - "EARLY".len());
+        assert_eq!(
+            req,
+            "GET /echo?room=1&x=%20 HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: abc==\r\nSec-WebSocket-Protocol: chat\r\n\
+             X-Forwarded-For: 10.0.0.7\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let input =
+            b"GET /a HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\n\r\n";
+        let (route, _, req) = tunnel(input);
+        assert_eq!(route, 0);
+        assert_eq!(
+            req,
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1:9001\r\n\
+             X-Forwarded-For: 1.2.3.4, 5.6.7.8, 10.0.0.7\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn other_paths_are_local_and_partial_waits() {
+        let r = routes();
+        let local = |input: &[u8]| classify(input, false, &r, || PEER);
+        assert_eq!(local(b"GET /ws?token=x HTTP/1.1\r\n\r\n"), Head::Local);
+        assert_eq!(local(b"GET /tt HTTP/1.1\r\n"), Head::Local);
+        assert_eq!(local(b"GET /t/ HTTP/1.1\r\n"), Head::Local);
+        assert_eq!(local(b"GET /t"), Head::Partial);
+        assert_eq!(local(b"GE"), Head::Partial);
+        assert_eq!(local(b"GET /t HTTP/1.1\r\nHost: x\r\n"), Head::Partial);
+        assert_eq!(local(b"GET /t?"), Head::Partial);
+        assert_eq!(classify(b"GET /tttt", true, &r, || PEER), Head::Local);
+    }
+
+    #[test]
+    fn bad_routed_heads_are_refused() {
+        let r = routes();
+        let mut big = b"GET /t HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_HEAD, b'a');
+        assert_eq!(classify(&big, true, &r, || PEER), Head::Refuse(431));
+        let mut many = b"GET /t HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(classify(&many, false, &r, || PEER), Head::Refuse(431));
+        assert_eq!(
+            classify(b"GET /t HTTP/1.1\r\nbad header\r\n\r\n", false, &r, || PEER),
+            Head::Refuse(400)
+        );
+        assert_eq!(
+            classify(b"GET /t\r\n\r\n", false, &r, || PEER),
+            Head::Refuse(400)
+        );
+    }
+
+    #[test]
+    fn upstream_answers() {
+        let ok = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x00";
+        assert_eq!(
+            parse_answer(ok),
+            Answer::Complete {
+                status: 101,
+                len: ok.len() - 2,
+                body: Body::Length(0)
+            }
+        );
+        let nf = b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\n";
+        assert!(matches!(
+            parse_answer(nf),
+            Answer::Complete {
+                status: 404,
+                body: Body::Length(5),
+                ..
+            }
+        ));
+        let chunked = b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(
+            parse_answer(chunked),
+            Answer::Complete {
+                body: Body::UntilClose,
+                ..
+            }
+        ));
+        assert_eq!(parse_answer(b"HTTP/1.1 101 Swi"), Answer::Partial);
+        assert_eq!(parse_answer(b"garbage\r\n\r\n"), Answer::Invalid);
+        let mut big = b"HTTP/1.1 101 OK\r\nX: ".to_vec();
+        big.resize(MAX_HEAD, b'a');
+        assert_eq!(parse_answer(&big), Answer::Invalid);
+    }
+
+    #[test]
+    fn own_responses_have_length() {
+        let r = String::from_utf8(status_response(502)).expect("utf-8");
+        assert!(r.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\nbad gateway\n"), "{r}");
+        assert!(r.contains("Content-Length: 12\r\n"), "{r}");
+    }
+}
