@@ -31,11 +31,11 @@
 mod push;
 mod request;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::bus::{Event, Request, SessionKey};
 use crate::ids::MsgId;
-use crate::resp::Value;
+use crate::resp::{decimal, put_bulk, put_header, Value};
 
 pub use push::{decode_push, encode_draining, encode_event, encode_message, encode_push};
 pub use request::{decode_request, encode_request};
@@ -153,35 +153,6 @@ pub fn write_sid(out: &mut Vec<u8>, key: SessionKey) {
 
 fn put_decimal(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(decimal(n, &mut [0u8; 20]));
-}
-
-/// `n` in decimal, written at the end of `digits` (20 digits hold any u64).
-fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &digits[at..]
-}
-
-/// Appends a RESP aggregate or bulk header (`*N`, `>N`, `$N`); no allocation (it runs for
-/// every bulk string of every command and push).
-fn put_header(out: &mut BytesMut, kind: u8, len: usize) {
-    out.put_u8(kind);
-    out.put_slice(decimal(len as u64, &mut [0u8; 20]));
-    out.put_slice(b"\r\n");
-}
-
-/// Appends a bulk string.
-fn put_bulk(out: &mut BytesMut, body: &[u8]) {
-    put_header(out, b'$', body.len());
-    out.put_slice(body);
-    out.put_slice(b"\r\n");
 }
 
 /// The elements of a command or push as byte strings, or [`LinkError::NotACommand`].

@@ -30,8 +30,9 @@ pub enum OutcomeError {
     Histogram(String),
 }
 
-/// Everything one worker (thread or process) measured.
-#[derive(Debug, Clone)]
+/// Everything one worker (thread or process) measured. Its serde form is the wire line
+/// ([`Outcome::to_wire`]): histograms as base64 of their V2 serialization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     /// Audit counts over measured messages; `lost` is recomputed after the final merge.
     pub audit: AuditSummary,
@@ -51,10 +52,13 @@ pub struct Outcome {
     /// Messages received over the whole run, warmup included (CPU per message).
     pub received_all: u64,
     /// Latency of measured messages, microseconds.
+    #[serde(with = "base64_v2")]
     pub latency: Histogram<u64>,
     /// Open loop: lateness of the loadgen's own sends, microseconds.
+    #[serde(with = "base64_v2")]
     pub send_lag: Histogram<u64>,
     /// TCP connect plus WebSocket handshake times, microseconds.
+    #[serde(with = "base64_v2")]
     pub connect: Histogram<u64>,
     /// CPU seconds of the process(es) during the run phase (set per process, summed).
     pub cpu_run_seconds: f64,
@@ -80,37 +84,6 @@ impl Default for Outcome {
             cpu_seconds: 0.0,
         }
     }
-}
-
-/// The wire form of an [`Outcome`]: histograms as base64 of their V2 serialization.
-#[derive(Debug, Serialize, Deserialize)]
-struct Wire {
-    /// See [`Outcome::audit`].
-    audit: AuditSummary,
-    /// See [`Outcome::errors`].
-    errors: u64,
-    /// See [`Outcome::connected`].
-    connected: u64,
-    /// See [`Outcome::connect_failures`].
-    connect_failures: u64,
-    /// See [`Outcome::held`].
-    held: u64,
-    /// See [`Outcome::sent_all`].
-    sent_all: u64,
-    /// See [`Outcome::on_time`].
-    on_time: u64,
-    /// See [`Outcome::received_all`].
-    received_all: u64,
-    /// See [`Outcome::latency`].
-    latency: String,
-    /// See [`Outcome::send_lag`].
-    send_lag: String,
-    /// See [`Outcome::connect`].
-    connect: String,
-    /// See [`Outcome::cpu_run_seconds`].
-    cpu_run_seconds: f64,
-    /// See [`Outcome::cpu_seconds`].
-    cpu_seconds: f64,
 }
 
 /// Adds `other` into `into`.
@@ -139,6 +112,24 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, OutcomeError> {
     Ok(h)
 }
 
+/// Serde for the histogram fields of [`Outcome`]: [`encode_histogram`] and [`decode_histogram`].
+mod base64_v2 {
+    use hdrhistogram::Histogram;
+    use serde::{de, ser, Deserialize, Deserializer, Serializer};
+
+    /// Writes `h` as a base64 string.
+    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        let text = super::encode_histogram(h).map_err(ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    /// Reads what `serialize` wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::decode_histogram(&text).map_err(de::Error::custom)
+    }
+}
+
 impl Outcome {
     /// Adds another worker's figures.
     pub fn merge(&mut self, other: &Outcome) -> Result<(), OutcomeError> {
@@ -160,42 +151,12 @@ impl Outcome {
 
     /// One line of JSON (no newline inside) for the parent process.
     pub fn to_wire(&self) -> Result<String, OutcomeError> {
-        let wire = Wire {
-            audit: self.audit,
-            errors: self.errors,
-            connected: self.connected,
-            connect_failures: self.connect_failures,
-            held: self.held,
-            sent_all: self.sent_all,
-            on_time: self.on_time,
-            received_all: self.received_all,
-            latency: encode_histogram(&self.latency)?,
-            send_lag: encode_histogram(&self.send_lag)?,
-            connect: encode_histogram(&self.connect)?,
-            cpu_run_seconds: self.cpu_run_seconds,
-            cpu_seconds: self.cpu_seconds,
-        };
-        Ok(serde_json::to_string(&wire)?)
+        Ok(serde_json::to_string(self)?)
     }
 
     /// Parses what `to_wire` wrote.
     pub fn from_wire(line: &str) -> Result<Outcome, OutcomeError> {
-        let w: Wire = serde_json::from_str(line)?;
-        Ok(Outcome {
-            audit: w.audit,
-            errors: w.errors,
-            connected: w.connected,
-            connect_failures: w.connect_failures,
-            held: w.held,
-            sent_all: w.sent_all,
-            on_time: w.on_time,
-            received_all: w.received_all,
-            latency: decode_histogram(&w.latency)?,
-            send_lag: decode_histogram(&w.send_lag)?,
-            connect: decode_histogram(&w.connect)?,
-            cpu_run_seconds: w.cpu_run_seconds,
-            cpu_seconds: w.cpu_seconds,
-        })
+        Ok(serde_json::from_str(line)?)
     }
 }
 

@@ -7,142 +7,20 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::broker::{broker_binary, broker_gauge, wait_for, Broker};
 use common::{Client, Ending, Proxy, TIMEOUT};
 use hermod_core::testkit::RedisServer;
 use hermod_proxy::link::placement;
 use serde_json::{json, Value};
 use tungstenite::Message;
 
-/// Builds `hermod-broker` once per test binary with the cargo running the tests (cargo only
-/// exposes the binaries of the package under test) and returns its path.
-fn broker_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let workspace = manifest.parent().expect("workspace root").to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(&cargo)
-            .args(["build", "-p", "hermod-broker", "--bin", "hermod-broker"])
-            .current_dir(&workspace)
-            .status()
-            .unwrap_or_else(|e| panic!("running `{cargo} build -p hermod-broker`: {e}"));
-        assert!(status.success(), "`cargo build -p hermod-broker` failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace.join("target"));
-        let bin = target.join("debug").join("hermod-broker");
-        assert!(bin.exists(), "no broker binary at {}", bin.display());
-        bin
-    })
-    .clone()
-}
-
-/// A running `hermod-broker`, killed on drop.
-struct Broker {
-    child: Child,
-    /// Its link listener, from its `listening link=...` line.
-    addr: SocketAddr,
-    /// Its node id.
-    node: String,
-    /// Its stderr lines.
-    log: Arc<Mutex<Vec<String>>>,
-    /// Set once reaped.
-    exited: bool,
-}
-
-impl Broker {
-    fn start(redis: &RedisServer, node: &str) -> Broker {
-        let mut child = Command::new(broker_binary())
-            .args(["--listen", "127.0.0.1:0", "--redis", &redis.url()])
-            .args(["--node-id", node, "--drain-timeout", "5s"])
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hermod-broker");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening link=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.parse::<SocketAddr>().ok());
-                }
-                sink.lock().expect("log").push(line);
-            }
-        });
-        let addr = match rx.recv_timeout(TIMEOUT) {
-            Ok(Some(addr)) => addr,
-            _ => panic!(
-                "hermod-broker {node} did not print its link address; log:\n{}",
-                log.lock().expect("log").join("\n")
-            ),
-        };
-        Broker {
-            child,
-            addr,
-            node: node.to_owned(),
-            log,
-            exited: false,
-        }
-    }
-
-    /// Its name in the registry (and in the gateway's placement with `--registry`).
-    fn member(&self) -> String {
-        format!("{}@{}", self.node, self.addr)
-    }
-
-    fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.exited = true;
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                self.exited = true;
-                return status.code();
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log").join("\n")
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if !self.exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Broker `node` on `redis`, with a drain timeout short enough for the SIGTERM test.
+fn start_broker(redis: &RedisServer, node: &str) -> Broker {
+    Broker::start(redis, node, &["--drain-timeout", "5s"])
 }
 
 /// A gateway with `--auth none` and these extra flags, ready (a broker link up).
@@ -166,28 +44,6 @@ fn users_on(broker: &str, brokers: &[String], prefix: &str, count: usize) -> Vec
         .collect()
 }
 
-/// Waits until `check` holds, panicking with `what` and the gateway's log after the timeout.
-fn wait_for(proxy: &Proxy, limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} not within {limit:?}; gateway log:\n{}",
-            proxy.log()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The gauge `name{broker="..."}` for `broker`, if the gateway shows that broker.
-fn broker_gauge(proxy: &Proxy, name: &str, broker: &str) -> Option<f64> {
-    let (_, body) = proxy.admin_get("/metrics");
-    let prefix = format!("{name}{{broker=\"{broker}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 fn json_of(m: &Message) -> Value {
     match m {
         Message::Text(t) => serde_json::from_str(t.as_str()).expect("JSON frame"),
@@ -198,8 +54,8 @@ fn json_of(m: &Message) -> Value {
 #[test]
 fn direct_and_room_messages_through_two_brokers() {
     let redis = RedisServer::start(&[]).expect("redis-server");
-    let b1 = Broker::start(&redis, "b1");
-    let b2 = Broker::start(&redis, "b2");
+    let b1 = start_broker(&redis, "b1");
+    let b2 = start_broker(&redis, "b2");
     let names = [b1.addr.to_string(), b2.addr.to_string()];
     let list = names.join(",");
     let proxy = gateway(&["--brokers", &list]);
@@ -350,8 +206,8 @@ fn converse(mut client: Client, user: String, to: To, every: Duration, stop_at: 
 #[test]
 fn sigkill_of_a_broker_disconnects_nobody_and_loses_nothing() {
     let redis = RedisServer::start(&[]).expect("redis-server");
-    let mut b1 = Broker::start(&redis, "k1");
-    let b2 = Broker::start(&redis, "k2");
+    let mut b1 = start_broker(&redis, "k1");
+    let b2 = start_broker(&redis, "k2");
     let names = [b1.addr.to_string(), b2.addr.to_string()];
     let proxy = gateway(&["--brokers", &names.join(",")]);
     wait_for(&proxy, TIMEOUT, "both links up", || {
@@ -474,14 +330,14 @@ fn sigkill_of_a_broker_disconnects_nobody_and_loses_nothing() {
 #[test]
 fn registry_adds_and_drops_brokers() {
     let redis = RedisServer::start(&[]).expect("redis-server");
-    let b1 = Broker::start(&redis, "r1");
+    let b1 = start_broker(&redis, "r1");
     let proxy = gateway(&["--redis", &redis.url(), "--registry"]);
     let m1 = b1.member();
     wait_for(&proxy, TIMEOUT, "r1 linked", || {
         broker_gauge(&proxy, "hermod_broker_link_up", &m1) == Some(1.0)
     });
 
-    let mut b2 = Broker::start(&redis, "r2");
+    let mut b2 = start_broker(&redis, "r2");
     let m2 = b2.member();
     let started = Instant::now();
     wait_for(

@@ -7,96 +7,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::broker::{broker_gauge, wait_for, Broker};
 use common::{Client, Proxy, TIMEOUT};
 use hermod_core::testkit::RedisServer;
 use hermod_proxy::link::placement;
 use serde_json::{json, Value};
-
-/// Builds `hermod-broker` once per test binary (cargo only exposes the binaries of the package
-/// under test) and returns its path.
-fn broker_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let workspace = manifest.parent().expect("workspace root").to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(&cargo)
-            .args(["build", "-p", "hermod-broker", "--bin", "hermod-broker"])
-            .current_dir(&workspace)
-            .status()
-            .unwrap_or_else(|e| panic!("running `{cargo} build -p hermod-broker`: {e}"));
-        assert!(status.success(), "`cargo build -p hermod-broker` failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace.join("target"));
-        target.join("debug").join("hermod-broker")
-    })
-    .clone()
-}
-
-/// A running `hermod-broker`, killed on drop.
-struct Broker {
-    child: Child,
-    /// Its link listener, from its `listening link=...` line.
-    addr: SocketAddr,
-    /// Its stderr lines.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Broker {
-    fn start(redis: &RedisServer, node: &str) -> Broker {
-        let mut child = Command::new(broker_binary())
-            .args(["--listen", "127.0.0.1:0", "--redis", &redis.url()])
-            .args(["--node-id", node])
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hermod-broker");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening link=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.parse::<SocketAddr>().ok());
-                }
-                sink.lock().expect("log").push(line);
-            }
-        });
-        let Ok(Some(addr)) = rx.recv_timeout(TIMEOUT) else {
-            panic!(
-                "hermod-broker {node} did not print its link address; log:\n{}",
-                log.lock().expect("log").join("\n")
-            )
-        };
-        Broker { child, addr, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log").join("\n")
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The cluster: Redis, two brokers, two gateways linked to both.
 struct Cluster {
@@ -110,14 +27,17 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let redis = RedisServer::start(&[]).expect("redis-server");
-        let brokers = vec![Broker::start(&redis, "c1"), Broker::start(&redis, "c2")];
+        let brokers = vec![
+            Broker::start(&redis, "c1", &[]),
+            Broker::start(&redis, "c2", &[]),
+        ];
         let names: Vec<String> = brokers.iter().map(|b| b.addr.to_string()).collect();
         let list = names.join(",");
         let gateways: Vec<Proxy> = (0..2)
             .map(|_| Proxy::spawn(&["--auth", "none", "--brokers", &list], false))
             .collect();
         for gw in &gateways {
-            wait_for(gw, "both broker links up", || {
+            wait_for(gw, TIMEOUT, "both broker links up", || {
                 gw.metric_sum(&["hermod_broker_links_up"]) == Some(2.0)
             });
         }
@@ -149,27 +69,9 @@ impl Cluster {
     }
 }
 
-/// Waits (up to [`TIMEOUT`]) until `check` holds.
-fn wait_for(proxy: &Proxy, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} not within {TIMEOUT:?}; gateway log:\n{}",
-            proxy.log()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Sessions the gateway has on broker `name`.
 fn sessions_on(proxy: &Proxy, name: &str) -> f64 {
-    let (_, body) = proxy.admin_get("/metrics");
-    let prefix = format!("hermod_broker_link_sessions{{broker=\"{name}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    broker_gauge(proxy, "hermod_broker_link_sessions", name).unwrap_or(0.0)
 }
 
 /// Reads frames until `msgs` messages and `sents` `sent` answers arrived: the message ids in
@@ -195,10 +97,10 @@ fn users_on_two_gateways_and_two_brokers_exchange_direct_and_room_messages() {
     let mut c1 = gw1.connect(&east);
     let mut c2 = gw2.connect(&west);
     // The two sessions are homed on different brokers.
-    wait_for(gw1, "east's session on broker 1", || {
+    wait_for(gw1, TIMEOUT, "east's session on broker 1", || {
         sessions_on(gw1, &cluster.names[0]) >= 1.0
     });
-    wait_for(gw2, "west's session on broker 2", || {
+    wait_for(gw2, TIMEOUT, "west's session on broker 2", || {
         sessions_on(gw2, &cluster.names[1]) >= 1.0
     });
 

@@ -4,33 +4,12 @@
 
 mod common;
 
-use common::{engine_tests, Engine};
-
-use std::process::Command;
-
-use common::{Proxy, SECRET};
+use common::{engine_tests, python, Engine, Proxy, SECRET};
 
 fn python_websockets_client_welcome_send_receive_ack(engine: Engine) {
     let proxy = Proxy::start_jwt_on(engine, &[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ws_check.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(proxy.client.to_string())
-        .arg(SECRET)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 (install Python 3): {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.code() != Some(3),
-        "python3 lacks the `websockets` package (pip install websockets): {stdout}"
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "ws_check.py failed ({:?}):\n{stdout}\n{stderr}\nproxy log:\n{}",
-        out.status,
-        proxy.log()
-    );
+    let addr = proxy.client.to_string();
+    python::run_check("ws_check.py", &[&addr, SECRET], &proxy);
 }
 
 engine_tests!(python_websockets_client_welcome_send_receive_ack,);

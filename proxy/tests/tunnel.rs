@@ -6,13 +6,12 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{handshake_status, set_timeouts, tcp, Proxy, TIMEOUT};
+use common::{handshake_status, python, set_timeouts, tcp, Proxy, TIMEOUT};
 use tungstenite::Message;
 
 /// The upgrade request a raw client sends (path and query given).
@@ -430,24 +429,8 @@ fn oversized_routed_head_is_431() {
 #[test]
 fn python_websockets_client_through_the_tunnel() {
     let (_upstream, front) = echo_pair();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tunnel_check.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(format!("ws://{}/t", front.client))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 (install Python 3): {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.code() != Some(3),
-        "python3 lacks the `websockets` package (pip install websockets): {stdout}"
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "tunnel_check.py failed ({:?}):\n{stdout}\n{stderr}\nproxy log:\n{}",
-        out.status,
-        front.log()
-    );
+    let url = format!("ws://{}/t", front.client);
+    python::run_check("tunnel_check.py", &[&url], &front);
 }
 
 #[test]

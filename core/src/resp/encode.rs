@@ -11,9 +11,7 @@ pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
     out.reserve(body + 16);
     put_header(out, b'*', args.len());
     for arg in args {
-        put_header(out, b'$', arg.len());
-        out.put_slice(arg);
-        out.put_slice(b"\r\n");
+        put_bulk(out, arg);
     }
 }
 
@@ -52,9 +50,14 @@ fn put_items(out: &mut BytesMut, kind: u8, items: &[Value]) {
     }
 }
 
-fn put_header(out: &mut BytesMut, kind: u8, len: usize) {
-    let mut digits = [0u8; 20];
-    let mut n = len;
+/// Appends a RESP aggregate or bulk header (`*N`, `>N`, `$N`); no allocation (it runs for
+/// every bulk string of every command and push).
+pub(crate) fn put_header(out: &mut BytesMut, kind: u8, len: usize) {
+    put_line(out, kind, decimal(len as u64, &mut [0u8; 20]));
+}
+
+/// `n` in decimal, written at the end of `digits` (20 digits hold any u64).
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -64,7 +67,12 @@ fn put_header(out: &mut BytesMut, kind: u8, len: usize) {
             break;
         }
     }
-    put_line(out, kind, &digits[at..]);
+    &digits[at..]
+}
+
+/// Appends a bulk string (`$len`, the bytes, CRLF).
+pub(crate) fn put_bulk(out: &mut BytesMut, body: &[u8]) {
+    put_blob(out, b'$', body);
 }
 
 fn put_line(out: &mut BytesMut, kind: u8, body: &[u8]) {

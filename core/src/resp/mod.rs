@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, BytesMut};
 use redis_protocol::resp3::{decode::complete::decode_bytes_mut, types::BytesFrame};
 
+pub(crate) use encode::{decimal, put_bulk, put_header};
 pub use encode::{encode_command, encode_push, encode_value};
 pub use reader::RespReader;
 pub use value::Value;

@@ -333,6 +333,11 @@ impl Hub {
         }
     }
 
+    /// Whether `key`'s deliveries are being dropped because its worker's mailbox overflowed.
+    pub fn is_overflowed(&self, key: SessionKey) -> bool {
+        self.sessions.get(&key).is_some_and(|s| s.overflowed)
+    }
+
     /// The worker's mailbox refused a delivery for `key`: as the embedded broker does, the
     /// session is detached from its broker and its deliveries dropped until the worker, told
     /// `Overflow` (by the shell), closes it with 1008 and sends `Detach`.

@@ -266,7 +266,9 @@ fn overflow_detaches_and_silences_until_the_worker_detaches() {
     hub.link_up(a, t0);
     hub.on_request(attach(1, "alice"), t0);
     drain(&mut hub);
+    assert!(!hub.is_overflowed(key(1)));
     hub.overflowed(key(1));
+    assert!(hub.is_overflowed(key(1)));
     let (commands, _) = drain(&mut hub);
     assert_eq!(commands.len(), 1);
     assert!(commands[0].1.starts_with("Detach"));
@@ -285,6 +287,7 @@ fn overflow_detaches_and_silences_until_the_worker_detaches() {
     assert!(commands.is_empty() && deliveries.is_empty());
     assert_eq!(hub.stats().sessions, 0);
     assert_eq!(hub.sessions_on(a), 0);
+    assert!(!hub.is_overflowed(key(1)));
 }
 
 #[test]

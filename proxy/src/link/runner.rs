@@ -333,6 +333,11 @@ impl Runner {
         let Some(sink) = self.sinks.get(usize::from(session.worker)) else {
             return;
         };
+        // Deliveries queued behind the one that overflowed must not reach the session either:
+        // the client would see a gap just before its 1008 close.
+        if self.hub.is_overflowed(session) {
+            return;
+        }
         if sink(delivery).is_err() {
             self.status.overflows.fetch_add(1, Relaxed);
             self.hub.overflowed(session);

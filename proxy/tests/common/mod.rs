@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod broker;
+pub mod python;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
