@@ -169,6 +169,11 @@ pub struct AuditSummary {
     pub reordered: u64,
     /// Arrivals with a sequence number that was never sent.
     pub unknown: u64,
+    /// `direct`/`room`: measured copies of requests whose answer went with a closed session:
+    /// stored or not, nobody knows, so they are not in `expected`; the ones that arrive still
+    /// count as received. The loss is thus between `lost` and `lost + unconfirmed`.
+    #[serde(default)]
+    pub unconfirmed: u64,
 }
 
 impl AuditSummary {
@@ -181,6 +186,7 @@ impl AuditSummary {
         self.duplicated += other.duplicated;
         self.reordered += other.reordered;
         self.unknown += other.unknown;
+        self.unconfirmed += other.unconfirmed;
     }
 }
 

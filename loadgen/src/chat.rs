@@ -120,6 +120,8 @@ pub struct ChatScript {
     pending: Vec<VecDeque<Pending>>,
     /// Per connection: the last inbox message id to ack.
     to_ack: Vec<Option<String>>,
+    /// Per connection: the id of the last room message received, the `since` of a rejoin.
+    last_room_id: Vec<Option<String>>,
     /// Receiver-side audit.
     audit: StreamAudit,
     /// Measured requests sent, and copies confirmed stored.
@@ -136,6 +138,9 @@ pub struct ChatScript {
     drain: Arc<DrainCounters>,
     /// Time of the last delivery (quiet rule).
     last_delivery: Nanos,
+    /// Requests whose answer went with a closed session: their copies may arrive though not
+    /// expected, so `received >= expected` no longer proves the drain done (quiet rule too).
+    unconfirmed: u64,
 }
 
 impl ChatScript {
@@ -149,6 +154,7 @@ impl ChatScript {
             seqs: vec![HashMap::new(); n],
             pending: vec![VecDeque::new(); n],
             to_ack: vec![None; n],
+            last_room_id: vec![None; n],
             users,
             audit: StreamAudit::new(),
             sender: AuditSummary::default(),
@@ -158,12 +164,15 @@ impl ChatScript {
             rng: StdRng::seed_from_u64(u64::from(seed) ^ 0x9e37_79b9),
             drain,
             last_delivery: 0,
+            unconfirmed: 0,
         }
     }
 
     /// A delivered message on connection `k`.
     fn on_msg(&mut self, k: usize, id: String, room: bool, body: Option<Body>, now: Nanos) {
-        if !room {
+        if room {
+            self.last_room_id[k] = Some(id);
+        } else {
             self.to_ack[k] = Some(id);
         }
         let Some(body) = body.filter(|b| b.run == self.setup.run) else {
@@ -289,10 +298,11 @@ impl Script for ChatScript {
         if d.unanswered.load(Relaxed) > 0 {
             return false;
         }
+        let quiet = now.saturating_sub(self.last_delivery.max(self.setup.window.1)) >= QUIET;
         if d.exact {
-            d.received.load(Relaxed) >= d.expected.load(Relaxed)
+            d.received.load(Relaxed) >= d.expected.load(Relaxed) && (self.unconfirmed == 0 || quiet)
         } else {
-            now.saturating_sub(self.last_delivery.max(self.setup.window.1)) >= QUIET
+            quiet
         }
     }
 
@@ -307,6 +317,33 @@ impl Script for ChatScript {
         &self.latency
     }
 
+    fn on_ended(&mut self, k: usize) {
+        // The answers to these requests went with the session: whether they were stored is
+        // unknown, so their copies are not expected (a copy that arrives anyway still counts
+        // as received). They count as errors, and no longer hold the drain.
+        if let Some(queue) = self.pending.get_mut(k) {
+            let n = queue.len() as u64;
+            for p in queue.drain(..).filter(|p| p.measured) {
+                self.sender.unconfirmed += p.copies;
+            }
+            self.drain.unanswered.fetch_sub(n, Relaxed);
+            self.errors += n;
+            self.unconfirmed += n;
+        }
+        if let Some(ack) = self.to_ack.get_mut(k) {
+            *ack = None;
+        }
+    }
+
+    fn on_reopened(&mut self, k: usize) -> Vec<Message> {
+        let (Layout::Room(r), Some(&user)) = (&self.setup.layout, self.users.get(k)) else {
+            return Vec::new();
+        };
+        let room = self.setup.names.room(r.room_of(user));
+        let since = self.last_room_id.get(k).and_then(|id| id.as_deref());
+        vec![Message::Text(wire::rejoin_frame(&room, since).into())]
+    }
+
     fn finish(self) -> Outcome {
         if self.stale > 0 {
             eprintln!(
@@ -317,6 +354,7 @@ impl Script for ChatScript {
         let mut audit = self.audit.summary();
         audit.sent = self.sender.sent;
         audit.expected = self.sender.expected;
+        audit.unconfirmed = self.sender.unconfirmed;
         Outcome {
             errors: self.errors + audit.unknown,
             received_all: self.audit.received_all(),

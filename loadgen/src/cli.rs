@@ -146,6 +146,10 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 64, env = "HERMOD_SIZE",
           value_parser = clap::value_parser!(u32).range(20..=16 * 1024 * 1024))]
     pub size: u32,
+    /// direct/room: do not reopen a session the server closed (or that broke); messages stored
+    /// for its user afterwards then count as lost.
+    #[arg(long, env = "HERMOD_NO_RECONNECT")]
+    pub no_reconnect: bool,
 }
 
 /// Options of the `echo` scenario.

@@ -20,6 +20,7 @@ use tungstenite::Message;
 use crate::conn::{self, Ws};
 use crate::outcome::Outcome;
 use crate::progress::ThreadProgress;
+use crate::reconnect::Sessions;
 use crate::report::{new_histogram, record_ns};
 use crate::schedule::{ClosedLoop, Nanos, OpenLoop};
 use crate::sys::{self, Clock, Timer};
@@ -73,6 +74,12 @@ pub trait Script {
     fn latency(&self) -> &Histogram<u64>;
     /// The script's part of the outcome (audit, errors, latency, received).
     fn finish(self) -> Outcome;
+    /// Connection `k`'s session ended (closed or broken): forget what it waited for.
+    fn on_ended(&mut self, _k: usize) {}
+    /// Connection `k` reopened: the frames to send first (room joins).
+    fn on_reopened(&mut self, _k: usize) -> Vec<Message> {
+        Vec::new()
+    }
 }
 
 /// One connection's sending state.
@@ -107,6 +114,8 @@ pub struct Driver<'p, S: Script> {
     send_lag: Histogram<u64>,
     /// Broken connections.
     broken: u64,
+    /// Close counts and reconnects.
+    sessions: Sessions,
     /// Messages written, warmup included.
     sent_all: u64,
     /// Measured messages written by the end of the window plus one tick.
@@ -126,14 +135,14 @@ pub struct Driver<'p, S: Script> {
 impl<'p, S: Script> Driver<'p, S> {
     /// A driver over `conns` registered in `poll` with tokens `0..conns.len()`; `senders` lists
     /// the connections that send (schedule slot order). An open-loop schedule must have been
-    /// built over `senders.len()` connections.
+    /// built over `senders.len()` connections. `sessions` counts closes and reconnects.
     pub fn new(
         poll: Poll,
         conns: Vec<Ws>,
         senders: Vec<usize>,
-        pacing: Pacing,
-        timing: Timing,
+        (pacing, timing): (Pacing, Timing),
         script: S,
+        sessions: Sessions,
         progress: &'p ThreadProgress,
     ) -> io::Result<Self> {
         let mut timer = Timer::new()?;
@@ -163,6 +172,7 @@ impl<'p, S: Script> Driver<'p, S> {
             script,
             send_lag: new_histogram(),
             broken: 0,
+            sessions,
             sent_all: 0,
             on_time: 0,
             ready: Vec::new(),
@@ -188,10 +198,12 @@ impl<'p, S: Script> Driver<'p, S> {
         let mut next_p99 = P99_EVERY;
         loop {
             let now = self.now();
+            self.sessions.dial_due(now, self.poll.registry());
             self.release(now);
             self.send_ready(now);
             if now >= self.timing.end
-                && (self.script.drained(now) || now >= self.timing.drain_until)
+                && ((self.sessions.settled() && self.script.drained(now))
+                    || now >= self.timing.drain_until)
             {
                 break;
             }
@@ -208,6 +220,10 @@ impl<'p, S: Script> Driver<'p, S> {
                     continue;
                 }
                 let k = event.token().0;
+                if self.sessions.is_dialing(k) {
+                    self.on_dial_event(k);
+                    continue;
+                }
                 if event.is_writable() {
                     self.on_writable(k);
                 }
@@ -400,6 +416,16 @@ impl<'p, S: Script> Driver<'p, S> {
                         }
                     }
                 }
+                Ok(Message::Close(frame)) => {
+                    // The session is over: send tungstenite's reply (best effort) and drop the
+                    // socket now. Waiting for the server's EOF could wait forever: it may have
+                    // arrived with the close frame, and a short read consumed that edge.
+                    let code = frame.map(|f| u16::from(f.code));
+                    self.sessions.on_close_frame(k, code);
+                    let _ = conn::flush(ws);
+                    self.kill(k);
+                    return;
+                }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -412,12 +438,40 @@ impl<'p, S: Script> Driver<'p, S> {
         self.queue(k);
     }
 
-    /// Drops a broken connection; what it owes is never sent.
+    /// Drops a closed or broken connection; what it owes waits for a reconnect (never sent
+    /// without one).
     fn kill(&mut self, k: usize) {
         if let Some(p) = self.peers.get_mut(k) {
             if p.ws.take().is_some() {
+                p.blocked = false;
                 self.broken += 1;
+                let now = self.now();
+                self.sessions.on_ended(k, now);
+                self.script.on_ended(k);
             }
+        }
+    }
+
+    /// An event for connection `k` while it is being dialed again; once open, the script's
+    /// frames (room joins) go first, then whatever followed the 101 is read.
+    fn on_dial_event(&mut self, k: usize) {
+        let now = self.now();
+        let Some(ws) = self.sessions.on_dial_event(k, now) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(k) else {
+            return;
+        };
+        peer.ws = Some(ws);
+        peer.blocked = false;
+        let mut broken = false;
+        for frame in self.script.on_reopened(k) {
+            broken = broken || self.write(k, frame);
+        }
+        if broken {
+            self.kill(k);
+        } else {
+            self.on_readable(k);
         }
     }
 
@@ -432,6 +486,7 @@ impl<'p, S: Script> Driver<'p, S> {
         } else {
             self.timing.drain_until
         };
+        let until = self.sessions.next_due().map_or(until, |d| d.min(until));
         let timeout = Duration::from_nanos(until.saturating_sub(now)).min(MAX_SLEEP);
         if let (Pacing::Open(s), true) = (&self.pacing, now < self.timing.end) {
             if let Some(due) = s.next_due() {
@@ -472,6 +527,8 @@ impl<'p, S: Script> Driver<'p, S> {
         outcome.sent_all = self.sent_all;
         outcome.on_time = self.on_time;
         outcome.held = held;
+        outcome.reconnects = self.sessions.reconnects;
+        outcome.closed_by_code = self.sessions.closed_by_code;
         outcome
     }
 }

@@ -14,6 +14,8 @@
 //! - [`sock`]: a TCP stream that skips the read that would only return EAGAIN;
 //! - [`conn`]: one connection's connect-then-handshake state machine (source-address binding);
 //! - [`fleet`]: the connect phase with bounded pending handshakes, and idle holding;
+//! - [`reconnect`]: closes counted by code, and `direct`/`room` sessions dialed again after a
+//!   backoff (the backoff itself is sans-io);
 //! - [`driver`]: the message event loop (timer ticks, batched writes, reads) running a `Script`:
 //!   [`echo`] or [`chat`] (`direct`, `room`);
 //! - [`churn`]: `connect --churn` cycles;
@@ -35,6 +37,7 @@ pub mod outcome;
 pub mod payload;
 pub mod procs;
 pub mod progress;
+pub mod reconnect;
 pub mod report;
 pub mod run;
 pub mod scenarios;

@@ -4,6 +4,8 @@
 //! every histogram is serialized with HdrHistogram's V2 format and base64-encoded; the parent
 //! decodes and merges them, so percentiles of the merged run are exact, not averaged.
 
+use std::collections::BTreeMap;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
@@ -51,6 +53,12 @@ pub struct Outcome {
     pub on_time: u64,
     /// Messages received over the whole run, warmup included (CPU per message).
     pub received_all: u64,
+    /// Sessions the loadgen reopened after the server closed them or they broke.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Sessions ended mid-run, by close code (`"none"`: broke without a close frame).
+    #[serde(default)]
+    pub closed_by_code: BTreeMap<String, u64>,
     /// Latency of measured messages, microseconds.
     #[serde(with = "base64_v2")]
     pub latency: Histogram<u64>,
@@ -77,6 +85,8 @@ impl Default for Outcome {
             sent_all: 0,
             on_time: 0,
             received_all: 0,
+            reconnects: 0,
+            closed_by_code: BTreeMap::new(),
             latency: new_histogram(),
             send_lag: new_histogram(),
             connect: new_histogram(),
@@ -141,6 +151,10 @@ impl Outcome {
         self.sent_all += other.sent_all;
         self.on_time += other.on_time;
         self.received_all += other.received_all;
+        self.reconnects += other.reconnects;
+        for (code, n) in &other.closed_by_code {
+            *self.closed_by_code.entry(code.clone()).or_insert(0) += n;
+        }
         add(&mut self.latency, &other.latency)?;
         add(&mut self.send_lag, &other.send_lag)?;
         add(&mut self.connect, &other.connect)?;
@@ -176,6 +190,8 @@ mod tests {
             },
             errors: base,
             connected: 2,
+            reconnects: base,
+            closed_by_code: BTreeMap::from([("1008".to_string(), base)]),
             sent_all: 11 * base,
             cpu_seconds: 0.5,
             ..Outcome::default()
@@ -211,6 +227,8 @@ mod tests {
         assert_eq!(m.latency.len(), 2000);
         assert_eq!(m.latency.max(), m.latency.highest_equivalent(2000));
         assert_eq!(m.connected, 4);
+        assert_eq!(m.reconnects, 3);
+        assert_eq!(m.closed_by_code.get("1008"), Some(&3));
         assert_eq!(m.cpu_seconds, 1.0);
     }
 

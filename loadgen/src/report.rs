@@ -1,5 +1,6 @@
 //! The run's report (sans-io): percentiles, validity, the final table and the JSON document.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
@@ -112,12 +113,19 @@ pub struct Report {
     pub lost: u64,
     /// Extra copies of measured messages.
     pub duplicated: u64,
+    /// `direct`/`room`: measured copies whose `sent` answer went with a closed session (not in
+    /// `expected`); the true loss is between `lost` and `lost + unconfirmed`.
+    pub unconfirmed: u64,
     /// Measured messages that overtook no one but were overtaken.
     pub reordered: u64,
     /// Failed connects, connections closed or broken mid-run, and unparseable or unknown replies.
     pub errors: u64,
     /// Connection attempts that failed (included in `errors`).
     pub connect_failures: u64,
+    /// `direct`/`room`: sessions reopened after the server closed them or they broke.
+    pub reconnects: u64,
+    /// Sessions ended mid-run, by close code (`"none"`: broke without a close frame).
+    pub closed_by_code: BTreeMap<String, u64>,
     /// Latency of measured messages: open loop from the due time, closed loop from the send time.
     pub latency_us: Percentiles,
     /// Open loop: how late the loadgen itself sent each message after its due time.
@@ -158,9 +166,12 @@ impl Report {
             received: 0,
             lost: 0,
             duplicated: 0,
+            unconfirmed: 0,
             reordered: 0,
             errors: 0,
             connect_failures: 0,
+            reconnects: 0,
+            closed_by_code: BTreeMap::new(),
             latency_us: Percentiles::default(),
             send_lag_us: Percentiles::default(),
             connect_us: Percentiles::default(),
@@ -178,6 +189,7 @@ impl Report {
         self.received = audit.received;
         self.lost = audit.lost;
         self.duplicated = audit.duplicated;
+        self.unconfirmed = audit.unconfirmed;
         self.reordered = audit.reordered;
     }
 
@@ -229,6 +241,22 @@ impl Report {
             );
         }
         row("errors", self.errors.to_string());
+        if self.reconnects > 0 || !self.closed_by_code.is_empty() {
+            let codes: Vec<String> = self
+                .closed_by_code
+                .iter()
+                .map(|(code, n)| format!("{code}: {n}"))
+                .collect();
+            row(
+                "sessions",
+                format!(
+                    "{} reconnects, closed by code {{{}}}, {} copies unconfirmed",
+                    self.reconnects,
+                    codes.join(", "),
+                    self.unconfirmed
+                ),
+            );
+        }
         row("valid", self.valid.to_string());
         if self.mode != "hold" {
             row("latency us", percentile_row(&self.latency_us));
@@ -324,6 +352,7 @@ mod tests {
             duplicated: 2,
             reordered: 3,
             unknown: 0,
+            unconfirmed: 4,
         });
         let v: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
         for key in [
@@ -338,6 +367,9 @@ mod tests {
             "reordered",
             "errors",
             "cpu_seconds",
+            "reconnects",
+            "closed_by_code",
+            "unconfirmed",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
@@ -346,12 +378,21 @@ mod tests {
             assert!(v["connect_us"].get(key).is_some());
         }
         assert_eq!(v["lost"], 1);
+        assert_eq!(v["unconfirmed"], 4);
         assert_eq!(v["scenario"], "echo");
     }
 
     #[test]
     fn table_mentions_the_key_figures() {
-        let t = sample().table();
+        let mut r = sample();
+        r.reconnects = 4;
+        r.closed_by_code.insert("1008".into(), 3);
+        r.closed_by_code.insert("none".into(), 1);
+        let t = r.table();
+        assert!(
+            t.contains("4 reconnects, closed by code {1008: 3, none: 1}"),
+            "{t}"
+        );
         assert!(t.contains("target 1000/s"));
         assert!(t.contains("valid              true"));
         assert!(t.contains("12.50 us per message"));

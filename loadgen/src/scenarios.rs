@@ -11,6 +11,7 @@ use crate::driver::{Driver, Pacing, Timing};
 use crate::echo::EchoScript;
 use crate::outcome::Outcome;
 use crate::procs::{self, ChildSide};
+use crate::reconnect::Sessions;
 use crate::report::{is_valid, Percentiles, Report};
 use crate::run::{self, connect_plan, Alone, Coordinator};
 use crate::schedule::{ClosedLoop, Nanos, OpenLoop};
@@ -189,8 +190,10 @@ fn run_echo(a: &LoadArgs, coordinator: &dyn Coordinator, auth: Auth) -> anyhow::
             let (indexes, conns): (Vec<u32>, Vec<_>) = open.into_iter().unzip();
             let (timing, pacing) = pacing(a, start, conns.len());
             let senders = (0..conns.len()).collect();
+            let sessions = Sessions::new(&indexes, None);
             let script = EchoScript::new(indexes, size);
-            Driver::new(poll, conns, senders, pacing, timing, script, slot)?.run()
+            let paced = (pacing, timing);
+            Driver::new(poll, conns, senders, paced, script, sessions, slot)?.run()
         },
     )
 }
@@ -244,8 +247,11 @@ fn run_chat(
         },
         |(poll, users, conns, senders), start, slot| {
             let (timing, pacing) = pacing(a, start, senders.len());
+            let redial = (!a.no_reconnect).then(|| plan.clone());
+            let sessions = Sessions::new(&users, redial);
             let script = ChatScript::new(setup.clone(), users, Arc::clone(&drain));
-            Driver::new(poll, conns, senders, pacing, timing, script, slot)?.run()
+            let paced = (pacing, timing);
+            Driver::new(poll, conns, senders, paced, script, sessions, slot)?.run()
         },
     )
 }
@@ -327,6 +333,8 @@ fn build_report(scenario: &Scenario, rooms: Option<Rooms>, o: Outcome) -> Report
         send_lag_us: Percentiles::of(&o.send_lag),
         connect_us: Percentiles::of(&o.connect),
         cpu_seconds: o.cpu_seconds,
+        reconnects: o.reconnects,
+        closed_by_code: o.closed_by_code,
         cpu_us_per_message: (messages > 0).then(|| o.cpu_run_seconds * 1e6 / messages as f64),
         ..Report::empty(name)
     };

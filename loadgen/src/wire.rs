@@ -122,6 +122,15 @@ pub fn join_frame(room: &str) -> String {
     format!("{{\"op\":\"join\",\"room\":\"{room}\"}}")
 }
 
+/// A join after a reconnect: with `"since":ID` (the last room message received) when there is
+/// one, so the room's history fills the gap. The id comes from the server, so it is escaped.
+pub fn rejoin_frame(room: &str, since: Option<&str>) -> String {
+    let Some(id) = since.and_then(|id| serde_json::to_string(id).ok()) else {
+        return join_frame(room);
+    };
+    format!("{{\"op\":\"join\",\"room\":\"{room}\",\"since\":{id}}}")
+}
+
 /// `{"op":"ack","id":ID}`; the id comes from the server, so it is escaped.
 pub fn ack_frame(id: &str) -> String {
     let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_string());
@@ -267,6 +276,16 @@ mod tests {
         );
         let p = publish_frame("room1", "c", &body, 10);
         assert!(serde_json::from_str::<serde_json::Value>(&p).is_ok());
+    }
+
+    #[test]
+    fn rejoin_asks_for_history_since_the_last_id() {
+        assert_eq!(rejoin_frame("r1", None), join_frame("r1"));
+        let f: serde_json::Value =
+            serde_json::from_str(&rejoin_frame("r1", Some("12-\"3"))).unwrap();
+        assert_eq!(f["op"], "join");
+        assert_eq!(f["room"], "r1");
+        assert_eq!(f["since"], "12-\"3");
     }
 
     #[test]

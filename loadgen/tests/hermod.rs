@@ -1,5 +1,6 @@
-//! Against the real `hermod-proxy`: a `direct` run loses nothing, and 25,000 connections are
-//! held from one machine with `--procs` (over two proxies: one process holds at most ~19.9k).
+//! Against the real `hermod-proxy`: a `direct` run loses nothing, also when the proxy closes
+//! slow consumers (the loadgen reconnects them), and 25,000 connections are held from one
+//! machine with `--procs` (over two proxies: one process holds at most ~19.9k).
 
 mod common;
 
@@ -71,6 +72,47 @@ fn direct_through_hermod_loses_nothing() {
     );
     assert_eq!(r["lost"], 0, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
+}
+
+#[test]
+fn direct_reconnects_slow_consumers_and_loses_nothing() {
+    // A 300-byte outbound bound: a burst of two or three deliveries in one proxy tick closes
+    // a receiver 1008 although it reads normally. The loadgen reopens the session and Hermod
+    // replays the inbox, so nothing is lost after the drain.
+    let bin = common::proxy_binary();
+    let secret = "loadgen-test-secret";
+    let proxy = common::start_proxy(
+        &bin,
+        &["--jwt-secret", secret, "--max-outbound-bytes", "300"],
+    );
+    let url = format!("ws://{}/ws", proxy.addr);
+    let r = run_loadgen(
+        &[
+            "direct",
+            "--url",
+            &url,
+            "--jwt-secret",
+            secret,
+            "--connections",
+            "20",
+            "--rate",
+            "4000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.3",
+            "--drain",
+            "15",
+            "--pattern",
+            "random",
+        ],
+        "direct-reconnect",
+    );
+    assert!(r["reconnects"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["closed_by_code"]["1008"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["expected"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["held"], 20, "{r}");
 }
 
 #[test]
