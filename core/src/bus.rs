@@ -91,6 +91,20 @@ impl Request {
             | Request::ResumeReplay { session } => *session,
         }
     }
+
+    /// The session field, to rewrite it (a broker maps gateway sessions to its own keys).
+    pub fn session_mut(&mut self) -> &mut SessionKey {
+        match self {
+            Request::Attach { session, .. }
+            | Request::Detach { session }
+            | Request::Send { session, .. }
+            | Request::Publish { session, .. }
+            | Request::Ack { session, .. }
+            | Request::Join { session, .. }
+            | Request::Leave { session, .. }
+            | Request::ResumeReplay { session } => session,
+        }
+    }
 }
 
 /// Something for one session.

@@ -142,17 +142,46 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// Appends `key` as a sid (`worker-slot-generation`) without allocating.
+/// Appends `key` as a sid (`worker-slot-generation`).
 pub fn write_sid(out: &mut Vec<u8>, key: SessionKey) {
-    put_decimal(out, u64::from(key.worker));
-    out.push(b'-');
-    put_decimal(out, u64::from(key.slot));
-    out.push(b'-');
-    put_decimal(out, u64::from(key.generation));
+    out.extend_from_slice(SidText::new(key).as_bytes());
 }
 
-fn put_decimal(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(decimal(n, &mut [0u8; 20]));
+/// A sid (`worker-slot-generation`) formatted on the stack: the encoders write one per command
+/// and per push, so it must not allocate.
+pub struct SidText {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl SidText {
+    pub fn new(key: SessionKey) -> Self {
+        let mut text = SidText {
+            buf: [0; 32],
+            len: 0,
+        };
+        text.push(u64::from(key.worker));
+        text.buf[text.len] = b'-';
+        text.len += 1;
+        text.push(u64::from(key.slot));
+        text.buf[text.len] = b'-';
+        text.len += 1;
+        text.push(u64::from(key.generation));
+        text
+    }
+
+    /// At most 5 + 1 + 10 + 1 + 10 = 27 bytes: always fits.
+    fn push(&mut self, n: u64) {
+        let mut scratch = [0u8; 20];
+        let digits = decimal(n, &mut scratch);
+        let end = self.len + digits.len();
+        self.buf[self.len..end].copy_from_slice(digits);
+        self.len = end;
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// The elements of a command or push as byte strings, or [`LinkError::NotACommand`].

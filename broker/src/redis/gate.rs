@@ -225,15 +225,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_class_waits_for_the_other_in_arrival_order() {
-        let now = Instant::now();
-        let mut g = Gates::default();
-        assert!(g.admit(read(1, "r", now)).is_some());
-        assert!(g.admit(read(2, "r", now)).is_some());
-        // another channel is independent
-        assert!(g.admit(ack(3, "u", now)).is_some());
-        let inbox_read = Queued {
+    /// A read of user `u`'s inbox (one message a page).
+    fn inbox_read(t: u64, deadline: Instant) -> Queued {
+        Queued {
             op: Op::ReadInbox {
                 user: name("u"),
                 device: name("d"),
@@ -243,9 +237,19 @@ mod tests {
                     max_bytes: 1,
                 },
             },
-            ..read(4, "x", now)
-        };
-        assert!(g.admit(inbox_read).is_none());
+            ..read(t, "x", deadline)
+        }
+    }
+
+    #[test]
+    fn a_class_waits_for_the_other_in_arrival_order() {
+        let now = Instant::now();
+        let mut g = Gates::default();
+        assert!(g.admit(read(1, "r", now)).is_some());
+        assert!(g.admit(read(2, "r", now)).is_some());
+        // another channel is independent
+        assert!(g.admit(ack(3, "u", now)).is_some());
+        assert!(g.admit(inbox_read(4, now)).is_none());
         assert!(
             g.admit(ack(5, "u", now)).is_none(),
             "queued behind the read"
@@ -265,18 +269,6 @@ mod tests {
         let now = Instant::now();
         let mut g = Gates::default();
         assert!(g.admit(ack(1, "u", now)).is_some());
-        let inbox_read = |t, deadline| Queued {
-            op: Op::ReadInbox {
-                user: name("u"),
-                device: name("d"),
-                after: None,
-                page: crate::Page {
-                    max_messages: 1,
-                    max_bytes: 1,
-                },
-            },
-            ..read(t, "x", deadline)
-        };
         assert!(g.admit(inbox_read(2, now)).is_none());
         assert!(g
             .admit(inbox_read(3, now + Duration::from_secs(60)))

@@ -313,7 +313,7 @@ impl<S> Hub<S> {
             },
             _ => existing.ok_or_else(|| Value::Error("ERR unknown sid: ATTACH it first".into()))?,
         };
-        set_session(&mut req, broker_key(session));
+        *req.session_mut() = broker_key(session);
         Ok(Some(req))
     }
 
@@ -461,19 +461,6 @@ fn broker_key(key: Key) -> SessionKey {
         worker: 0,
         slot: key.slot,
         generation: key.generation,
-    }
-}
-
-fn set_session(req: &mut Request, key: SessionKey) {
-    match req {
-        Request::Attach { session, .. }
-        | Request::Detach { session }
-        | Request::Send { session, .. }
-        | Request::Publish { session, .. }
-        | Request::Ack { session, .. }
-        | Request::Join { session, .. }
-        | Request::Leave { session, .. }
-        | Request::ResumeReplay { session } => *session = key,
     }
 }
 

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::request::{cid_arg, id_arg, name_arg};
-use super::{byte_strings, put_bulk, put_header, shown, sid, text, write_sid};
+use super::{byte_strings, put_bulk, put_header, shown, sid, text, SidText};
 use super::{LinkError, LinkPush, MAX_ERROR_TEXT, MAX_FRAME_LEN, MAX_SIDS_PER_PUSH};
 use crate::bus::{Event, SessionKey};
 use crate::ids::MsgId;
@@ -31,8 +31,8 @@ pub fn encode_push(push: &LinkPush, out: &mut BytesMut) {
 
 /// Appends one event for one session. [`Event::Message`] becomes a `msg` push with one sid.
 pub fn encode_event(session: SessionKey, event: &Event, out: &mut BytesMut) {
-    let mut sid = Vec::with_capacity(24);
-    write_sid(&mut sid, session);
+    let sid = SidText::new(session);
+    let sid = sid.as_bytes();
     let fields: &[&[u8]] = match event {
         Event::Sent { cid, id } => &[b"sent", cid.as_str().as_bytes(), id.as_str().as_bytes()],
         Event::Joined { room, recovered } => &[
@@ -46,14 +46,7 @@ pub fn encode_event(session: SessionKey, event: &Event, out: &mut BytesMut) {
             let message = cut(message, MAX_ERROR_TEXT);
             return put_push(
                 out,
-                &[
-                    b"ev",
-                    &sid,
-                    b"error",
-                    cid,
-                    code.as_str().as_bytes(),
-                    message,
-                ],
+                &[b"ev", sid, b"error", cid, code.as_str().as_bytes(), message],
             );
         }
         Event::Message { id, frame } => return encode_message(id, frame, &[session], out),
@@ -62,7 +55,7 @@ pub fn encode_event(session: SessionKey, event: &Event, out: &mut BytesMut) {
     };
     put_header(out, b'>', fields.len() + 2);
     put_bulk(out, b"ev");
-    put_bulk(out, &sid);
+    put_bulk(out, sid);
     for f in fields {
         put_bulk(out, f);
     }
@@ -77,11 +70,8 @@ pub fn encode_message(id: &MsgId, frame: &[u8], sids: &[SessionKey], out: &mut B
     put_bulk(out, b"msg");
     put_bulk(out, id.as_str().as_bytes());
     put_bulk(out, frame);
-    let mut text = Vec::with_capacity(24);
     for key in sids {
-        text.clear();
-        write_sid(&mut text, *key);
-        put_bulk(out, &text);
+        put_bulk(out, SidText::new(*key).as_bytes());
     }
 }
 

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::value::RawValue;
 
-use super::{byte_strings, put_bulk, put_header, shown, sid, text, write_sid};
+use super::{byte_strings, put_bulk, put_header, shown, sid, text, SidText};
 use super::{LinkCommand, LinkError, MAX_DATA_LEN, MAX_PING_TEXT};
 use crate::bus::Request;
 use crate::ids::{Cid, MsgId, Name};
@@ -11,9 +11,8 @@ use crate::resp::Value;
 
 /// Appends `request` as a link command (its `session` written as the sid).
 pub fn encode_request(request: &Request, out: &mut BytesMut) {
-    let mut sid_text = Vec::with_capacity(24);
-    write_sid(&mut sid_text, request.session());
-    let sid = &sid_text[..];
+    let sid_text = SidText::new(request.session());
+    let sid = sid_text.as_bytes();
     match request {
         Request::Attach { user, device, .. } => command(
             out,

@@ -387,3 +387,15 @@ proptest! {
         let _ = decode_push(Value::Array(items));
     }
 }
+
+#[test]
+fn the_longest_sid_fits_and_round_trips() {
+    let key = SessionKey {
+        worker: u16::MAX,
+        slot: u32::MAX,
+        generation: u32::MAX,
+    };
+    let text = SidText::new(key);
+    assert_eq!(text.as_bytes(), b"65535-4294967295-4294967295");
+    assert_eq!(parse_sid(text.as_bytes()), Some(key));
+}
