@@ -105,6 +105,10 @@ fn direct_reconnects_slow_consumers_and_loses_nothing() {
             "15",
             "--pattern",
             "random",
+            // Sends go out in 20 ms bursts (~4 messages per receiver at once), so the 300-byte
+            // outbound bound is passed whatever the machine's speed.
+            "--tick-us",
+            "20000",
         ],
         "direct-reconnect",
     );
