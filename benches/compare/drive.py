@@ -97,10 +97,10 @@ def run_load(procs, cfg, run, watched):
         return record
     t_start = lg.t_open + START_DELAY + cfg["warmup"]
     sleep_until(t_start)
-    before = {role: s.cpu() for role, s in watched.items()}
+    before = {role: s.sample() for role, s in watched.items()}
     wall0 = time.monotonic()
     sleep_until(t_start + cfg["duration"])
-    after = {role: s.cpu() for role, s in watched.items()}
+    after = {role: s.sample() for role, s in watched.items()}
     wall = time.monotonic() - wall0
     code = lg.finish(cfg["duration"] + 60)
     report = read_json(json_path)
@@ -108,6 +108,8 @@ def run_load(procs, cfg, run, watched):
         record["error"] = f"no JSON report (exit {code})"
         return record
     sent = report.get("sent") or 0
+    delta = {role: {k: after[role][k] - before[role][k] for k in after[role]} for role in watched}
+    cpu = {role: d["utime"] + d["stime"] for role, d in delta.items()}
     record.update(
         ok=True,
         valid=bool(report.get("valid")),
@@ -117,11 +119,20 @@ def run_load(procs, cfg, run, watched):
         errors=report.get("errors"),
         latency_us=report.get("latency_us"),
         window_s=round(wall, 3),
-        cpu_s={role: round(after[role] - before[role], 3) for role in watched},
+        cpu_s={role: round(cpu[role], 3) for role in watched},
+        user_s={role: round(d["utime"], 3) for role, d in delta.items()},
+        system_s={role: round(d["stime"], 3) for role, d in delta.items()},
+        ctxsw={role: d["ctxsw"] for role, d in delta.items()},
         loadgen_cpu_us_per_msg=report.get("cpu_us_per_message"),
     )
-    record["cpu_us_per_msg"] = {
-        role: (after[role] - before[role]) * 1e6 / sent if sent else None for role in watched
+    record["cpu_us_per_msg"] = {role: cpu[role] * 1e6 / sent if sent else None for role in watched}
+    # Share of the CPU spent in the kernel (tick-sampled split), and context switches of both
+    # kinds per round trip (the same message count as the CPU per message).
+    record["sys_share"] = {
+        role: d["stime"] / cpu[role] if cpu[role] > 0 else None for role, d in delta.items()
+    }
+    record["ctxsw_per_msg"] = {
+        role: d["ctxsw"] / sent if sent else None for role, d in delta.items()
     }
     return record
 

@@ -57,9 +57,10 @@ def children(pid):
     return out
 
 
-def cpu_seconds(pids):
-    """utime + stime of the processes (all their threads), in seconds, from /proc/PID/stat."""
-    total = 0
+def user_system_seconds(pids):
+    """(utime, stime) of the processes (all their threads), in seconds, from /proc/PID/stat.
+    The kernel splits the two by tick sampling, so the split is statistical."""
+    utime = stime = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -67,8 +68,36 @@ def cpu_seconds(pids):
         except OSError:
             continue
         # After the command: state is field 3, utime field 14 and stime field 15 of stat(5).
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+        utime += int(fields[11])
+        stime += int(fields[12])
+    return utime / CLK_TCK, stime / CLK_TCK
+
+
+def cpu_seconds(pids):
+    """utime + stime of the processes (all their threads), in seconds, from /proc/PID/stat."""
+    return sum(user_system_seconds(pids))
+
+
+def context_switches(pids):
+    """voluntary + nonvoluntary context switches summed over every thread of the processes
+    (/proc/PID/status counts only the main thread, hence /proc/PID/task/*/status). A thread
+    that ends between listing and reading is skipped; one that ended earlier is not counted."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches:",
+                                            "nonvoluntary_ctxt_switches:")):
+                            total += int(line.split()[1])
+            except OSError:
+                continue
+    return total
 
 
 def rss_bytes(pids):
@@ -104,6 +133,13 @@ class Server:
 
     def cpu(self):
         return cpu_seconds(self.pids())
+
+    def sample(self):
+        """CPU time split into user and system, and context switches, of all its processes at
+        one moment: the snapshot taken at each end of a measured window."""
+        pids = self.pids()
+        utime, stime = user_system_seconds(pids)
+        return {"utime": utime, "stime": stime, "ctxsw": context_switches(pids)}
 
     def rss(self):
         return rss_bytes(self.pids())

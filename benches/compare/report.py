@@ -50,6 +50,11 @@ def summarize(load_runs, mem_runs, keys, rates):
             cell["cpu_us_per_msg"] = median([r["cpu_us_per_msg"].get("proxy") for r in valid])
             cell["backend_cpu_us_per_msg"] = median(
                 [r["cpu_us_per_msg"].get("backend") for r in valid])
+            # Where the CPU goes; absent from records written before these were measured.
+            for field in ("sys_share", "ctxsw_per_msg"):
+                cell[field] = median([(r.get(field) or {}).get("proxy") for r in valid])
+                cell["backend_" + field] = median(
+                    [(r.get(field) or {}).get("backend") for r in valid])
             cell["achieved_rate"] = median([r.get("achieved_rate") for r in runs if r.get("ok")])
             load[key][str(rate)] = cell
     for key in PROXIES:
@@ -158,6 +163,36 @@ def memory_table(summary, keys):
     return lines
 
 
+def cpu_split_table(summary, rates, keys):
+    """Where the CPU goes: per rate, the floor's backend (when measured) and each proxy: CPU per
+    round trip, its system share and the context switches per round trip. No lines when the
+    runs predate these measurements."""
+    load = summary["load"]
+    rows = []
+    for rate in rates:
+        entries = [("echo backend (direct floor)", load[FLOOR][str(rate)], "backend_")]
+        entries += [(LABELS[k], load[k][str(rate)], "") for k in PROXIES if k in keys]
+        for label, c, prefix in entries:
+            cpu, share, cs = (c.get(prefix + f) for f in ("cpu_us_per_msg", "sys_share",
+                                                         "ctxsw_per_msg"))
+            if prefix and cpu is None:
+                continue
+            rows.append((rate, label, cpu, share, cs))
+    if not any(share is not None or cs is not None for _, _, _, share, cs in rows):
+        return []
+    lines = ["| rate msg/s | proxy | CPU us/msg | system share % | context switches "
+             "per round trip |", "|---:|---|---:|---:|---:|"]
+    for rate, label, cpu, share, cs in rows:
+        lines.append(f"| {fmt_num(rate)} | {label} | {fmt_dash(cpu, 1)} | "
+                     f"{fmt_dash(share * 100 if share is not None else None, 0)} | "
+                     f"{fmt_dash(cs, 2)} |")
+    return lines
+
+
+def fmt_dash(v, digits):
+    return "-" if v is None else fmt_num(v, digits)
+
+
 def terminating_table(summary, rates, keys):
     load, mem = summary["load"], summary["memory"]
     lines = ["| path | rate msg/s | valid | CPU us/msg | p50 us | p99 us | p99.9 us "
@@ -192,6 +227,15 @@ def markdown(result):
         "",
     ]
     lines += proxy_table(summary, rates, keys)
+    split = cpu_split_table(summary, rates, keys)
+    if split:
+        lines += ["", "Where the CPU goes: the same runs' CPU per round trip split into user and "
+                  "system time (utime/stime of /proc/PID/stat; the kernel splits them by tick "
+                  "sampling, so the share is statistical), and the voluntary plus nonvoluntary "
+                  "context switches of all the process's threads (/proc/PID/task/*/status) per "
+                  "round trip, over the same measured window. The floor's row is the echo "
+                  "backend alone, driven directly. Medians of the valid repeats.", ""]
+        lines += split
     lines += ["", f"Memory: {cfg['sessions']} idle WebSocket sessions held through a freshly "
               "started proxy; growth of its resident memory (all its processes) per session.", ""]
     lines += memory_table(summary, keys)

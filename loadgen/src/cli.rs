@@ -141,6 +141,13 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 100, env = "HERMOD_TICK_US",
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub tick_us: u64,
+    /// Open loop: sleep until the next send tick and read the replies that arrived meanwhile,
+    /// instead of waking for each reply (replies keep the kernel's receive time either way).
+    /// Fewer wake-ups and less load-generator CPU at high rates; every send waits for its tick
+    /// (see send_lag_us). On loopback the server gets cheaper too: it no longer pays for waking
+    /// its reader.
+    #[arg(long, env = "HERMOD_READ_AT_TICKS")]
+    pub read_at_ticks: bool,
     /// Payload bytes per message (echo: binary frames of at least the 20-byte audit header;
     /// direct/room: the JSON frame is padded to about this size).
     #[arg(long, default_value_t = 64, env = "HERMOD_SIZE",

@@ -1,13 +1,22 @@
 //! The message event loop every message scenario shares (the thin shell): one mio `Poll` per
-//! worker, non-blocking tungstenite clients, the schedule from [`crate::schedule`], and a
-//! timerfd that wakes the loop on the next tick at or after the next due message.
+//! worker, non-blocking tungstenite clients, the schedule from [`crate::schedule`], and the
+//! loop's wake-ups.
 //!
 //! What is sent and how replies are read is a [`Script`]: echo frames for `echo`, Hermod JSON for
 //! `direct` and `room`. The driver owns the pacing and the sockets.
 //!
-//! Batching: with `--tick-us T` the timer fires on multiples of T, and every message due by then
+//! Batching: with `--tick-us T` the loop wakes on multiples of T, and every message due by then
 //! is written in that wake-up, one flush per connection. Latency still counts from each message's
 //! due time, so the batching shows in the figures (and in `send_lag_us`); it is not hidden.
+//!
+//! Wake-ups: by default the loop blocks in the poll, woken by replies and by a timerfd at the
+//! next send tick, so a send due while the loop is awake for a reply goes out at once. A reply's
+//! arrival time is the kernel's receive timestamp of the bytes that completed it (see
+//! [`crate::sock`]), not the time the loop read it, so the loop's own wake-up delay is not
+//! counted as the server's latency. With `--read-at-ticks` (open loop) the loop instead sleeps
+//! until its next send tick (at most [`READ_EVERY`]) and reads whatever arrived then: fewer
+//! wake-ups and less CPU under load, sends always at tick boundaries (a larger `send_lag_us`),
+//! and, on loopback, a cheaper server too, since the sender pays for waking a blocked reader.
 
 use std::io;
 use std::mem;
@@ -31,6 +40,10 @@ const TIMER: Token = Token(usize::MAX);
 const MAX_BATCH: u64 = 256;
 /// Longest sleep of the loop: the progress counters are published at least this often.
 const MAX_SLEEP: Duration = Duration::from_millis(200);
+/// Open loop with `--read-at-ticks`: the longest the loop sleeps without reading replies (they keep
+/// their kernel receive time; this bounds how long they wait in socket buffers when no send is
+/// due, and how late a reconnect's handshake is noticed).
+const READ_EVERY: Nanos = 1_000_000;
 /// How often the worker recomputes its p99 for the progress line.
 const P99_EVERY: Nanos = 1_000_000_000;
 
@@ -54,6 +67,18 @@ pub struct Timing {
     pub drain_until: Nanos,
     /// Open loop: the send timer fires on multiples of this (0: at every due time).
     pub tick: Nanos,
+    /// Open loop: sleep until the next send tick and read what arrived then, instead of blocking
+    /// in the poll and waking for every reply.
+    pub read_at_ticks: bool,
+}
+
+/// How the loop waits for its next pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Block in the poll for at most this long (replies and the timer wake it).
+    Poll(Duration),
+    /// Sleep until this time, then take whatever readiness there is without blocking.
+    Until(Nanos),
 }
 
 /// What a scenario sends and how it reads replies; the driver does the rest.
@@ -208,7 +233,13 @@ impl<'p, S: Script> Driver<'p, S> {
                 break;
             }
             self.publish(now, &mut next_p99);
-            let timeout = self.wakeup()?;
+            let timeout = match self.wakeup()? {
+                Wait::Poll(timeout) => timeout,
+                Wait::Until(at) => {
+                    self.timing.clock.sleep_until(at);
+                    Duration::ZERO
+                }
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => other?,
@@ -396,9 +427,11 @@ impl<'p, S: Script> Driver<'p, S> {
         }
     }
 
-    /// Reads every message available on connection `k` (until WouldBlock).
+    /// Reads every message available on connection `k` (until WouldBlock), each stamped with
+    /// its arrival time.
     fn on_readable(&mut self, k: usize) {
         let now = self.now();
+        let real_now = sys::realtime_ns();
         if let Some(ws) = self.peers.get_mut(k).and_then(|p| p.ws.as_mut()) {
             ws.get_mut().on_readable();
         }
@@ -408,7 +441,8 @@ impl<'p, S: Script> Driver<'p, S> {
             };
             match ws.read() {
                 Ok(msg @ (Message::Binary(_) | Message::Text(_))) => {
-                    let refill = self.script.on_message(k, msg, now);
+                    let at = arrival(now, real_now, ws.get_ref().rx_stamp());
+                    let refill = self.script.on_message(k, msg, at);
                     let closed = matches!(self.pacing, Pacing::Closed(_));
                     if closed && refill > 0 && now < self.timing.end {
                         if let Some(p) = self.peers.get_mut(k) {
@@ -475,10 +509,11 @@ impl<'p, S: Script> Driver<'p, S> {
         }
     }
 
-    /// Arms the timer for the next due tick and returns the poll timeout.
-    fn wakeup(&mut self) -> io::Result<Duration> {
+    /// How to wait for the next pass: until the next due tick, a reconnect, the end of the
+    /// window or the drain, and at most [`MAX_SLEEP`]. Blocking in the poll arms the timer.
+    fn wakeup(&mut self) -> io::Result<Wait> {
         if !self.ready.is_empty() {
-            return Ok(Duration::ZERO);
+            return Ok(Wait::Poll(Duration::ZERO));
         }
         let now = self.now();
         let until = if now < self.timing.end {
@@ -487,23 +522,26 @@ impl<'p, S: Script> Driver<'p, S> {
             self.timing.drain_until
         };
         let until = self.sessions.next_due().map_or(until, |d| d.min(until));
-        let timeout = Duration::from_nanos(until.saturating_sub(now)).min(MAX_SLEEP);
-        if let (Pacing::Open(s), true) = (&self.pacing, now < self.timing.end) {
-            if let Some(due) = s.next_due() {
-                let wake = match self.timing.tick {
-                    0 => due,
-                    tick => due.div_ceil(tick) * tick,
-                };
-                if wake <= now {
-                    return Ok(Duration::ZERO);
-                }
-                if self.armed != Some(wake) {
-                    self.timer.arm(Duration::from_nanos(wake - now))?;
-                    self.armed = Some(wake);
-                }
-            }
+        let until = until.min(now + MAX_SLEEP.as_nanos() as Nanos);
+        let (Pacing::Open(s), true) = (&self.pacing, now < self.timing.end) else {
+            return Ok(Wait::Poll(Duration::from_nanos(until.saturating_sub(now))));
+        };
+        let tick = s.next_due().map(|due| match self.timing.tick {
+            0 => due,
+            tick => due.div_ceil(tick) * tick,
+        });
+        if tick.is_some_and(|wake| wake <= now) {
+            return Ok(Wait::Poll(Duration::ZERO));
         }
-        Ok(timeout)
+        if self.timing.read_at_ticks {
+            let at = tick.map_or(until, |wake| wake.min(until));
+            return Ok(Wait::Until(at.min(now + READ_EVERY)));
+        }
+        if let Some(wake) = tick.filter(|&wake| self.armed != Some(wake)) {
+            self.timer.arm(Duration::from_nanos(wake - now))?;
+            self.armed = Some(wake);
+        }
+        Ok(Wait::Poll(Duration::from_nanos(until.saturating_sub(now))))
     }
 
     /// Publishes counters, and the p99 once a second.
@@ -530,5 +568,40 @@ impl<'p, S: Script> Driver<'p, S> {
         outcome.reconnects = self.sessions.reconnects;
         outcome.closed_by_code = self.sessions.closed_by_code;
         outcome
+    }
+}
+
+/// Longest a kernel receive timestamp may lie before the read and still be believed: older
+/// means the clock was stepped (or the stamp belongs to something else), and the read time is
+/// used instead.
+const MAX_STAMP_AGE: u64 = 10_000_000_000;
+
+/// When a reply arrived, in run nanoseconds: the kernel's receive stamp `stamp` (realtime)
+/// moved onto the run's monotonic clock through the pair (`now`, `real_now`) read together, or
+/// `now` when there is no believable stamp.
+fn arrival(now: Nanos, real_now: u64, stamp: Option<u64>) -> Nanos {
+    match stamp {
+        Some(s) if s <= real_now && real_now - s <= MAX_STAMP_AGE => {
+            now.saturating_sub(real_now - s)
+        }
+        _ => now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arrival;
+
+    #[test]
+    fn a_stamp_moves_the_arrival_back_by_its_age() {
+        assert_eq!(arrival(5_000, 1_000_000, Some(999_000)), 4_000);
+        assert_eq!(arrival(500, 1_000_000, Some(999_000)), 0);
+    }
+
+    #[test]
+    fn missing_future_or_ancient_stamps_fall_back_to_the_read_time() {
+        assert_eq!(arrival(5_000, 1_000_000, None), 5_000);
+        assert_eq!(arrival(5_000, 1_000_000, Some(1_000_001)), 5_000);
+        assert_eq!(arrival(5_000, 20_000_000_000, Some(1)), 5_000);
     }
 }

@@ -161,6 +161,7 @@ fn pacing(a: &LoadArgs, start: run::Start, senders: usize) -> (Timing, Pacing) {
         end,
         drain_until: end + nanos(a.drain),
         tick: a.tick_us * 1_000,
+        read_at_ticks: a.read_at_ticks,
     };
     let pacing = match start.rate {
         Some(r) if !a.closed_loop => Pacing::Open(OpenLoop::new(r, senders, warmup, end)),

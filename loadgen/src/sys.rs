@@ -1,7 +1,8 @@
 //! The few operating-system calls std and mio do not offer: a microsecond-precise timer that mio
 //! can poll (timerfd), the process's CPU time (getrusage), the thread's timer slack, the raw
-//! monotonic clock (shared by every process of a run, so worker processes agree on t0), and
-//! `IP_BIND_ADDRESS_NO_PORT` for source-address binding.
+//! monotonic clock (shared by every process of a run, so worker processes agree on t0) and a
+//! sleep until an instant of it, `IP_BIND_ADDRESS_NO_PORT` for source-address binding, and the
+//! kernel's receive timestamps (`SO_TIMESTAMPNS`, read with `recvmsg`).
 //!
 //! Why a timerfd: mio's poll timeout has millisecond granularity, which would make every open-loop
 //! message up to a millisecond late and bury a loopback round trip (tens of microseconds) under the
@@ -170,11 +171,110 @@ impl Clock {
 
     /// Sleeps until t0.
     pub fn wait_start(&self) {
-        let now = monotonic_ns();
-        if now < self.t0_ns {
-            std::thread::sleep(Duration::from_nanos(self.t0_ns - now));
+        self.sleep_until(0);
+    }
+
+    /// Sleeps until `at` nanoseconds after t0 (an absolute deadline: no drift from the time the
+    /// call itself takes); returns at once if that time has passed.
+    pub fn sleep_until(&self, at: u64) {
+        let deadline = self.t0_ns.saturating_add(at);
+        let ts = libc::timespec {
+            tv_sec: (deadline / 1_000_000_000).min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
+        };
+        // EINTR: a signal cut the sleep short; the loop simply wakes a little early.
+        // SAFETY: `ts` is a valid timespec that outlives the call; a null remainder is allowed
+        // with TIMER_ABSTIME.
+        let _ = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+}
+
+/// Nanoseconds of `CLOCK_REALTIME`, the clock of the kernel's receive timestamps.
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+/// Asks the kernel to stamp every segment this socket receives with the time it arrived
+/// (`SO_TIMESTAMPNS`, `CLOCK_REALTIME`), read back by [`recv_stamped`]. Best effort: without it
+/// replies are stamped when the loop reads them.
+pub fn enable_rx_timestamps(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: `fd` is a live socket owned by the caller; the option value points to a c_int
+    // that outlives the call, and its size is passed alongside.
+    let _ = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// `recv` that also returns the kernel's receive timestamp (nanoseconds of `CLOCK_REALTIME`) of
+/// the last segment read, when the socket has [`enable_rx_timestamps`] and one came with it.
+pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one cmsg carrying a timespec, 8-byte aligned as cmsghdr requires.
+    let mut control = [0u64; 8];
+    // SAFETY: an all-zero msghdr is a valid value of this plain C struct.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` points to `iov` (covering `buf`) and `control`, all live and writable for
+    // the duration of the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((n as usize, timestamp_of(&msg)))
+}
+
+/// The `SCM_TIMESTAMPNS` of a received message, if it carries one.
+fn timestamp_of(msg: &libc::msghdr) -> Option<u64> {
+    // SAFETY: `msg` was filled by recvmsg: its control pointer and length describe the cmsgs
+    // the kernel wrote into our buffer, which the CMSG_* walkers stay within.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            let len = c.cmsg_len as usize;
+            let want = libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) as usize;
+            if c.cmsg_level == libc::SOL_SOCKET
+                && c.cmsg_type == libc::SCM_TIMESTAMPNS
+                && len >= want
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                let secs = u64::try_from(ts.tv_sec).ok()?;
+                let nanos = u64::try_from(ts.tv_nsec).ok()?;
+                return Some(secs.saturating_mul(1_000_000_000) + nanos);
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
+    None
 }
 
 /// Lets a socket bound to a source address with port 0 pick its port at `connect` time, per

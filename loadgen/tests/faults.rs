@@ -34,6 +34,39 @@ fn a_one_second_stall_shows_in_open_loop_but_not_in_closed_loop() {
         "open-loop p99 {p99} us hides the stall: {open}"
     );
 
+    // The same when the loop reads replies only at its send ticks: replies keep their arrival
+    // time, and a stalled reply arrives late.
+    let addr = common::start_stalling_echo_server();
+    let url = format!("ws://{addr}/echo");
+    let ticks = run_loadgen(
+        &[
+            "echo",
+            "--url",
+            &url,
+            "--connections",
+            "4",
+            "--rate",
+            "400",
+            "--duration",
+            "3",
+            "--warmup",
+            "0",
+            "--read-at-ticks",
+        ],
+        "stall-ticks",
+    );
+    assert_eq!(ticks["lost"], 0, "{ticks}");
+    let p99 = ticks["latency_us"]["p99"].as_u64().unwrap();
+    assert!(
+        p99 >= 300_000,
+        "open-loop p99 {p99} us (reading at ticks) hides the stall: {ticks}"
+    );
+    let p50 = ticks["latency_us"]["p50"].as_u64().unwrap();
+    assert!(
+        p50 < 300_000,
+        "most replies were not caught by the stall: {ticks}"
+    );
+
     // Closed loop, one in flight per connection: only the 4 messages caught by the stall wait
     // (the max shows the stall happened), the thousands of others do not.
     let addr = common::start_stalling_echo_server();
