@@ -5,9 +5,10 @@
 #      after N idle WebSocket sessions are open and settled, on `/ws` (client protocol,
 #      `--auth none`) and on `--echo-path /echo`; growth / N in KiB;
 #   2. echo round trips through `--echo-path` on ONE worker at 100 connections: closed loop with
-#      1 and 8 messages in flight per connection, and open loop at a fixed rate (latency); the
-#      proxy's CPU (utime + stime from /proc/PID/stat over the measured window) per round trip,
-#      next to the load generator's own.
+#      1 and 8 messages in flight per connection, and open loop at a fixed rate (latency), once
+#      with the load generator woken by every reply (its default) and once with
+#      `--read-at-ticks`; the proxy's CPU (utime + stime from /proc/PID/stat over the measured
+#      window) per round trip, next to the load generator's own.
 #
 #   benches/single-node.sh [--no-build] [--repeats 3] [--sessions 15000] [--hold 20] [--settle 5]
 #                          [--duration 10] [--warmup 2] [--rate 20000] [--size 64]
@@ -145,13 +146,15 @@ mem_run() {
         "$la0" "$(loadavg)" | tee -a "$results"
 }
 
-# echo_run MODE REPEAT (MODE: c1, c8 = closed loop in-flight 1/8, open = open loop at --rate).
+# echo_run MODE REPEAT (MODE: c1, c8 = closed loop in-flight 1/8, open = open loop at --rate,
+# ticks = the same with --read-at-ticks).
 echo_run() {
     local mode=$1 r=$2 tag=echo-$1-$2 lg t_open t_start t0 t1 p0 p1 l0 l1 la0 j sent args
     case "$mode" in
         c1) args=(--closed-loop --in-flight 1) ;;
         c8) args=(--closed-loop --in-flight 8) ;;
         open) args=(--rate "$rate") ;;
+        ticks) args=(--rate "$rate" --read-at-ticks) ;;
     esac
     la0=$(loadavg)
     start_proxy 1 "$work/$tag.proxy.log"
@@ -174,12 +177,14 @@ echo_run() {
     stop_proxy
     j=$work/$tag.json
     sent=$(calc "$(jq .sent "$j") * ($t1 - $t0) / $duration" 0)
-    printf 'echo\t%s\t%s\trate=%s\tvalid=%s\tp50_us=%s\tp99_us=%s\tp999_us=%s\tproxy_cpu_us_per_msg=%s\tloadgen_cpu_us_per_msg_json=%s\tloadgen_cpu_us_per_msg_window=%s\tload=%s..%s\n' \
+    printf 'echo\t%s\t%s\trate=%s\tvalid=%s\tp50_us=%s\tp99_us=%s\tp999_us=%s\tsend_lag_p50_us=%s\tproxy_cpu_us_per_msg=%s\tloadgen_cpu_us_per_msg_json=%s\tloadgen_cpu_us_per_msg_window=%s\tloadgen_over_proxy=%s\tload=%s..%s\n' \
         "$mode" "$r" "$(calc "$(jq .achieved_rate "$j")" 0)" "$(jq .valid "$j")" \
         "$(jq .latency_us.p50 "$j")" "$(jq .latency_us.p99 "$j")" "$(jq .latency_us.p999 "$j")" \
+        "$(jq .send_lag_us.p50 "$j")" \
         "$(calc "($p1 - $p0) * 1000000 / $tck / $sent")" \
         "$(calc "$(jq .cpu_us_per_message "$j")")" \
         "$(calc "($l1 - $l0) * 1000000 / $tck / $sent")" \
+        "$(calc "($l1 - $l0) / ($p1 - $p0)")" \
         "$la0" "$(loadavg)" | tee -a "$results"
 }
 
@@ -201,9 +206,9 @@ for r in $(seq 0 $((repeats - 1))); do
         for ep in "${eps[@]}"; do mem_run "$ep" "$r"; done
     fi
     if [ "$only" = all ] || [ "$only" = echo ]; then
-        # Rotate the order of the three echo runs from repeat to repeat.
-        modes=(c1 c8 open)
-        for k in 0 1 2; do echo_run "${modes[$(((k + r) % 3))]}" "$r"; done
+        # Rotate the order of the four echo runs from repeat to repeat.
+        modes=(c1 c8 open ticks)
+        for k in 0 1 2 3; do echo_run "${modes[$(((k + r) % 4))]}" "$r"; done
     fi
 done
 
@@ -216,9 +221,9 @@ done
         echo "| $ep | $sessions | $(median mem "$ep" kib_per_session) |"
     done
     echo
-    echo "| echo run | round trips/s | p50 us | p99 us | p99.9 us | proxy CPU us/msg | loadgen CPU us/msg (JSON) | loadgen CPU us/msg (window) |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-    for m in c1 c8 open; do
-        echo "| $m | $(median echo $m rate) | $(median echo $m p50_us) | $(median echo $m p99_us) | $(median echo $m p999_us) | $(median echo $m proxy_cpu_us_per_msg) | $(median echo $m loadgen_cpu_us_per_msg_json) | $(median echo $m loadgen_cpu_us_per_msg_window) |"
+    echo "| echo run | round trips/s | p50 us | p99 us | p99.9 us | send lag p50 us | proxy CPU us/msg | loadgen CPU us/msg (JSON) | loadgen CPU us/msg (window) | loadgen / proxy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for m in c1 c8 open ticks; do
+        echo "| $m | $(median echo $m rate) | $(median echo $m p50_us) | $(median echo $m p99_us) | $(median echo $m p999_us) | $(median echo $m send_lag_p50_us) | $(median echo $m proxy_cpu_us_per_msg) | $(median echo $m loadgen_cpu_us_per_msg_json) | $(median echo $m loadgen_cpu_us_per_msg_window) | $(median echo $m loadgen_over_proxy) |"
     done
 } | tee "$out/summary.md"
