@@ -571,20 +571,21 @@ impl<'p, S: Script> Driver<'p, S> {
     }
 }
 
-/// Longest a kernel receive timestamp may lie before the read and still be believed: older
-/// means the clock was stepped (or the stamp belongs to something else), and the read time is
-/// used instead.
+/// Farthest a kernel receive timestamp may lie from the clock pair it is converted with and
+/// still be believed: farther means the realtime clock was stepped in between, and the read
+/// time is used instead.
 const MAX_STAMP_AGE: u64 = 10_000_000_000;
 
 /// When a reply arrived, in run nanoseconds: the kernel's receive stamp `stamp` (realtime)
-/// moved onto the run's monotonic clock through the pair (`now`, `real_now`) read together, or
-/// `now` when there is no believable stamp.
+/// moved onto the run's monotonic clock through the pair (`now`, `real_now`) read together (a
+/// stamp after the pair: bytes that arrived while the loop was reading), or `now` when there
+/// is no believable stamp.
 fn arrival(now: Nanos, real_now: u64, stamp: Option<u64>) -> Nanos {
     match stamp {
-        Some(s) if s <= real_now && real_now - s <= MAX_STAMP_AGE => {
-            now.saturating_sub(real_now - s)
-        }
-        _ => now,
+        Some(s) if s.abs_diff(real_now) > MAX_STAMP_AGE => now,
+        Some(s) if s <= real_now => now.saturating_sub(real_now - s),
+        Some(s) => now + (s - real_now),
+        None => now,
     }
 }
 
@@ -599,9 +600,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_future_or_ancient_stamps_fall_back_to_the_read_time() {
+    fn bytes_that_arrived_during_the_read_are_dated_after_the_clock_pair() {
+        assert_eq!(arrival(5_000, 1_000_000, Some(1_000_700)), 5_700);
+    }
+
+    #[test]
+    fn missing_or_implausible_stamps_fall_back_to_the_read_time() {
         assert_eq!(arrival(5_000, 1_000_000, None), 5_000);
-        assert_eq!(arrival(5_000, 1_000_000, Some(1_000_001)), 5_000);
         assert_eq!(arrival(5_000, 20_000_000_000, Some(1)), 5_000);
+        assert_eq!(arrival(5_000, 1, Some(20_000_000_000)), 5_000);
     }
 }
