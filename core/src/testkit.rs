@@ -102,6 +102,17 @@ impl RedisServer {
 
     /// Starts a sentinel watching `master_port` under `name` (quorum `quorum`).
     fn start_sentinel(name: &str, master_port: u16, quorum: usize) -> io::Result<RedisServer> {
+        Self::start_sentinel_with(name, master_port, quorum, "")
+    }
+
+    /// Starts a sentinel like [`SentinelSet`]'s, with `extra` appended to its config file
+    /// (after the `sentinel monitor` line), e.g. `requirepass S\nsentinel auth-pass NAME M\n`.
+    pub fn start_sentinel_with(
+        name: &str,
+        master_port: u16,
+        quorum: usize,
+        extra: &str,
+    ) -> io::Result<RedisServer> {
         let mut last = io::Error::other("no attempt");
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
@@ -114,7 +125,7 @@ impl RedisServer {
                      sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
                      sentinel down-after-milliseconds {name} 1000\n\
                      sentinel failover-timeout {name} 5000\n\
-                     sentinel parallel-syncs {name} 1\n",
+                     sentinel parallel-syncs {name} 1\n{extra}",
                     dir = dir.0.display()
                 ),
             )?;

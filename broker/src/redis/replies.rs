@@ -30,9 +30,9 @@ impl RedisEngine {
                     self.resubscribe(now);
                 }
                 ClientEvent::Down { reason } => {
-                    if self.phase != Phase::Down {
-                        tracing::warn!(%reason, "redis down");
-                    }
+                    // One per outage, and one when the first attempt fails (e.g. a wrong
+                    // password): the operator sees why it is not ready.
+                    tracing::warn!(%reason, "redis down");
                     self.phase = Phase::Down;
                     self.fail_waiting("redis not connected");
                     self.subscriptions_lost();

@@ -60,6 +60,15 @@ hermod_core::setting_args! {
     sentinel: "H:P,...",
     /// The master name the sentinels monitor (with --sentinel).
     sentinel_master: "NAME",
+    /// ACL user for the Redis servers (with --redis-password; default: `default`).
+    redis_user: "USER",
+    /// Password of the Redis servers (master and replicas): with --sentinel, or with a --redis
+    /// URL that holds no credentials. Visible in ps; prefer HERMOD_REDIS_PASSWORD or the config
+    /// file.
+    redis_password: "PASSWORD",
+    /// Password of the sentinels themselves (their requirepass; with --sentinel). Visible in ps;
+    /// prefer HERMOD_SENTINEL_PASSWORD or the config file.
+    sentinel_password: "PASSWORD",
     /// When `sent` is answered: leader or replica (WAIT 1). Default leader.
     durability: "leader|replica",
     /// A Redis command without reply by then fails as `unavailable` (default 5s).

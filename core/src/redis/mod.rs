@@ -44,8 +44,8 @@ pub enum Target {
 }
 
 /// The client's settings. Build with [`ClientConfig::new`] (or [`parse_redis_url`]) and adjust
-/// fields.
-#[derive(Clone, Debug)]
+/// fields. Its `Debug` shows `***` for the passwords.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// The server, or the sentinels that know it.
     pub target: Target,
@@ -94,6 +94,26 @@ impl ClientConfig {
             max_in_flight: 10_000,
             limits: crate::resp::RespLimits::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |p: &Option<String>| p.as_ref().map(|_| "***");
+        f.debug_struct("ClientConfig")
+            .field("target", &self.target)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("sentinel_password", &redacted(&self.sentinel_password))
+            .field("db", &self.db)
+            .field("connections", &self.connections)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 

@@ -28,6 +28,9 @@ crate::setting_args! {
         sentinel_master: "NAME",
         redis_timeout: "DURATION",
         redis_connections: "N",
+        redis_user: "USER",
+        redis_password: "PASSWORD",
+        sentinel_password: "PASSWORD",
     }
 }
 
@@ -236,15 +239,28 @@ fn scalar_parsers() {
 }
 
 fn redis(args: &[&str]) -> Result<Option<crate::redis::ClientConfig>, String> {
+    redis_from(args, &[], None)
+}
+
+/// The Redis client the given flags, environment and file name.
+fn redis_from(
+    args: &[&str],
+    env: &[(&str, &str)],
+    text: Option<&str>,
+) -> Result<Option<crate::redis::ClientConfig>, String> {
     let cli = cli(args);
     let flag = |k: &str| cli.flag(k).map(str::to_owned);
+    let lookup = env_of(env);
+    let file = text.map(|t| ConfigFile::parse("t.toml", t, TestCli::KEYS).unwrap());
     let src = Sources {
         flag: &flag,
-        env: &|_: &str| None,
-        file: None,
+        env: &lookup,
+        file: file.as_ref(),
     };
     let choice = RedisChoice::parse(&src).map_err(|e| e.to_string())?;
-    assert_eq!(choice.is_unset(), args.is_empty());
+    if env.is_empty() && text.is_none() {
+        assert_eq!(choice.is_unset(), args.is_empty());
+    }
     choice.into_client(&src).map_err(|e| e.to_string())
 }
 
@@ -314,4 +330,169 @@ fn redis_settings_errors() {
         let e = redis(args).unwrap_err();
         assert!(e.starts_with(prefix), "{args:?}: {e}");
     }
+}
+
+#[test]
+fn redis_credentials_reach_the_client() {
+    let c = redis(&[
+        "--sentinel=h:1",
+        "--sentinel-master=m",
+        "--redis-user=bob",
+        "--redis-password=master-pw",
+        "--sentinel-password=sentinel-pw",
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(c.username.as_deref(), Some("bob"));
+    assert_eq!(c.password.as_deref(), Some("master-pw"));
+    assert_eq!(c.sentinel_password.as_deref(), Some("sentinel-pw"));
+    // With --redis, a URL without credentials takes them from the settings.
+    let c = redis(&["--redis=redis://h:1/2", "--redis-password=pw"])
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.username, c.password.as_deref(), c.db),
+        (None, Some("pw"), 2)
+    );
+    // Credentials in the URL alone still work.
+    let c = redis(&["--redis=redis://bob:pw@h:1"]).unwrap().unwrap();
+    assert_eq!(
+        (c.username.as_deref(), c.password.as_deref()),
+        (Some("bob"), Some("pw"))
+    );
+    assert_eq!(c.sentinel_password, None);
+}
+
+#[test]
+fn redis_passwords_follow_precedence() {
+    let target = ["--sentinel=h:1", "--sentinel-master=m"];
+    let file = Some("redis_password = \"file-pw\"\nsentinel_password = \"file-spw\"\n");
+    let env = [
+        ("HERMOD_REDIS_PASSWORD", "env-pw"),
+        ("HERMOD_SENTINEL_PASSWORD", "env-spw"),
+    ];
+    let pws = |c: crate::redis::ClientConfig| (c.password, c.sentinel_password);
+    let both = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()));
+    let c = redis_from(&target, &[], file).unwrap().unwrap();
+    assert_eq!(pws(c), both("file-pw", "file-spw"));
+    let c = redis_from(&target, &env, file).unwrap().unwrap();
+    assert_eq!(pws(c), both("env-pw", "env-spw"));
+    let mut args = target.to_vec();
+    args.extend(["--redis-password=flag-pw", "--sentinel-password=flag-spw"]);
+    let c = redis_from(&args, &env, file).unwrap().unwrap();
+    assert_eq!(pws(c), both("flag-pw", "flag-spw"));
+    // The user comes from the environment too; an empty variable counts as unset.
+    let env = [("HERMOD_REDIS_USER", "bob"), ("HERMOD_REDIS_PASSWORD", "")];
+    let e = redis_from(&target, &env, None).unwrap_err();
+    assert_eq!(e, "--redis-user: needs --redis-password");
+}
+
+#[test]
+fn redis_credentials_errors() {
+    fn with_s(extra: &str) -> Vec<&str> {
+        vec!["--sentinel=h:1", "--sentinel-master=m", extra]
+    }
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--redis=redis://:pw@h:1", "--redis-password=x"],
+            "--redis-password: give the password in the URL or in --redis-password, not both",
+        ),
+        (
+            vec!["--redis=redis://bob:pw@h:1", "--redis-user=al"],
+            "--redis-user: give the user in the URL or in --redis-user, not both",
+        ),
+        (
+            vec!["--redis=redis://h:1", "--redis-user=al"],
+            "--redis-user: needs --redis-password",
+        ),
+        (
+            with_s("--redis-user=al"),
+            "--redis-user: needs --redis-password",
+        ),
+        (
+            vec!["--redis=redis://h:1", "--sentinel-password=x"],
+            "--sentinel-password: needs --sentinel",
+        ),
+        (
+            vec!["--sentinel-password=x"],
+            "--sentinel-password: needs --sentinel",
+        ),
+        (
+            vec!["--redis-password=x"],
+            "--redis-password: needs --redis or --sentinel",
+        ),
+        (
+            vec!["--redis-user=al"],
+            "--redis-user: needs --redis or --sentinel",
+        ),
+        (
+            with_s("--redis-password="),
+            "--redis-password: must be 1 to",
+        ),
+        (
+            with_s("--sentinel-password="),
+            "--sentinel-password: must be 1 to",
+        ),
+        (
+            with_s("--redis-user=a b"),
+            "--redis-user: `a b` is not a user name",
+        ),
+    ];
+    for (args, want) in cases {
+        let e = redis(&args).unwrap_err();
+        assert!(e.starts_with(want), "{args:?}: {e}");
+    }
+    let long = "p".repeat(MAX_PASSWORD + 1);
+    let e = redis(&with_s(&format!("--redis-password={long}"))).unwrap_err();
+    assert!(
+        e.starts_with("--redis-password: must be 1 to 1024 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn passwords_are_never_shown() {
+    let env = [("HERMOD_REDIS_PASSWORD", "bad\npw-secret")];
+    let e = redis_from(&["--redis=redis://h:1"], &env, None).unwrap_err();
+    assert!(
+        e.starts_with("--redis-password (from HERMOD_REDIS_PASSWORD): must be"),
+        "{e}"
+    );
+    assert!(!e.contains("pw-secret"), "{e}");
+    for (url, shown) in [
+        ("redis://bob:hunter2@h:0", "`redis://bob:***@h:0`"),
+        ("redis://hunter2@h:0", "`redis://***@h:0`"),
+        ("http://bob:hunter2@h:1", "`http://bob:***@h:1`"),
+        ("bob:hunter2@h:1", "`bob:***@h:1`"),
+    ] {
+        let e = redis(&[&format!("--redis={url}")]).unwrap_err();
+        assert!(e.starts_with(&format!("--redis: {shown}: ")), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+    assert_eq!(storage::redact_url("redis://h:1/0"), "redis://h:1/0");
+    assert_eq!(storage::redact_url("redis://u:p/a@ss@h"), "redis://u:***@h");
+    let args = [
+        "--sentinel=h:1",
+        "--sentinel-master=m",
+        "--redis-user=bob",
+        "--redis-password=master-secret",
+        "--sentinel-password=sentinel-secret",
+    ];
+    let c = redis(&args).unwrap().unwrap();
+    let shown = format!("{c:?}");
+    assert!(shown.contains("password: Some(\"***\")"), "{shown}");
+    assert!(shown.contains("bob"), "{shown}");
+    assert!(!shown.contains("secret"), "{shown}");
+    let cli = cli(&args);
+    let flag = |k: &str| cli.flag(k).map(str::to_owned);
+    let src = Sources {
+        flag: &flag,
+        env: &|_: &str| None,
+        file: None,
+    };
+    let shown = format!("{:?}", RedisChoice::parse(&src).unwrap());
+    assert!(
+        !shown.contains("secret") && shown.contains("***"),
+        "{shown}"
+    );
 }
