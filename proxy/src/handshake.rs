@@ -1,9 +1,14 @@
 //! Routing and authentication at the WebSocket upgrade, as pure functions of the HTTP request.
 //!
-//! [`admit`] decides what an upgrade request gets: the client protocol (with an identity), the echo
-//! endpoint, or an HTTP error before any upgrade (401 bad token, 400 bad identity, 404 unknown
-//! path). [`Gate`] plugs it into tungstenite's handshake callback and hands the outcome to the
-//! worker through a shared cell, because tungstenite consumes the callback.
+//! Two steps, both answering with a [`Refusal`] (an HTTP error, then the connection closes):
+//! - [`precheck`] looks at the request head before tungstenite reads it and answers what is not a
+//!   WebSocket upgrade at all, which tungstenite would drop without a word: 426 for a plain `GET`
+//!   or `HEAD` of an endpoint, 405 for other methods, 404 for unknown paths, 400 for a malformed
+//!   head or a broken upgrade (bad `Sec-WebSocket-Key`/`-Version`), 431 for too many headers.
+//! - [`admit`] decides what an upgrade request gets: the client protocol (with an identity), the
+//!   echo endpoint, or 401 bad token, 400 bad identity, 404 unknown path. [`Gate`] plugs it into
+//!   tungstenite's handshake callback and hands the outcome to the worker through a shared cell,
+//!   because tungstenite consumes the callback.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,8 +16,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hermod_core::ids::Name;
 use hermod_core::jwt;
 use parking_lot::Mutex;
-use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response};
-use tungstenite::http::{header, StatusCode};
+use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::handshake::headers::MAX_HEADERS;
+use tungstenite::handshake::machine::TryParse;
+use tungstenite::handshake::server::{
+    create_response, write_response, Callback, ErrorResponse, Request, Response,
+};
+use tungstenite::http::{header, Method, StatusCode, Uri};
 
 use crate::settings::{AuthMode, Settings};
 
@@ -28,8 +38,24 @@ pub enum Endpoint {
 /// An upgrade refused with an HTTP status and a short plain-text reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The response status (4xx).
     pub status: StatusCode,
+    /// One line for a human (curl, a browser, a log), sent as the body.
     pub reason: String,
+    /// The headers that tell the client how to do better.
+    pub hint: Hint,
+}
+
+/// Headers a [`Refusal`] adds to say what the client should send instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    None,
+    /// 426: `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (RFC 7231 §6.5.15, RFC 6455).
+    Upgrade,
+    /// 405: `Allow: GET`, the only method a WebSocket endpoint takes (RFC 7231 §6.5.5).
+    AllowGet,
+    /// A version other than 13: `Sec-WebSocket-Version: 13` (RFC 6455 §4.4).
+    Version,
 }
 
 impl Refusal {
@@ -37,7 +63,26 @@ impl Refusal {
         Refusal {
             status,
             reason: reason.into(),
+            hint: Hint::None,
         }
+    }
+
+    fn hinted(mut self, hint: Hint) -> Self {
+        self.hint = hint;
+        self
+    }
+
+    /// The response bytes when the refusal is written before tungstenite's handshake ran:
+    /// tungstenite's own response writer on [`Refusal::into_response`], then the body unless
+    /// `head_only` (a `HEAD` request gets the same headers, `Content-Length` included).
+    pub fn to_http(&self, head_only: bool) -> Result<Vec<u8>, WsError> {
+        let resp = self.clone().into_response();
+        let mut out = Vec::with_capacity(256);
+        write_response(&mut out, &resp)?;
+        if let (false, Some(body)) = (head_only, resp.body()) {
+            out.extend_from_slice(body.as_bytes());
+        }
+        Ok(out)
     }
 
     /// The HTTP response tungstenite writes instead of the 101.
@@ -46,6 +91,23 @@ impl Refusal {
         let mut resp = ErrorResponse::new(Some(body.clone()));
         *resp.status_mut() = self.status;
         let headers = resp.headers_mut();
+        let version = || header::HeaderValue::from_static("13");
+        match self.hint {
+            Hint::None => {}
+            Hint::Upgrade => {
+                headers.insert(
+                    header::UPGRADE,
+                    header::HeaderValue::from_static("websocket"),
+                );
+                headers.insert(header::SEC_WEBSOCKET_VERSION, version());
+            }
+            Hint::AllowGet => {
+                headers.insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+            }
+            Hint::Version => {
+                headers.insert(header::SEC_WEBSOCKET_VERSION, version());
+            }
+        }
         headers.insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain"),
@@ -91,6 +153,88 @@ pub fn admit(settings: &Settings, req: &Request, now_unix: u64) -> Result<Endpoi
     let device = query_param(query, "device")?.unwrap_or_else(|| "default".to_owned());
     let device = Name::parse("device", &device).map_err(bad_request)?;
     Ok(Endpoint::Client { user, device })
+}
+
+/// What a request head peeked before tungstenite reads it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precheck {
+    /// The head has not fully arrived: look again when more bytes come.
+    Partial,
+    /// A WebSocket upgrade tungstenite will accept (or a head too large to judge here, which
+    /// tungstenite reads under its own bound as before): its handshake runs, then [`admit`].
+    Upgrade,
+    /// Answered with this refusal and closed; `head_only` for `HEAD` (headers, no body).
+    Refuse { refusal: Refusal, head_only: bool },
+}
+
+/// Classifies the start of a connection's input. `full`: the input is all the caller looks at,
+/// so an unfinished head stays unfinished (it is then left to tungstenite, which bounds it).
+/// Pure: the checks on an upgrade are tungstenite's own ([`create_response`]), so
+/// [`Precheck::Upgrade`] means tungstenite will get as far as [`Gate`].
+pub fn precheck(input: &[u8], full: bool, settings: &Settings) -> Precheck {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let refuse = |refusal, head_only| Precheck::Refuse { refusal, head_only };
+    match req.parse(input) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) if full => return Precheck::Upgrade,
+        Ok(httparse::Status::Partial) => return Precheck::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            return refuse(Refusal::new(status, "too many header fields"), false);
+        }
+        Err(e) => return refuse(bad_request(format!("malformed request: {e}")), false),
+    }
+    let (method, target) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
+    let head_only = method == Method::HEAD;
+    let Ok(uri) = target.parse::<Uri>() else {
+        return refuse(bad_request("malformed request target"), head_only);
+    };
+    let path = uri.path();
+    if path != settings.ws_path && settings.echo_path.as_deref() != Some(path) {
+        return refuse(
+            Refusal::new(StatusCode::NOT_FOUND, "no such endpoint"),
+            head_only,
+        );
+    }
+    let upgrade = req
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+    if method == Method::HEAD || (method == Method::GET && !upgrade) {
+        let reason = format!(
+            "{path} is a WebSocket endpoint: connect with a WebSocket client \
+             (GET with Upgrade: websocket)"
+        );
+        let refusal = Refusal::new(StatusCode::UPGRADE_REQUIRED, reason).hinted(Hint::Upgrade);
+        return refuse(refusal, head_only);
+    }
+    if method != Method::GET {
+        let reason = format!("{path} is a WebSocket endpoint: only GET upgrades it");
+        let refusal = Refusal::new(StatusCode::METHOD_NOT_ALLOWED, reason).hinted(Hint::AllowGet);
+        return refuse(refusal, false);
+    }
+    match upgrade_error(input) {
+        None => Precheck::Upgrade,
+        Some(refusal) => refuse(refusal, false),
+    }
+}
+
+/// What tungstenite's server handshake would object to in a complete `GET` head, as a 400.
+fn upgrade_error(input: &[u8]) -> Option<Refusal> {
+    let request = match Request::try_parse(input) {
+        Ok(Some((_, request))) => request,
+        Ok(None) => return None,
+        Err(e) => return Some(bad_request(format!("malformed request: {e}"))),
+    };
+    match create_response(&request) {
+        Ok(_) => None,
+        Err(WsError::Protocol(ProtocolError::MissingSecWebSocketVersionHeader)) => Some(
+            bad_request("bad WebSocket upgrade: Sec-WebSocket-Version must be 13")
+                .hinted(Hint::Version),
+        ),
+        Err(e) => Some(bad_request(format!("bad WebSocket upgrade: {e}"))),
+    }
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Refusal {
@@ -316,6 +460,103 @@ mod tests {
         assert_eq!(query_param("a=1&b&c=3", "b"), Ok(Some(String::new())));
         assert_eq!(query_param("a=1&a=2", "a"), Ok(Some("1".to_owned())));
         assert_eq!(query_param("", "a"), Ok(None));
+    }
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn upgrade_head(path: &str, version: &str, key: &str) -> String {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: {version}\r\n\
+             Sec-WebSocket-Key: {key}\r\n\r\n"
+        )
+    }
+
+    /// Status, hint and head-only flag of a refusal; 101 for an upgrade, 0 for partial.
+    fn pre(input: &str, full: bool) -> (u16, Hint, bool) {
+        match precheck(input.as_bytes(), full, &jwt_settings()) {
+            Precheck::Partial => (0, Hint::None, false),
+            Precheck::Upgrade => (101, Hint::None, false),
+            Precheck::Refuse { refusal, head_only } => {
+                (refusal.status.as_u16(), refusal.hint, head_only)
+            }
+        }
+    }
+
+    #[test]
+    fn upgrades_pass_and_partial_heads_wait() {
+        assert_eq!(pre(&upgrade_head("/ws?token=x", "13", KEY), false).0, 101);
+        assert_eq!(pre(&upgrade_head("/echo", "13", KEY), false).0, 101);
+        let head = upgrade_head("/ws", "13", KEY);
+        for cut in [1, 5, 20, head.len() - 1] {
+            assert_eq!(pre(&head[..cut], false).0, 0, "cut at {cut}");
+        }
+        // A head bigger than the peek is left to tungstenite's own bound.
+        assert_eq!(pre(&head[..20], true).0, 101);
+    }
+
+    #[test]
+    fn plain_requests_get_426_405_404() {
+        let get = "GET /ws HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(pre(get, false), (426, Hint::Upgrade, false));
+        let head = "HEAD /echo?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(pre(head, false), (426, Hint::Upgrade, true));
+        let post = "POST /ws HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+        assert_eq!(pre(post, false), (405, Hint::AllowGet, false));
+        let nope = "GET /nope HTTP/1.1\r\n\r\n";
+        assert_eq!(pre(nope, false), (404, Hint::None, false));
+        let head_nope = "HEAD /nope HTTP/1.1\r\n\r\n";
+        assert_eq!(pre(head_nope, false), (404, Hint::None, true));
+        assert_eq!(pre(&upgrade_head("/nope", "13", KEY), false).0, 404);
+        let absolute = "GET http://h/ws HTTP/1.1\r\n\r\n";
+        assert_eq!(pre(absolute, false).0, 426);
+    }
+
+    #[test]
+    fn broken_heads_and_upgrades_are_400() {
+        assert_eq!(pre("\x16\x03\x01\x02\x00garbage\r\n\r\n", false).0, 400);
+        assert_eq!(pre("GET /ws HTTP/1.1\r\nbad header\r\n\r\n", false).0, 400);
+        assert_eq!(pre("GET /ws HTTP/1.1\r\nbad header", false).0, 400);
+        assert_eq!(
+            pre(&upgrade_head("/ws", "8", KEY), false),
+            (400, Hint::Version, false)
+        );
+        assert_eq!(pre(&upgrade_head("/ws", "13", "short"), false).0, 400);
+        let no_key = upgrade_head("/ws", "13", KEY).replace("Sec-WebSocket-Key", "X-Key");
+        assert_eq!(pre(&no_key, false).0, 400);
+        let no_conn = upgrade_head("/ws", "13", KEY).replace("keep-alive, Upgrade", "close");
+        assert_eq!(pre(&no_conn, false).0, 400);
+        let http10 = upgrade_head("/ws", "13", KEY).replace("HTTP/1.1", "HTTP/1.0");
+        assert_eq!(pre(&http10, false).0, 400);
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect();
+        assert_eq!(
+            pre(&format!("GET /ws HTTP/1.1\r\n{many}\r\n"), false).0,
+            431
+        );
+    }
+
+    #[test]
+    fn refusals_render_with_hints_and_head_only() {
+        let text = |r: &Refusal, head_only| {
+            String::from_utf8(r.to_http(head_only).expect("renders")).expect("ascii")
+        };
+        let r = Refusal::new(StatusCode::UPGRADE_REQUIRED, "use ws").hinted(Hint::Upgrade);
+        let full = text(&r, false);
+        assert!(
+            full.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{full}"
+        );
+        assert!(full.contains("upgrade: websocket\r\n"), "{full}");
+        assert!(full.contains("sec-websocket-version: 13\r\n"), "{full}");
+        assert!(full.contains("connection: close\r\n"), "{full}");
+        assert!(full.ends_with("\r\n\r\nuse ws\n"), "{full}");
+        let head = text(&r, true);
+        assert!(head.contains("content-length: 7\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+        let r = Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "get").hinted(Hint::AllowGet);
+        assert!(text(&r, false).contains("allow: GET\r\n"));
     }
 
     #[test]

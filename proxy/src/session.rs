@@ -1,9 +1,11 @@
 //! One client connection's state machine, from TCP accept to the end of the close handshake.
 //!
 //! ```text
-//!  accept ──> Handshaking ──101──> Ws(Open) ──close frame sent──> Ws(Closing) ──EOF/linger──> gone
-//!                 │ 4xx/timeout/garbage        │ peer close acked, reset, I/O error ──────────> gone
-//!                 └──────────────────────────> gone
+//!  accept ──> Routing ──upgrade──> Handshaking ──101──> Ws(Open) ──close sent──> Ws(Closing) ──> gone
+//!               │ │ not an upgrade:     │ 4xx/timeout/garbage  │ peer close acked, reset, I/O error
+//!               │ │ 426/405/404/400     └──────────> gone      └──────────────────────────────> gone
+//!               │ └──> gone        (Routing: the head peeked, see worker_tunnel.rs)
+//!               └──route──> Tunnel (tunnel.rs)
 //! ```
 //!
 //! The worker owns the sockets' readiness and the clock; it calls `on_ready`, `deliver`,
@@ -59,7 +61,7 @@ pub type Mid = MidHandshake<ServerHandshake<TcpStream, Gate>>;
 /// A connection in its slot.
 #[derive(Debug)]
 pub enum Conn {
-    /// With `--route`: the request head is being peeked at (route or WebSocket?).
+    /// The request head is being peeked at: a route, a WebSocket upgrade, or an HTTP answer?
     Routing(Box<crate::tunnel::Routing>),
     Handshaking(Box<Handshaking>),
     Ws(Box<Session>),

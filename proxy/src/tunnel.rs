@@ -38,7 +38,8 @@ pub enum Side {
     Upstream,
 }
 
-/// A new connection whose request head is being looked at (only when routes are configured).
+/// A new connection whose request head is being looked at (route, WebSocket upgrade, or an
+/// HTTP answer).
 #[derive(Debug)]
 pub struct Routing {
     /// The client's socket; taken when the connection becomes a handshake or a tunnel.

@@ -384,12 +384,7 @@ impl Reactor {
         match h.drive() {
             Step::Pending => {}
             Step::Failed(status) => {
-                let why = match status {
-                    Some(400) => Rejected::Status400,
-                    Some(401) => Rejected::Status401,
-                    Some(404) => Rejected::Status404,
-                    _ => Rejected::Failed,
-                };
+                let why = status.map_or(Rejected::Failed, tunnel_glue::rejected_for);
                 self.env.metrics.rejected(why);
                 self.remove(key, None);
             }

@@ -1,18 +1,20 @@
-//! The worker's side of tunnel routes: peeking at a new connection's request head to choose
-//! between a WebSocket session and a tunnel, opening the upstream connection, and driving
-//! [`Tunnel`]s from readiness events and timers.
+//! The worker's first look at a connection and its side of tunnel routes: peeking at a new
+//! connection's request head to choose between a WebSocket handshake, a tunnel and an HTTP
+//! answer, opening the upstream connection, and driving [`Tunnel`]s from readiness events and
+//! timers.
 //!
-//! The request head is read with `MSG_PEEK`, so for a path that is not a route nothing was
-//! consumed and tungstenite's handshake reads the request as if the gateway had never looked.
-//! Without `--route` this step is skipped altogether.
+//! The request head is read with `MSG_PEEK`, so for a WebSocket upgrade nothing was consumed and
+//! tungstenite's handshake reads the request as if the gateway had never looked. A head that is
+//! not an upgrade tungstenite would accept (a plain `GET`, a `POST`, garbage) gets its HTTP
+//! answer here instead ([`precheck`]), since tungstenite would close without one.
 //!
 //! A tunnel's two sockets share one slot: the client socket is registered with the slot's token,
 //! the upstream socket with the same token plus [`UPSTREAM_BIT`] in its slot half. Slot indexes
 //! stay far below that bit (connections are capped at a million per process), and the token keeps
 //! the slot's generation, so stale events for either socket find nothing.
 
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +28,7 @@ use parking_lot::Mutex;
 use tungstenite::handshake::server::ServerHandshake;
 
 use super::{Reactor, Slot};
-use crate::handshake::Gate;
+use crate::handshake::{precheck, Gate, Precheck, Refusal};
 use crate::metrics::Rejected;
 use crate::relay::Ready;
 use crate::route::{classify, Head, MAX_HEAD};
@@ -48,16 +50,25 @@ pub(super) fn upstream_key(token: Token) -> Option<Key> {
 enum Decision {
     Wait,
     Drop,
-    Head(Head),
+    /// A routed path (never [`Head::Local`]).
+    Route(Head),
+    /// Any other path.
+    Local(Precheck),
+}
+
+/// The rejection counter for an HTTP status.
+pub(super) fn rejected_for(status: u16) -> Rejected {
+    match status {
+        400 => Rejected::Status400,
+        401 => Rejected::Status401,
+        404 => Rejected::Status404,
+        _ => Rejected::Failed,
+    }
 }
 
 impl Reactor {
-    /// A new connection's first state: tungstenite's handshake, or with routes configured the
-    /// peek at its request head.
+    /// A new connection's first state: the peek at its request head.
     pub(super) fn first_conn(&self, stream: TcpStream, deadline: Instant) -> Conn {
-        if self.env.settings.routes.is_empty() {
-            return self.handshaking(stream, deadline);
-        }
         Conn::Routing(Box::new(Routing {
             stream: Some(stream),
             deadline,
@@ -87,44 +98,71 @@ impl Reactor {
         }
     }
 
+    /// Hands a peeked connection to tungstenite's handshake, which reads the head itself.
+    fn start_handshake(&mut self, key: Key, now: Instant) {
+        let Some((stream, deadline)) = self.take_routing(key) else {
+            return;
+        };
+        let conn = self.handshaking(stream, deadline);
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.conn = conn;
+        }
+        // The head is already buffered: no new edge would announce it.
+        self.drive_handshake(key, now);
+    }
+
+    /// Answers a request that is no WebSocket upgrade, then closes: the head is consumed (so
+    /// the close sends no reset before the client read the answer), the answer written in one
+    /// go (a fresh socket's send buffer holds it) and the write side shut down.
+    fn refuse_local(&mut self, key: Key, refusal: &Refusal, head_only: bool) {
+        self.env
+            .metrics
+            .rejected(rejected_for(refusal.status.as_u16()));
+        if let Some((mut stream, _)) = self.take_routing(key) {
+            discard_input(&mut stream);
+            match refusal.to_http(head_only) {
+                Ok(answer) => {
+                    let _ = stream.write_all(&answer);
+                }
+                Err(e) => tracing::debug!("cannot render a refusal: {e}"),
+            }
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        self.remove(key, None);
+    }
+
     /// Peeks at the request head and acts on what it asks for.
     pub(super) fn on_routing(&mut self, key: Key, now: Instant) {
         let decision = match self.slots.get(key).map(|s| &s.conn) {
             Some(Conn::Routing(r)) => match &r.stream {
-                Some(stream) => peek_head(stream, &self.env.settings.routes),
+                Some(stream) => peek_head(stream, &self.env.settings),
                 None => Decision::Drop,
             },
             _ => return,
         };
         match decision {
-            Decision::Wait | Decision::Head(Head::Partial) => {}
+            Decision::Wait
+            | Decision::Route(Head::Partial)
+            | Decision::Local(Precheck::Partial) => {}
             Decision::Drop => {
                 self.env.metrics.rejected(Rejected::Failed);
                 self.remove(key, None);
             }
-            Decision::Head(Head::Local) => {
-                let Some((stream, deadline)) = self.take_routing(key) else {
-                    return;
-                };
-                let conn = self.handshaking(stream, deadline);
-                if let Some(slot) = self.slots.get_mut(key) {
-                    slot.conn = conn;
-                }
-                self.drive_handshake(key, now);
+            Decision::Route(Head::Local) | Decision::Local(Precheck::Upgrade) => {
+                self.start_handshake(key, now);
             }
-            Decision::Head(Head::Refuse(status)) => {
-                let why = match status {
-                    400 => Rejected::Status400,
-                    _ => Rejected::Failed,
-                };
-                self.env.metrics.rejected(why);
+            Decision::Local(Precheck::Refuse { refusal, head_only }) => {
+                self.refuse_local(key, &refusal, head_only);
+            }
+            Decision::Route(Head::Refuse(status)) => {
+                self.env.metrics.rejected(rejected_for(status));
                 if let Some((mut stream, _)) = self.take_routing(key) {
                     discard_input(&mut stream);
                     answer_and_close(&mut stream, status);
                 }
                 self.remove(key, None);
             }
-            Decision::Head(Head::Tunnel {
+            Decision::Route(Head::Tunnel {
                 route,
                 len,
                 request,
@@ -286,19 +324,34 @@ impl Reactor {
     }
 }
 
-/// Peeks at up to [`MAX_HEAD`] bytes of the request and classifies them.
-fn peek_head(stream: &TcpStream, routes: &[crate::route::Route]) -> Decision {
+/// Peeks at up to [`MAX_HEAD`] bytes of the request and classifies them: a route (only with
+/// `--route`), else one of the endpoints served here.
+fn peek_head(stream: &TcpStream, settings: &crate::settings::Settings) -> Decision {
     let mut buf = [0u8; MAX_HEAD];
     loop {
         return match stream.peek(&mut buf) {
             Ok(0) => Decision::Drop,
             Ok(n) => {
+                let (input, full) = (&buf[..n], n == MAX_HEAD);
                 let peer = || {
                     stream
                         .peer_addr()
                         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
                 };
-                Decision::Head(classify(&buf[..n], n == MAX_HEAD, routes, peer))
+                let head = if settings.routes.is_empty() {
+                    Head::Local
+                } else {
+                    classify(input, full, &settings.routes, peer)
+                };
+                match head {
+                    Head::Local => Decision::Local(precheck(input, full, settings)),
+                    // Input that cannot be HTTP is answered before a path shows up.
+                    Head::Partial => match precheck(input, full, settings) {
+                        refuse @ Precheck::Refuse { .. } => Decision::Local(refuse),
+                        _ => Decision::Route(Head::Partial),
+                    },
+                    head => Decision::Route(head),
+                }
             }
             Err(e) if interrupted(&e) => continue,
             Err(e) if hermod_core::reactor::would_block(&e) => Decision::Wait,
