@@ -394,7 +394,7 @@ fn redis_url_and_tuning() {
         }
     );
     assert_eq!(client.db, 3);
-    assert_eq!(client.password.as_deref(), Some("p"));
+    assert_eq!(client.password.as_ref().map(|p| p.expose()), Some("p"));
     assert_eq!(client.command_timeout, Duration::from_millis(1500));
     assert_eq!(client.connections, 4);
 

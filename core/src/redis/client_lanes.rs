@@ -77,7 +77,7 @@ impl RedisClient {
         let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
         if let Some(password) = &config.password {
             let user = config.username.as_deref().unwrap_or("default");
-            hello.extend([&b"AUTH"[..], user.as_bytes(), password.as_bytes()]);
+            hello.extend([&b"AUTH"[..], user.as_bytes(), password.expose().as_bytes()]);
         }
         hello.extend([&b"SETNAME"[..], b"hermod"]);
         lane.conn.resp.queue(&hello, 0);

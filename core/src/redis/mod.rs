@@ -23,12 +23,14 @@ mod client;
 mod client_lanes;
 mod client_sentinel;
 mod conn;
+mod secret;
 pub mod sentinel;
 mod url;
 
 use std::time::Duration;
 
 pub use client::RedisClient;
+pub use secret::Secret;
 pub use url::{parse_redis_url, UrlError};
 
 /// Where the master is.
@@ -44,17 +46,17 @@ pub enum Target {
 }
 
 /// The client's settings. Build with [`ClientConfig::new`] (or [`parse_redis_url`]) and adjust
-/// fields. Its `Debug` shows `***` for the passwords.
-#[derive(Clone)]
+/// fields. Its `Debug` shows `***` for the passwords ([`Secret`]).
+#[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// The server, or the sentinels that know it.
     pub target: Target,
     /// ACL user for `HELLO 3 AUTH` (`default` when only a password is set).
     pub username: Option<String>,
     /// Password for `HELLO 3 AUTH`; none: no AUTH.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Password the sentinels require (their `requirepass`), if any.
-    pub sentinel_password: Option<String>,
+    pub sentinel_password: Option<Secret>,
     /// Database selected on every connection (`SELECT` when not 0).
     pub db: u32,
     /// Lanes: long-lived connections, each pipelining its commands. Lane 0 for reads and
@@ -94,26 +96,6 @@ impl ClientConfig {
             max_in_flight: 10_000,
             limits: crate::resp::RespLimits::default(),
         }
-    }
-}
-
-impl std::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |p: &Option<String>| p.as_ref().map(|_| "***");
-        f.debug_struct("ClientConfig")
-            .field("target", &self.target)
-            .field("username", &self.username)
-            .field("password", &redacted(&self.password))
-            .field("sentinel_password", &redacted(&self.sentinel_password))
-            .field("db", &self.db)
-            .field("connections", &self.connections)
-            .field("command_timeout", &self.command_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("backoff_min", &self.backoff_min)
-            .field("backoff_max", &self.backoff_max)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("limits", &self.limits)
-            .finish()
     }
 }
 

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 
+use super::Secret;
 use crate::resp::Value;
 
 /// What the shell must do next.
@@ -72,7 +73,7 @@ pub struct Discovery {
     /// The master's name in the sentinels' config.
     name: String,
     /// Password for the sentinels (`HELLO 3 AUTH default pw`).
-    password: Option<String>,
+    password: Option<Secret>,
     /// Current state.
     state: State,
     /// Sentinels tried in the current round (a round ends after all of them).
@@ -87,7 +88,7 @@ pub struct Discovery {
 
 impl Discovery {
     /// A machine for master `name` behind `sentinels`.
-    pub fn new(sentinels: Vec<String>, name: String, password: Option<String>) -> Self {
+    pub fn new(sentinels: Vec<String>, name: String, password: Option<Secret>) -> Self {
         Discovery {
             sentinels,
             name,
@@ -142,7 +143,7 @@ impl Discovery {
                 hello.extend([
                     b"AUTH".to_vec(),
                     b"default".to_vec(),
-                    pw.as_bytes().to_vec(),
+                    pw.expose().as_bytes().to_vec(),
                 ]);
             }
             self.actions.push_back(Action::Send(hello));

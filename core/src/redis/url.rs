@@ -1,6 +1,6 @@
 //! `redis://[[user]:password@]host[:port][/db]` into a [`ClientConfig`].
 
-use super::{ClientConfig, Target};
+use super::{ClientConfig, Secret, Target};
 
 /// Why a Redis URL was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,10 +47,10 @@ pub fn parse_redis_url(url: &str) -> Result<ClientConfig, UrlError> {
             None => (info, None),
         };
         config.username = Some(decode(user)?).filter(|u| !u.is_empty());
-        config.password = pass.map(decode).transpose()?;
+        config.password = pass.map(decode).transpose()?.map(Secret::new);
         if config.password.is_none() && config.username.is_some() {
             // `redis://secret@host` is the classic password-only form.
-            config.password = config.username.take();
+            config.password = config.username.take().map(Secret::new);
         }
     }
     Ok(config)
@@ -119,24 +119,38 @@ mod tests {
     fn forms() -> Result<(), UrlError> {
         let c = parse_redis_url("redis://127.0.0.1:6380/3")?;
         assert_eq!(
-            (addr(&c), c.db, c.username.clone(), c.password.clone()),
+            (
+                addr(&c),
+                c.db,
+                c.username.clone(),
+                c.password.clone().map(|p| p.expose().to_owned())
+            ),
             ("127.0.0.1:6380", 3, None, None)
         );
         let c = parse_redis_url("redis://localhost")?;
         assert_eq!((addr(&c), c.db), ("localhost:6379", 0));
         let c = parse_redis_url("redis://bob:p%40ss@h:1/")?;
         assert_eq!(
-            (c.username.as_deref(), c.password.as_deref()),
+            (
+                c.username.as_deref(),
+                c.password.as_ref().map(Secret::expose)
+            ),
             (Some("bob"), Some("p@ss"))
         );
         let c = parse_redis_url("redis://:secret@h:1")?;
         assert_eq!(
-            (c.username.as_deref(), c.password.as_deref()),
+            (
+                c.username.as_deref(),
+                c.password.as_ref().map(Secret::expose)
+            ),
             (None, Some("secret"))
         );
         let c = parse_redis_url("redis://secret@h")?;
         assert_eq!(
-            (c.username.as_deref(), c.password.as_deref()),
+            (
+                c.username.as_deref(),
+                c.password.as_ref().map(Secret::expose)
+            ),
             (None, Some("secret"))
         );
         let c = parse_redis_url("redis://[::1]:7000")?;

@@ -7,11 +7,10 @@
 //! Passwords are secrets: no error message and no `Debug` output shows one (a bad `--redis` URL
 //! is shown with its password replaced by `***`).
 
-use std::fmt;
 use std::time::Duration;
 
 use super::{count, duration, is_host_port, Origin, SettingError, Sources};
-use crate::redis::{parse_redis_url, ClientConfig, Target};
+use crate::redis::{parse_redis_url, ClientConfig, Secret, Target};
 
 /// Sentinels one `--sentinel` may list.
 pub const MAX_SENTINELS: usize = 16;
@@ -43,28 +42,15 @@ pub struct RedisChoice {
     credentials: Credentials,
 }
 
-/// The credentials given outside the URL. Secrets: `Debug` redacts the passwords.
-#[derive(Clone, Default)]
+/// The credentials given outside the URL (the passwords are [`Secret`]s: `Debug` hides them).
+#[derive(Clone, Debug, Default)]
 struct Credentials {
     /// `--redis-user`: the ACL user for the Redis servers (needs a password).
     user: Option<String>,
     /// `--redis-password`: for the master and replicas (`HELLO 3 AUTH`).
-    password: Option<String>,
+    password: Option<Secret>,
     /// `--sentinel-password`: the sentinels' own `requirepass`.
-    sentinel_password: Option<String>,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| REDACTED))
-            .field(
-                "sentinel_password",
-                &self.sentinel_password.as_ref().map(|_| REDACTED),
-            )
-            .finish()
-    }
+    sentinel_password: Option<Secret>,
 }
 
 impl RedisChoice {
@@ -233,9 +219,9 @@ fn parse_user(v: &str) -> Result<String, String> {
 }
 
 /// A password: 1 to 1024 bytes, no control characters. The error never repeats the value.
-fn parse_password(v: &str) -> Result<String, String> {
+fn parse_password(v: &str) -> Result<Secret, String> {
     if (1..=MAX_PASSWORD).contains(&v.len()) && !v.chars().any(char::is_control) {
-        Ok(v.to_owned())
+        Ok(Secret::new(v))
     } else {
         Err(format!(
             "must be 1 to {MAX_PASSWORD} bytes without control characters (value not shown)"

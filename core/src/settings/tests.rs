@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::redis::Target;
+use crate::redis::{Secret, Target};
 
 crate::setting_args! {
     /// A test binary's command line.
@@ -344,20 +344,26 @@ fn redis_credentials_reach_the_client() {
     .unwrap()
     .unwrap();
     assert_eq!(c.username.as_deref(), Some("bob"));
-    assert_eq!(c.password.as_deref(), Some("master-pw"));
-    assert_eq!(c.sentinel_password.as_deref(), Some("sentinel-pw"));
+    assert_eq!(c.password.as_ref().map(Secret::expose), Some("master-pw"));
+    assert_eq!(
+        c.sentinel_password.as_ref().map(Secret::expose),
+        Some("sentinel-pw")
+    );
     // With --redis, a URL without credentials takes them from the settings.
     let c = redis(&["--redis=redis://h:1/2", "--redis-password=pw"])
         .unwrap()
         .unwrap();
     assert_eq!(
-        (c.username, c.password.as_deref(), c.db),
+        (c.username, c.password.as_ref().map(Secret::expose), c.db),
         (None, Some("pw"), 2)
     );
     // Credentials in the URL alone still work.
     let c = redis(&["--redis=redis://bob:pw@h:1"]).unwrap().unwrap();
     assert_eq!(
-        (c.username.as_deref(), c.password.as_deref()),
+        (
+            c.username.as_deref(),
+            c.password.as_ref().map(Secret::expose)
+        ),
         (Some("bob"), Some("pw"))
     );
     assert_eq!(c.sentinel_password, None);
@@ -372,7 +378,7 @@ fn redis_passwords_follow_precedence() {
         ("HERMOD_SENTINEL_PASSWORD", "env-spw"),
     ];
     let pws = |c: crate::redis::ClientConfig| (c.password, c.sentinel_password);
-    let both = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()));
+    let both = |a: &str, b: &str| (Some(Secret::new(a)), Some(Secret::new(b)));
     let c = redis_from(&target, &[], file).unwrap().unwrap();
     assert_eq!(pws(c), both("file-pw", "file-spw"));
     let c = redis_from(&target, &env, file).unwrap().unwrap();
@@ -480,7 +486,7 @@ fn passwords_are_never_shown() {
     ];
     let c = redis(&args).unwrap().unwrap();
     let shown = format!("{c:?}");
-    assert!(shown.contains("password: Some(\"***\")"), "{shown}");
+    assert!(shown.contains("password: Some(***)"), "{shown}");
     assert!(shown.contains("bob"), "{shown}");
     assert!(!shown.contains("secret"), "{shown}");
     let cli = cli(&args);
