@@ -117,6 +117,22 @@ impl Histogram {
 }
 
 impl Metrics {
+    /// Takes one of `max` connection places for a new connection, atomically across workers:
+    /// false (and counted as refused) when all are taken. The place is given back by
+    /// decrementing `connections_open` when the connection goes.
+    pub fn try_open(&self, max: usize) -> bool {
+        let taken = self
+            .connections_open
+            .fetch_update(Relaxed, Relaxed, |open| (open < max).then_some(open + 1))
+            .is_ok();
+        if taken {
+            self.connections_accepted.fetch_add(1, Relaxed);
+        } else {
+            self.connections_refused.fetch_add(1, Relaxed);
+        }
+        taken
+    }
+
     /// Counts a session that ended with `code`.
     pub fn closed(&self, code: u16) {
         match CLOSE_CODES.iter().position(|c| *c == code) {
@@ -295,6 +311,22 @@ fn simple(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_cap_holds_across_threads() {
+        let m = std::sync::Arc::new(Metrics::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || (0..1_000).filter(|_| m.try_open(100)).count())
+            })
+            .collect();
+        let taken: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(taken, 100);
+        assert_eq!(m.connections_open.load(Relaxed), 100);
+        assert_eq!(m.connections_accepted.load(Relaxed), 100);
+        assert_eq!(m.connections_refused.load(Relaxed), 3_900);
+    }
 
     #[test]
     fn renders_prometheus_text() {

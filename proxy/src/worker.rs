@@ -339,13 +339,9 @@ impl Reactor {
     }
 
     fn admit(&mut self, stream: TcpStream, now: Instant) {
-        let open = self.env.metrics.connections_open.load(Relaxed);
-        if open >= self.env.settings.max_connections {
-            self.env.metrics.connections_refused.fetch_add(1, Relaxed);
+        if !self.env.metrics.try_open(self.env.settings.max_connections) {
             return;
         }
-        self.env.metrics.connections_open.fetch_add(1, Relaxed);
-        self.env.metrics.connections_accepted.fetch_add(1, Relaxed);
         let deadline = now + self.env.settings.handshake_timeout;
         let key = self.slots.insert(Slot {
             conn: self.first_conn(stream, deadline),
