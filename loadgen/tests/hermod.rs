@@ -4,10 +4,24 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
+
 use common::run_loadgen;
+
+/// These runs each load the machine (the 25,000-connection one saturates both cores for
+/// seconds): one at a time, so a run's timing-sensitive part (the slow-consumer bursts, the
+/// answers a sender must still get) does not depend on what else the test binary is doing.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn exclusive() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 #[test]
 fn direct_through_hermod_loses_nothing() {
+    let _serial = exclusive();
     let bin = common::proxy_binary();
     let secret = "loadgen-test-secret";
     let proxy = common::start_proxy(&bin, &["--jwt-secret", secret]);
@@ -78,6 +92,7 @@ fn direct_through_hermod_loses_nothing() {
 
 #[test]
 fn direct_reconnects_slow_consumers_and_loses_nothing() {
+    let _serial = exclusive();
     // A 300-byte outbound bound: a burst of two or three deliveries in one proxy tick closes
     // a receiver 1008 although it reads normally. The loadgen reopens the session and Hermod
     // replays the inbox, so nothing is lost after the drain.
@@ -88,41 +103,51 @@ fn direct_reconnects_slow_consumers_and_loses_nothing() {
         &["--jwt-secret", secret, "--max-outbound-bytes", "300"],
     );
     let url = format!("ws://{}/ws", proxy.addr);
-    let r = run_loadgen(
-        &[
-            "direct",
-            "--url",
-            &url,
-            "--jwt-secret",
-            secret,
-            "--connections",
-            "20",
-            "--rate",
-            "4000",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.3",
-            "--drain",
-            "15",
-            "--pattern",
-            "random",
-            // Sends go out in 20 ms bursts (~4 messages per receiver at once), so the 300-byte
-            // outbound bound is passed whatever the machine's speed.
-            "--tick-us",
-            "20000",
-        ],
-        "direct-reconnect",
-    );
-    assert!(r["reconnects"].as_u64().unwrap() > 0, "{r}");
-    assert!(r["closed_by_code"]["1008"].as_u64().unwrap() > 0, "{r}");
-    assert!(r["expected"].as_u64().unwrap() > 0, "{r}");
-    assert_eq!(r["lost"], 0, "{r}");
-    assert_eq!(r["held"], 20, "{r}");
+    // On a starved machine every session, senders included, can be closed before any `sent`
+    // answer gets through: such a run confirms nothing and proves nothing (lost is 0 by
+    // definition), so it is run again, at most three times. No run may lose a message.
+    for attempt in 1..=3 {
+        let r = run_loadgen(
+            &[
+                "direct",
+                "--url",
+                &url,
+                "--jwt-secret",
+                secret,
+                "--connections",
+                "20",
+                "--rate",
+                "2000",
+                "--duration",
+                "1",
+                "--warmup",
+                "0.3",
+                "--drain",
+                "15",
+                "--pattern",
+                "random",
+                // Sends go out in 40 ms bursts (~4 messages per receiver at once), so the
+                // 300-byte outbound bound is passed whatever the machine's speed.
+                "--tick-us",
+                "40000",
+            ],
+            &format!("direct-reconnect-{attempt}"),
+        );
+        assert_eq!(r["lost"], 0, "{r}");
+        assert_eq!(r["held"], 20, "{r}");
+        assert!(r["reconnects"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["closed_by_code"]["1008"].as_u64().unwrap() > 0, "{r}");
+        if r["expected"].as_u64().unwrap() > 0 {
+            return;
+        }
+        eprintln!("attempt {attempt}: no send was confirmed, running again: {r}");
+    }
+    panic!("no run had a confirmed send to audit");
 }
 
 #[test]
 fn holds_25000_connections_with_two_worker_processes() {
+    let _serial = exclusive();
     let bin = common::proxy_binary();
     let args = ["--auth", "none", "--echo-path", "/echo"];
     let a = common::start_proxy(&bin, &args);
