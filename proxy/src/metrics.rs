@@ -17,13 +17,17 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// The statuses a connection is refused with before an upgrade, each counted under its own
+/// label: bad request or upgrade, bad token, unknown path, method not allowed, plain HTTP on a
+/// WebSocket endpoint, header fields too large.
+pub const REJECT_STATUSES: [u16; 6] = [400, 401, 404, 405, 426, 431];
+
 /// A handshake refused with an HTTP status (or failed without one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
-    Status400,
-    Status401,
-    Status404,
-    /// Not a valid WebSocket upgrade, timed out, or the peer went away mid-handshake.
+    /// Answered with this status (one not in [`REJECT_STATUSES`] counts as `other`).
+    Status(u16),
+    /// No answer: timed out, the peer went away mid-handshake, or tungstenite gave up.
     Failed,
 }
 
@@ -40,7 +44,7 @@ pub struct Metrics {
     /// WebSocket upgrades completed.
     pub handshakes_ok: AtomicU64,
     /// Handshakes refused 400/401/404, and handshakes that failed otherwise, in that order.
-    pub handshakes_rejected: [AtomicU64; 4],
+    pub handshakes_rejected: [AtomicU64; REJECT_STATUSES.len() + 2],
     /// Sessions ended, by close code, index-aligned with [`CLOSE_CODES`].
     pub closed_by_code: [AtomicU64; CLOSE_CODES.len()],
     /// Sessions ended with a code not in [`CLOSE_CODES`].
@@ -143,11 +147,13 @@ impl Metrics {
 
     /// Counts a refused or failed handshake.
     pub fn rejected(&self, why: Rejected) {
+        let n = REJECT_STATUSES.len();
         let i = match why {
-            Rejected::Status400 => 0,
-            Rejected::Status401 => 1,
-            Rejected::Status404 => 2,
-            Rejected::Failed => 3,
+            Rejected::Status(status) => REJECT_STATUSES
+                .iter()
+                .position(|&s| s == status)
+                .unwrap_or(n),
+            Rejected::Failed => n + 1,
         };
         self.handshakes_rejected[i].fetch_add(1, Relaxed);
     }
@@ -229,8 +235,10 @@ impl Metrics {
             "Handshakes refused, by HTTP status (failed: no response).",
             "counter",
         );
-        for (i, status) in ["400", "401", "404", "failed"].iter().enumerate() {
-            let v = self.handshakes_rejected[i].load(Relaxed);
+        let labels = REJECT_STATUSES.map(|s| s.to_string());
+        let labels = labels.iter().map(String::as_str).chain(["other", "failed"]);
+        for (counter, status) in self.handshakes_rejected.iter().zip(labels) {
+            let v = counter.load(Relaxed);
             let _ = writeln!(out, "{name}{{status=\"{status}\"}} {v}");
         }
         let name = "hermod_sessions_closed_total";
@@ -333,7 +341,9 @@ mod tests {
         let m = Metrics::default();
         m.closed(1009);
         m.closed(4000);
-        m.rejected(Rejected::Status401);
+        m.rejected(Rejected::Status(401));
+        m.rejected(Rejected::Status(426));
+        m.rejected(Rejected::Status(503));
         m.send_latency.observe(Duration::from_micros(700));
         m.send_latency.observe(Duration::from_secs(10));
         let mut out = String::new();
@@ -342,6 +352,9 @@ mod tests {
         assert!(out.contains("hermod_sessions_closed_total{code=\"1009\"} 1\n"));
         assert!(out.contains("hermod_sessions_closed_other_total 1\n"));
         assert!(out.contains("hermod_handshakes_rejected_total{status=\"401\"} 1\n"));
+        assert!(out.contains("hermod_handshakes_rejected_total{status=\"426\"} 1\n"));
+        assert!(out.contains("hermod_handshakes_rejected_total{status=\"other\"} 1\n"));
+        assert!(out.contains("hermod_handshakes_rejected_total{status=\"failed\"} 0\n"));
         assert!(out.contains("hermod_send_latency_seconds_bucket{le=\"0.0005\"} 0\n"));
         assert!(out.contains("hermod_send_latency_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(out.contains("hermod_send_latency_seconds_bucket{le=\"5\"} 1\n"));

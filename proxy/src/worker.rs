@@ -380,7 +380,7 @@ impl Reactor {
         match h.drive() {
             Step::Pending => {}
             Step::Failed(status) => {
-                let why = status.map_or(Rejected::Failed, tunnel_glue::rejected_for);
+                let why = status.map_or(Rejected::Failed, Rejected::Status);
                 self.env.metrics.rejected(why);
                 self.remove(key, None);
             }

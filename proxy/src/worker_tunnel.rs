@@ -56,16 +56,6 @@ enum Decision {
     Local(Precheck),
 }
 
-/// The rejection counter for an HTTP status.
-pub(super) fn rejected_for(status: u16) -> Rejected {
-    match status {
-        400 => Rejected::Status400,
-        401 => Rejected::Status401,
-        404 => Rejected::Status404,
-        _ => Rejected::Failed,
-    }
-}
-
 impl Reactor {
     /// A new connection's first state: the peek at its request head.
     pub(super) fn first_conn(&self, stream: TcpStream, deadline: Instant) -> Conn {
@@ -117,7 +107,7 @@ impl Reactor {
     fn refuse_local(&mut self, key: Key, refusal: &Refusal, head_only: bool) {
         self.env
             .metrics
-            .rejected(rejected_for(refusal.status.as_u16()));
+            .rejected(Rejected::Status(refusal.status.as_u16()));
         if let Some((mut stream, _)) = self.take_routing(key) {
             discard_input(&mut stream);
             match refusal.to_http(head_only) {
@@ -155,7 +145,7 @@ impl Reactor {
                 self.refuse_local(key, &refusal, head_only);
             }
             Decision::Route(Head::Refuse(status)) => {
-                self.env.metrics.rejected(rejected_for(status));
+                self.env.metrics.rejected(Rejected::Status(status));
                 if let Some((mut stream, _)) = self.take_routing(key) {
                     discard_input(&mut stream);
                     answer_and_close(&mut stream, status);

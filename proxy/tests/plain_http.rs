@@ -144,6 +144,13 @@ fn plain_requests_get_http_answers_and_websockets_still_work() {
     let nope = request(&proxy, "GET", "/nope");
     assert_eq!(nope.status, 404, "{nope:?}");
 
+    // Each answer is counted under its own status.
+    let metrics = proxy.admin_get("/metrics").1;
+    for (status, n) in [("426", 3), ("405", 1), ("404", 1)] {
+        let line = format!("hermod_handshakes_rejected_total{{status=\"{status}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line}{metrics}");
+    }
+
     // The same server still upgrades a client no one here wrote, and the harness's client.
     python::run_check("ws_check.py", &[&proxy.client.to_string(), SECRET], &proxy);
     proxy.connect("alice").close();
