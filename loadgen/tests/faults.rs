@@ -6,27 +6,21 @@ mod common;
 
 use common::run_loadgen;
 
-#[test]
-fn a_one_second_stall_shows_in_open_loop_but_not_in_closed_loop() {
+/// A 3 s echo run over 4 connections against a fresh server that stalls for one second
+/// mid-run; `pacing` says how messages are paced.
+fn against_a_stall(pacing: &[&str], name: &str) -> serde_json::Value {
     let addr = common::start_stalling_echo_server();
     let url = format!("ws://{addr}/echo");
+    let mut args = vec!["echo", "--url", &url, "--connections", "4"];
+    args.extend_from_slice(pacing);
+    args.extend(["--duration", "3", "--warmup", "0"]);
+    run_loadgen(&args, name)
+}
+
+#[test]
+fn a_one_second_stall_shows_in_open_loop_but_not_in_closed_loop() {
     // Open loop: a third of the messages are due during the stall and wait for it.
-    let open = run_loadgen(
-        &[
-            "echo",
-            "--url",
-            &url,
-            "--connections",
-            "4",
-            "--rate",
-            "400",
-            "--duration",
-            "3",
-            "--warmup",
-            "0",
-        ],
-        "stall-open",
-    );
+    let open = against_a_stall(&["--rate", "400"], "stall-open");
     assert_eq!(open["lost"], 0, "{open}");
     let p99 = open["latency_us"]["p99"].as_u64().unwrap();
     assert!(
@@ -36,25 +30,7 @@ fn a_one_second_stall_shows_in_open_loop_but_not_in_closed_loop() {
 
     // The same when the loop reads replies only at its send ticks: replies keep their arrival
     // time, and a stalled reply arrives late.
-    let addr = common::start_stalling_echo_server();
-    let url = format!("ws://{addr}/echo");
-    let ticks = run_loadgen(
-        &[
-            "echo",
-            "--url",
-            &url,
-            "--connections",
-            "4",
-            "--rate",
-            "400",
-            "--duration",
-            "3",
-            "--warmup",
-            "0",
-            "--read-at-ticks",
-        ],
-        "stall-ticks",
-    );
+    let ticks = against_a_stall(&["--rate", "400", "--read-at-ticks"], "stall-ticks");
     assert_eq!(ticks["lost"], 0, "{ticks}");
     let p99 = ticks["latency_us"]["p99"].as_u64().unwrap();
     assert!(
@@ -69,25 +45,7 @@ fn a_one_second_stall_shows_in_open_loop_but_not_in_closed_loop() {
 
     // Closed loop, one in flight per connection: only the 4 messages caught by the stall wait
     // (the max shows the stall happened), the thousands of others do not.
-    let addr = common::start_stalling_echo_server();
-    let url = format!("ws://{addr}/echo");
-    let closed = run_loadgen(
-        &[
-            "echo",
-            "--url",
-            &url,
-            "--connections",
-            "4",
-            "--closed-loop",
-            "--in-flight",
-            "1",
-            "--duration",
-            "3",
-            "--warmup",
-            "0",
-        ],
-        "stall-closed",
-    );
+    let closed = against_a_stall(&["--closed-loop", "--in-flight", "1"], "stall-closed");
     let received = closed["received"].as_u64().unwrap();
     assert!(received >= 1000, "too few round trips for a p99: {closed}");
     let p99 = closed["latency_us"]["p99"].as_u64().unwrap();
