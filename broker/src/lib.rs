@@ -1,7 +1,7 @@
 //! # hermod-broker
 //!
 //! The message processor: takes [`Request`](hermod_core::bus::Request)s from gateways and answers
-//! with [`Delivery`](hermod_core::bus::Delivery)s (spec §2: inboxes, acks, rooms, dedupe).
+//! with [`Delivery`](hermod_core::bus::Delivery)s (inboxes, acks, rooms, dedupe: docs/protocol.md).
 //!
 //! - [`Broker`] (`broker.rs`): sessions, subscriptions and fan-out. Sans-io:
 //!   `handle(request, now_ms, &mut out)`, `sweep(now_ms)`; no clock, no threads.

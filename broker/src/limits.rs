@@ -1,4 +1,4 @@
-//! Retention, dedupe and replay-paging bounds of the broker (spec §2 defaults).
+//! Retention, dedupe and replay-paging bounds of the broker (defaults: docs/protocol.md, "Guarantees").
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Direct messages: inboxes, cursors, dedupe, retention (spec §2).
+//! Direct messages: inboxes, cursors, dedupe, retention (docs/protocol.md).
 #![allow(clippy::unwrap_used)] // scenarios shared by both engines are not `#[test]`s
 
 mod common;

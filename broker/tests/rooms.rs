@@ -1,4 +1,4 @@
-//! Rooms: join, publish, leave, `since` and `recovered` (spec §2).
+//! Rooms: join, publish, leave, `since` and `recovered` (docs/protocol.md).
 #![allow(clippy::unwrap_used)] // scenarios shared by both engines are not `#[test]`s
 
 mod common;

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// Longest user id, device id or room name, in bytes (spec §2).
+/// Longest user id, device id or room name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
-/// Longest client request id (`cid`), in bytes (spec §2).
+/// Longest client request id (`cid`), in bytes.
 pub const MAX_CID_LEN: usize = 64;
 /// Longest message id we accept back from a client (`ack`, `since`). Ids are ours and short;
 /// the bound only stops a peer from making us carry large strings around.

@@ -1,4 +1,4 @@
-//! The v1 client protocol (spec §2): JSON text frames in, JSON text frames out. Sans-io: text in,
+//! The v1 client protocol (docs/protocol.md): JSON text frames in, JSON text frames out. Sans-io: text in,
 //! typed frames out, and typed frames to text.
 
 use std::borrow::Cow;
@@ -82,7 +82,7 @@ pub struct BadFrame {
 /// kilobytes.
 const MAX_QUOTED_OP: usize = 32;
 
-/// Parses one client text frame (spec §2): a JSON object whose `op` is `send`, `ack`, `join`,
+/// Parses one client text frame (docs/protocol.md): a JSON object whose `op` is `send`, `ack`, `join`,
 /// `leave` or `publish`.
 ///
 /// Every refusal is a [`BadFrame`] with a one-line message and, when the frame had a readable,

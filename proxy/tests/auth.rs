@@ -1,4 +1,4 @@
-//! The handshake (spec §2 "Handshake and identity"): 401 before any upgrade for bad tokens, 400 for
+//! The handshake (docs/protocol.md, "Connecting"): 401 before any upgrade for bad tokens, 400 for
 //! bad names, 404 for unknown paths; good tokens in the query or the Authorization header.
 
 mod common;

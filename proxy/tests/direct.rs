@@ -1,4 +1,4 @@
-//! Direct messages end to end (spec §2, "Guarantees"): offline delivery in order, acks, dedupe by
+//! Direct messages end to end (docs/protocol.md, "Guarantees"): offline delivery in order, acks, dedupe by
 //! `cid`, several devices per user.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Limits and bad input (spec §2 "Limits and closing"): close codes 1009, 1007, 1003, 1002;
+//! Limits and bad input (docs/protocol.md, "Limits and closing"): close codes 1009, 1007, 1003, 1002;
 //! `bad_request` with the connection kept; the slow-consumer close with nothing lost. Bad input
 //! on one connection never affects another.
 

@@ -1,4 +1,4 @@
-//! Rooms end to end (spec §2): join, publish, leave, and `since` recovery.
+//! Rooms end to end (docs/protocol.md): join, publish, leave, and `since` recovery.
 
 mod common;
 
