@@ -6,6 +6,8 @@
 //! The broker keeps per-session state from [`Request::Attach`] (user, device), so the other
 //! requests carry only the session they come from.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::fmt;
 
 use bytes::Bytes;

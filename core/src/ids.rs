@@ -1,6 +1,8 @@
 //! Validated identifiers that cross the wire: names (users, devices, rooms), client request ids,
 //! and message ids. Validation happens once, at the edge; everything inside takes the newtypes.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::fmt;
 use std::sync::Arc;
 

@@ -4,6 +4,8 @@
 //! before the signature, so `alg: none` and algorithm-confusion tokens are refused outright. The
 //! signature is compared in constant time.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};

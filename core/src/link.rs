@@ -28,6 +28,8 @@
 //! most [`MAX_DATA_LEN`] bytes. Decoding takes a [`Value`] (from [`crate::resp::RespReader`]
 //! on the broker, [`crate::resp::RespConn`] pushes on the gateway) and never panics.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod push;
 mod request;
 

@@ -1,6 +1,8 @@
 //! The v1 client protocol (docs/protocol.md): JSON text frames in, JSON text frames out. Sans-io: text in,
 //! typed frames out, and typed frames to text.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 

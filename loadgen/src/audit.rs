@@ -4,6 +4,8 @@
 //! Sequence numbers are assigned here, in sending order. Messages sent during the warmup are a
 //! prefix of each connection's sequence; only the measured suffix is counted.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{HashMap, VecDeque};
 
 /// Widest gap (in 64-bit words of the seen bitmap) a stream may open above its lowest missing

@@ -15,6 +15,8 @@
 //! Values are recorded in microseconds and printed in milliseconds (scaling ratio 1000), with as
 //! many decimals as the histogram has significant digits, like wrk2.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;

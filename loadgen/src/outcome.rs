@@ -4,6 +4,8 @@
 //! every histogram is serialized with HdrHistogram's V2 format and base64-encoded; the parent
 //! decodes and merges them, so percentiles of the merged run are exact, not averaged.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD;

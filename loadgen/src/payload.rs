@@ -1,6 +1,8 @@
 //! The header every load message carries, so the receiver can audit and time it without state
 //! shared with the sender: who sent it, its sequence number, and its timestamp.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use crate::schedule::Nanos;
 
 /// Bytes of the header at the start of every payload: connection (u32), sequence (u64) and stamp

@@ -1,5 +1,7 @@
 //! The run's report (sans-io): percentiles, validity, the final table and the JSON document.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

@@ -6,6 +6,8 @@
 //! omission). Closed loop: each connection keeps a fixed window of messages in flight and sends a new
 //! one per reply; latency is measured from the actual send time.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::ops::Range;
 
 /// Nanoseconds since the run's t0 (the moment every connection is open and sending starts).

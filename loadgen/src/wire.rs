@@ -6,6 +6,8 @@
 //! index, the sequence number of its sender-to-receiver stream, the due time in microseconds
 //! since t0, and padding up to `--size`.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::fmt::Write as _;
 
 use serde::Deserialize;

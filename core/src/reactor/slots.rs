@@ -10,6 +10,8 @@
 //! `slot + FIRST_SLOT_TOKEN`. Tokens below [`FIRST_SLOT_TOKEN`] are left to the shell for its own
 //! registrations (listener, waker, admin socket...), and [`Key::from_token`] refuses them.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use slab::Slab;
 
 /// The first token value a slot can map to; `Token(0)..Token(FIRST_SLOT_TOKEN)` belong to the

@@ -13,6 +13,8 @@
 //! `tick * slots` above the usual timeout (idle, ping) so that most timers land within one
 //! revolution: both polling and `next_deadline` then touch only the buckets they pass over.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::time::{Duration, Instant};
 
 use super::slots::{Key, Slots};

@@ -1,5 +1,7 @@
 //! Tests of the timer wheel: unit cases plus a property test against a naive `BTreeMap` model.
 
+#![allow(clippy::disallowed_methods)] // tests take a real `Instant` as their origin
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -17,6 +17,8 @@
 //! confirmed in RESP3 by push frames, not replies: their tag is answered by the first
 //! confirmation push of the same kind; further confirmations are delivered as pushes.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod encode;
 mod reader;
 mod scan;
