@@ -12,7 +12,10 @@
 #
 #   benches/single-node.sh [--no-build] [--repeats 3] [--sessions 15000] [--hold 20] [--settle 5]
 #                          [--duration 10] [--warmup 2] [--rate 20000] [--size 64]
-#                          [--only mem|echo]
+#                          [--only mem|echo] [--proxy PATH] [--out DIR]
+#
+# --proxy runs another build of hermod-proxy (e.g. the previous commit's, to compare a change
+# side by side: alternate the two, one repeat each); --out keeps its results apart.
 #
 # Every process is started on 127.0.0.1 port 0 (the proxy's ready line on stderr gives the
 # ports) and stopped when the script ends, also on Ctrl-C. Results: target/bench/single-node/
@@ -21,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=1 repeats=3 sessions=15000 hold=20 settle=5 duration=10 warmup=2 rate=20000 size=64
-only=all
+only=all proxy=target/release/hermod-proxy out=target/bench/single-node
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) build=0 ;;
@@ -34,15 +37,15 @@ while [ $# -gt 0 ]; do
         --rate) rate=$2; shift ;;
         --size) size=$2; shift ;;
         --only) only=$2; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --proxy) proxy=$2; shift ;;
+        --out) out=$2; shift ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "single-node.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 
-proxy=target/release/hermod-proxy
 loadgen=target/release/hermod-loadgen
-out=target/bench/single-node
 work=$out/work
 mkdir -p "$work"
 results=$out/results.tsv
