@@ -16,9 +16,9 @@
 //! - `replay.rs`: paged replay with flow control. A replay (inbox backlog on attach, room
 //!   history after `since`) goes out a [`Page`] at a time; after a full page the session gets
 //!   `Event::ReplayPaused` and the next page only after `Request::ResumeReplay`.
-//! - [`gateways`]: serving gateway links over the RESP3 link protocol (`hermod_core::link`):
-//!   [`gateways::GatewaySessions`] (sans-io: links, sessions, sid mapping) inside the
-//!   `hermod-links` thread's loop, with the runner of [`embedded`] behind it.
+//! - `gateways/`: serving gateway links over the RESP3 link protocol (`hermod_core::link`):
+//!   `GatewaySessions` (sans-io: links, sessions, sid mapping) inside the `hermod-links`
+//!   thread's `GatewayLinksLoop`, with the runner of [`embedded`] behind it.
 //! - [`metrics`]: the process's counters and the Prometheus text of them and of the engine's
 //!   figures (names from `hermod_core::metrics::names`).
 //! - [`server`]: the `hermod-broker` process (`src/main.rs`): settings (`config/`), the
@@ -36,7 +36,7 @@ mod broker;
 mod dedupe;
 pub mod embedded;
 mod engine;
-pub mod gateways;
+mod gateways;
 mod history;
 mod limits;
 mod memory;
