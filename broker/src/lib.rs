@@ -1,7 +1,8 @@
 //! # hermod-broker
 //!
 //! The message processor: takes [`Request`](hermod_core::bus::Request)s from gateways and answers
-//! with [`Delivery`](hermod_core::bus::Delivery)s (inboxes, acks, rooms, dedupe: docs/protocol.md).
+//! with [`Delivery`](hermod_core::bus::Delivery)s (inboxes, acks, rooms, dedupe:
+//! docs/protocol.md).
 //!
 //! - [`Broker`] (`broker.rs`): sessions, subscriptions and fan-out. Sans-io:
 //!   `handle(request, now_ms, &mut out)`, `sweep(now_ms)`; no clock, no threads.
@@ -15,10 +16,14 @@
 //! - `replay.rs`: paged replay with flow control. A replay (inbox backlog on attach, room
 //!   history after `since`) goes out a [`Page`] at a time; after a full page the session gets
 //!   `Event::ReplayPaused` and the next page only after `Request::ResumeReplay`.
-//! - [`server`]: the `hermod-broker` process (`src/main.rs`): settings (`config.rs`), the link
-//!   thread that serves gateways over the RESP3 link protocol (`hermod_core::link`) with the
-//!   runner of [`embedded`] behind it (`link_thread.rs`, `hub.rs`), the registry heartbeat in
-//!   Redis (`registry.rs`), draining, and the optional admin HTTP listener.
+//! - `gateways/`: serving gateway links over the RESP3 link protocol (`hermod_core::link`):
+//!   `GatewaySessions` (sans-io: links, sessions, sid mapping) inside the `hermod-links`
+//!   thread's `GatewayLinksLoop`, with the runner of [`embedded`] behind it.
+//! - [`metrics`]: the process's counters and the Prometheus text of them and of the engine's
+//!   figures (names from `hermod_core::metrics::names`).
+//! - [`server`]: the `hermod-broker` process (`src/main.rs`): settings (`config/`), the
+//!   gateway links thread, the registry heartbeat in Redis (`registry.rs`), draining, and the
+//!   optional admin HTTP listener.
 //! - [`Limits`] (`limits.rs`): retention, dedupe and replay-page bounds.
 //!
 //! Invariants: per inbox and per room, every session receives messages in storage order; an
@@ -31,9 +36,11 @@ mod broker;
 mod dedupe;
 pub mod embedded;
 mod engine;
+mod gateways;
 mod history;
 mod limits;
 mod memory;
+pub mod metrics;
 pub mod redis;
 mod replay;
 pub mod server;

@@ -119,6 +119,15 @@ fn registry_admin_and_drain_after_the_gateway_detaches() {
         "{metrics}"
     );
     assert!(metrics.contains("\nhermod_broker_links 1\n"), "{metrics}");
+    // Valid Prometheus text whose families are all in the one metric table; the engine's
+    // figures carry the same names as in the proxy.
+    let body = metrics.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let families = hermod_core::metrics::check(body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+    assert!(
+        families.contains(&"hermod_redis_round_trips_total"),
+        "{body}"
+    );
+    assert!(metrics.contains("\nhermod_redis_up 1\n"), "{metrics}");
 
     broker.signal("TERM");
     assert!(matches!(link.next_push(), LinkPush::Draining));

@@ -1,18 +1,21 @@
-//! The admin HTTP listener of both server binaries: `GET /healthz`, `/readyz`, `/metrics`
-//! (spec §4); what `/readyz` and `/metrics` report comes from the binary ([`AdminState`]).
+//! The admin HTTP listener of both server binaries: `GET /healthz` (200 while the process
+//! runs), `/readyz` (200 when it can serve, else 503) and `/metrics` (Prometheus text); what
+//! `/readyz` and `/metrics` report comes from the binary ([`AdminState`]). docs/operations.md,
+//! "Health endpoints", says what each answer means for each binary.
 //!
 //! Not the hot path, so it is plain blocking `std::net` on its own thread: one request per
 //! connection, `Connection: close`. What a peer controls is bounded: the request head (8 KiB),
 //! the time to send it and to read the answer (5 s each), and the connections served at once
 //! ([`MAX_CONCURRENT`]; more are answered 503 at once and closed).
 
-use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
+
+use crate::metrics::{names, Exposition};
 
 /// Largest request head accepted (request line plus headers); larger is answered 431.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -228,48 +231,25 @@ pub fn respond(method: &str, path: &str, state: &AdminState) -> Response {
 
 /// Appends process figures read from /proc (absent where /proc is not there) and build info.
 pub fn render_process(out: &mut String) {
+    let mut w = Exposition::new(out);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(kib) = status_field(&status, "VmRSS:") {
-        gauge(
-            out,
-            "hermod_process_resident_memory_bytes",
-            "Resident set size of the process.",
-            kib.saturating_mul(1024),
-        );
+        w.gauge(&names::PROCESS_RESIDENT_MEMORY, kib.saturating_mul(1024));
     }
     if let Some(threads) = status_field(&status, "Threads:") {
-        gauge(out, "hermod_process_threads", "OS threads.", threads);
+        w.gauge(&names::PROCESS_THREADS, threads);
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
         // Minus the descriptor read_dir itself holds open while listing.
         let open = (dir.count() as u64).saturating_sub(1);
-        gauge(
-            out,
-            "hermod_process_open_fds",
-            "Open file descriptors.",
-            open,
-        );
+        w.gauge(&names::PROCESS_OPEN_FDS, open);
     }
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     if let Some(max) = max_open_files(&limits) {
-        let help = "Limit on open file descriptors (soft).";
-        gauge(out, "hermod_process_max_fds", help, max);
+        w.gauge(&names::PROCESS_MAX_FDS, max);
     }
-    let _ = writeln!(
-        out,
-        "# HELP hermod_build_info Build of the running binary.\n\
-         # TYPE hermod_build_info gauge\n\
-         hermod_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-}
-
-/// Appends one gauge with its `HELP` and `TYPE` lines.
-pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-    );
+    w.header(&names::BUILD_INFO);
+    w.sample(&names::BUILD_INFO, &[&env!("CARGO_PKG_VERSION")], 1);
 }
 
 /// The first number after `key` in /proc/self/status (e.g. `VmRSS:   1234 kB` → 1234).
@@ -408,6 +388,14 @@ mod tests {
         let s = TcpStream::connect(addr).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         assert!(get(addr, "/healthz").ends_with("ok\n"));
+    }
+
+    #[test]
+    fn process_figures_are_valid_prometheus_text_of_the_table() {
+        let mut out = String::new();
+        render_process(&mut out);
+        let families = crate::metrics::check(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert!(families.contains(&"hermod_build_info"), "{out}");
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   pushes apart, bounded input) and the RESP encoders.
 //! - [`link`]: the gateway <-> broker link protocol (RESP3 commands and push frames), sans-io
 //!   encode/decode.
+//! - [`metrics`]: the one table of every Prometheus metric the server binaries export, and the
+//!   one writer of the text exposition format (plus a checker that reads it back).
 //! - [`redis`]: the Redis client shell on the caller's mio `Poll`: lanes of pipelined
 //!   connections, timeouts, reconnect with backoff, and Sentinel discovery.
 //! - `settings`, `admin_http`, `startup` (feature `server`): what the two server binaries,
@@ -28,6 +30,7 @@ pub mod bus;
 pub mod ids;
 pub mod jwt;
 pub mod link;
+pub mod metrics;
 pub mod protocol;
 pub mod reactor;
 pub mod redis;

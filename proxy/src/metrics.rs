@@ -1,12 +1,13 @@
 //! The gateway's counters: plain atomics shared by every worker and read by the admin listener.
 //!
 //! Workers bump them with `Relaxed` stores on their own hot path (no locks, no allocation);
-//! [`Metrics::render`] writes the Prometheus text exposition format. Every metric name lives in
-//! this module and starts with `hermod_`.
+//! [`Metrics::render`] writes them in the Prometheus text exposition format through
+//! `hermod_core::metrics`, whose table names every metric.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
+
+use hermod_core::metrics::{names, Exposition};
 
 /// Close codes counted one by one; anything else lands in `other`. 1006 stands for "no close
 /// frame" (reset, EOF, I/O error, linger expired), as in RFC 6455.
@@ -85,10 +86,9 @@ pub struct Histogram {
     /// Observations per bucket (non-cumulative), index-aligned with [`LATENCY_BUCKETS`], plus
     /// one overflow bucket for `+Inf`.
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    /// Sum of observations in microseconds (rendered in seconds).
+    /// Sum of observations in microseconds (rendered in seconds). The count is the sum of the
+    /// buckets.
     sum_micros: AtomicU64,
-    /// Number of observations.
-    count: AtomicU64,
 }
 
 impl Histogram {
@@ -102,21 +102,12 @@ impl Histogram {
         self.buckets[idx].fetch_add(1, Relaxed);
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.sum_micros.fetch_add(micros, Relaxed);
-        self.count.fetch_add(1, Relaxed);
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        header(out, name, help, "histogram");
-        let mut cumulative = 0u64;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    fn render(&self, w: &mut Exposition<'_>) {
+        let counts = self.buckets.iter().map(|b| b.load(Relaxed));
         let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
+        w.histogram(&names::SEND_LATENCY, &LATENCY_BUCKETS, counts, sum);
     }
 }
 
@@ -160,160 +151,69 @@ impl Metrics {
 
     /// Appends every metric in Prometheus text format (with `# HELP`/`# TYPE` lines).
     pub fn render(&self, out: &mut String) {
-        let gauge = self.connections_open.load(Relaxed) as u64;
-        simple(
-            out,
-            "hermod_connections_open",
-            "Client connections held now.",
-            "gauge",
-            gauge,
+        let mut w = Exposition::new(out);
+        w.gauge(
+            &names::CONNECTIONS_OPEN,
+            self.connections_open.load(Relaxed) as u64,
         );
-        let counters: [(&str, &str, &AtomicU64); 11] = [
-            (
-                "hermod_connections_accepted_total",
-                "TCP connections accepted.",
-                &self.connections_accepted,
-            ),
-            (
-                "hermod_connections_refused_total",
-                "Connections dropped at max_connections.",
-                &self.connections_refused,
-            ),
-            (
-                "hermod_handshakes_total",
-                "WebSocket upgrades completed.",
-                &self.handshakes_ok,
-            ),
-            (
-                "hermod_messages_in_total",
-                "Data messages received from clients.",
-                &self.messages_in,
-            ),
-            (
-                "hermod_messages_out_total",
-                "Data messages written to clients.",
-                &self.messages_out,
-            ),
-            (
-                "hermod_bytes_in_total",
-                "Payload bytes received from clients.",
-                &self.bytes_in,
-            ),
-            (
-                "hermod_bytes_out_total",
-                "Payload bytes written to clients.",
-                &self.bytes_out,
-            ),
-            (
-                "hermod_slow_consumer_closes_total",
-                "Sessions closed 1008 slow consumer.",
-                &self.slow_consumer_closes,
-            ),
-            (
-                "hermod_broker_queue_full_total",
-                "Requests refused because the broker queue was full.",
-                &self.broker_queue_full,
-            ),
-            (
-                "hermod_request_timeouts_total",
-                "Requests answered unavailable after the request timeout.",
-                &self.request_timeouts,
-            ),
-            (
-                "hermod_sessions_closed_other_total",
-                "Sessions ended with an uncommon close code.",
-                &self.closed_other,
-            ),
+        let counters = [
+            (&names::CONNECTIONS_ACCEPTED, &self.connections_accepted),
+            (&names::CONNECTIONS_REFUSED, &self.connections_refused),
+            (&names::HANDSHAKES, &self.handshakes_ok),
+            (&names::MESSAGES_IN, &self.messages_in),
+            (&names::MESSAGES_OUT, &self.messages_out),
+            (&names::BYTES_IN, &self.bytes_in),
+            (&names::BYTES_OUT, &self.bytes_out),
+            (&names::SLOW_CONSUMER_CLOSES, &self.slow_consumer_closes),
+            (&names::BROKER_QUEUE_FULL, &self.broker_queue_full),
+            (&names::REQUEST_TIMEOUTS, &self.request_timeouts),
+            (&names::SESSIONS_CLOSED_OTHER, &self.closed_other),
         ];
-        for (name, help, value) in counters {
-            simple(out, name, help, "counter", value.load(Relaxed));
+        for (family, value) in counters {
+            w.counter(family, value.load(Relaxed));
         }
-        let name = "hermod_handshakes_rejected_total";
-        header(
-            out,
-            name,
-            "Handshakes refused, by HTTP status (failed: no response).",
-            "counter",
-        );
-        let labels = REJECT_STATUSES.map(|s| s.to_string());
-        let labels = labels.iter().map(String::as_str).chain(["other", "failed"]);
-        for (counter, status) in self.handshakes_rejected.iter().zip(labels) {
-            let v = counter.load(Relaxed);
-            let _ = writeln!(out, "{name}{{status=\"{status}\"}} {v}");
-        }
-        let name = "hermod_sessions_closed_total";
-        header(
-            out,
-            name,
-            "Sessions ended, by close code (1006: no close frame).",
-            "counter",
-        );
-        for (i, code) in CLOSE_CODES.iter().enumerate() {
-            let v = self.closed_by_code[i].load(Relaxed);
-            let _ = writeln!(out, "{name}{{code=\"{code}\"}} {v}");
-        }
-        self.send_latency.render(
-            "hermod_send_latency_seconds",
-            "Time from a client's send/publish to the broker's sent answer.",
-            out,
-        );
-        self.render_tunnels(out);
+        self.render_labelled(&mut w);
+        self.send_latency.render(&mut w);
+        self.render_tunnels(&mut w);
     }
 
-    fn render_tunnels(&self, out: &mut String) {
-        let open = self.tunnels_open.load(Relaxed) as u64;
-        simple(
-            out,
-            "hermod_tunnels_open",
-            "Tunnels held now (connecting, upgrading or relaying).",
-            "gauge",
-            open,
-        );
-        let counters: [(&str, &str, &AtomicU64); 3] = [
+    /// Handshakes refused by status, sessions closed by code.
+    fn render_labelled(&self, w: &mut Exposition<'_>) {
+        let rejected = &names::HANDSHAKES_REJECTED;
+        w.header(rejected);
+        for (i, counter) in self.handshakes_rejected.iter().enumerate() {
+            let value = counter.load(Relaxed);
+            match REJECT_STATUSES.get(i) {
+                Some(status) => w.sample(rejected, &[status], value),
+                None if i == REJECT_STATUSES.len() => w.sample(rejected, &[&"other"], value),
+                None => w.sample(rejected, &[&"failed"], value),
+            }
+        }
+        let closed = &names::SESSIONS_CLOSED;
+        w.header(closed);
+        for (code, counter) in CLOSE_CODES.iter().zip(&self.closed_by_code) {
+            w.sample(closed, &[code], counter.load(Relaxed));
+        }
+    }
+
+    fn render_tunnels(&self, w: &mut Exposition<'_>) {
+        w.gauge(&names::TUNNELS_OPEN, self.tunnels_open.load(Relaxed) as u64);
+        let counters = [
+            (&names::TUNNEL_REQUESTS, &self.tunnel_requests),
+            (&names::TUNNELS, &self.tunnels_upgraded),
             (
-                "hermod_tunnel_requests_total",
-                "Requests routed to a tunnel upstream.",
-                &self.tunnel_requests,
-            ),
-            (
-                "hermod_tunnels_total",
-                "Tunnels whose upstream answered 101.",
-                &self.tunnels_upgraded,
-            ),
-            (
-                "hermod_tunnel_upstream_failures_total",
-                "Routed requests answered 502 or 504.",
+                &names::TUNNEL_UPSTREAM_FAILURES,
                 &self.tunnel_upstream_failures,
             ),
         ];
-        for (name, help, value) in counters {
-            simple(out, name, help, "counter", value.load(Relaxed));
+        for (family, value) in counters {
+            w.counter(family, value.load(Relaxed));
         }
-        let name = "hermod_tunnel_bytes_total";
-        header(
-            out,
-            name,
-            "Bytes relayed by tunnels, by direction.",
-            "counter",
-        );
-        for (direction, v) in [
-            ("up", &self.tunnel_bytes_up),
-            ("down", &self.tunnel_bytes_down),
-        ] {
-            let v = v.load(Relaxed);
-            let _ = writeln!(out, "{name}{{direction=\"{direction}\"}} {v}");
-        }
+        let bytes = &names::TUNNEL_BYTES;
+        w.header(bytes);
+        w.sample(bytes, &[&"up"], self.tunnel_bytes_up.load(Relaxed));
+        w.sample(bytes, &[&"down"], self.tunnel_bytes_down.load(Relaxed));
     }
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn simple(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
-    header(out, name, help, kind);
-    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]

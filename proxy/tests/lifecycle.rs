@@ -60,6 +60,13 @@ fn admin_endpoints(engine: Engine) {
         body.lines().any(|l| l.starts_with("# TYPE hermod_")),
         "no `# TYPE` lines (Prometheus text format):\n{body}"
     );
+    // Valid Prometheus text (HELP and TYPE once per family, samples after them), and every
+    // family listed in the one metric table, hence in docs/operations.md.
+    let families = hermod_core::metrics::check(&body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+    assert!(families.contains(&"hermod_connections_open"), "{body}");
+    if matches!(engine, Engine::Redis) {
+        assert!(families.contains(&"hermod_redis_up"), "{body}");
+    }
     assert_eq!(proxy.admin_get("/nope").0, 404);
 }
 

@@ -2,7 +2,7 @@
 //! link listener that gateways connect to.
 //!
 //! Threads: `hermod-broker` (the runner: [`Broker`] + Redis engine, see `embedded.rs`),
-//! `hermod-links` (link I/O, `link_thread.rs` + `hub.rs`), `hermod-registry` (the registry
+//! `hermod-links` (the gateway links, `crate::gateways`), `hermod-registry` (the registry
 //! heartbeat, `registry.rs`), `hermod-admin` (optional), and the main thread, which waits for
 //! signals.
 //!
@@ -19,9 +19,6 @@
 //! A second signal exits at once.
 
 pub mod config;
-mod hub;
-mod link_thread;
-mod metrics;
 mod registry;
 pub mod settings;
 
@@ -45,10 +42,10 @@ use mio::{Poll, Waker};
 use crate::embedded::{self, EmbeddedBroker, Flush, Sink};
 use crate::{Broker, RedisEngine, RedisEngineConfig};
 
-pub use hub::MAX_SESSIONS;
-use link_thread::{Control, LinkThread, REQUEST_QUEUE, WAKE};
-use metrics::Metrics;
-pub use registry::REGISTRY_KEY;
+pub use crate::gateways::MAX_SESSIONS;
+use crate::gateways::{Control, GatewayLinks, GatewaySessions, REQUEST_QUEUE, WAKE};
+use crate::metrics::Metrics;
+pub use hermod_core::link::REGISTRY_KEY;
 use settings::Settings;
 
 /// Deliveries the link thread's queue holds; a full one marks the session overflowed.
@@ -80,10 +77,10 @@ pub fn run(settings: Settings) -> Result<u8, StartError> {
         draining: AtomicBool::new(false),
         waker,
     });
-    let links = LinkThread {
+    let links = GatewayLinks {
         poll,
         listener,
-        hub: hub::Hub::new(
+        sessions: GatewaySessions::new(
             settings.node_id.clone(),
             Arc::clone(&engine_ready),
             Arc::clone(&metrics),

@@ -14,13 +14,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hermod_core::link::REGISTRY_KEY;
 use hermod_core::redis::{ClientConfig, ClientEvent, RedisClient};
 use mio::{Events, Poll, Token, Waker};
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 
-/// The sorted set of live brokers: member `<node-id>@<addr>`, score its expiry (unix ms).
-pub const REGISTRY_KEY: &str = "hermod:brokers";
 /// The waker's token; the client's tokens follow.
 const WAKE: Token = Token(0);
 /// How long leaving waits for the `ZREM` to be answered.

@@ -42,6 +42,11 @@ use crate::resp::{decimal, put_bulk, put_header, Value};
 pub use push::{decode_push, encode_draining, encode_event, encode_message, encode_push};
 pub use request::{decode_request, encode_request};
 
+/// The Redis sorted set of live brokers, written by each `hermod-broker` (member
+/// `<node-id>@<advertise host:port>`, score the entry's expiry in unix ms) and read by
+/// `hermod-proxy --registry` to find them.
+pub const REGISTRY_KEY: &str = "hermod:brokers";
+
 /// Largest `data` of a SEND/PUBLISH: the largest message size the gateway can be configured to
 /// accept (`--max-message-size` tops out at 64 MiB). Stops a peer from making us hold more.
 pub const MAX_DATA_LEN: usize = 64 << 20;

@@ -13,7 +13,7 @@ use mio::event::Event;
 use mio::{Registry, Token};
 
 /// The sorted set brokers announce themselves in.
-pub const REGISTRY_KEY: &str = "hermod:brokers";
+pub use hermod_core::link::REGISTRY_KEY;
 /// How often the registry is read.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Most brokers taken from the registry (the query's LIMIT): bounds what it can make us open.

@@ -1,9 +1,10 @@
 //! What the link hub publishes for `/readyz` and `/metrics`: atomics written by the hub thread
-//! once per loop turn, read by the admin thread. Every link metric name lives here.
+//! once per loop turn, read by the admin thread, which writes them through `hermod_core::metrics`
+//! (whose table names every metric).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use hermod_core::metrics::{names, Exposition};
 use parking_lot::Mutex;
 
 /// One broker link as `/metrics` shows it.
@@ -48,99 +49,40 @@ impl LinkStatus {
 
     /// Appends the link metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let gauges = [
-            (
-                "hermod_broker_links_up",
-                "Broker links connected and not draining.",
-                self.links_up.load(Relaxed) as u64,
-            ),
-            (
-                "hermod_sessions_unplaced",
-                "Sessions waiting for a live broker.",
-                self.unplaced.load(Relaxed) as u64,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let counters = [
-            (
-                "hermod_sessions_rehomed_total",
-                "Sessions moved to another broker (link lost, draining, deregistered).",
-                self.rehomed.load(Relaxed),
-            ),
-            (
-                "hermod_broker_link_round_trips_total",
-                "Broker link heartbeats answered.",
-                self.round_trips.load(Relaxed),
-            ),
-            (
-                "hermod_broker_links_lost_total",
-                "Broker links lost after being up.",
-                self.links_lost.load(Relaxed),
-            ),
-            (
-                "hermod_broker_overflows_total",
-                "Sessions overflowed (worker mailbox full) and closed 1008.",
-                self.overflows.load(Relaxed),
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        }
-        let name = "hermod_broker_link_rtt_seconds_sum";
-        let sum = self.rtt_sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "# HELP {name} Sum of heartbeat round-trip times (divide by round trips).\n\
-             # TYPE {name} counter\n{name} {sum}"
+        let mut w = Exposition::new(out);
+        w.gauge(&names::BROKER_LINKS_UP, self.links_up.load(Relaxed) as u64);
+        w.gauge(
+            &names::SESSIONS_UNPLACED,
+            self.unplaced.load(Relaxed) as u64,
         );
-        self.render_rows(out);
+        let counters = [
+            (&names::SESSIONS_REHOMED, &self.rehomed),
+            (&names::BROKER_LINK_ROUND_TRIPS, &self.round_trips),
+            (&names::BROKER_LINKS_LOST, &self.links_lost),
+            (&names::BROKER_OVERFLOWS, &self.overflows),
+        ];
+        for (family, value) in counters {
+            w.counter(family, value.load(Relaxed));
+        }
+        let rtt_sum = self.rtt_sum_us.load(Relaxed) as f64 / 1e6;
+        w.counter(&names::BROKER_LINK_RTT_SUM, rtt_sum);
+        self.render_rows(&mut w);
     }
 
     /// The per-broker gauges.
-    fn render_rows(&self, out: &mut String) {
-        let rows = self.brokers.lock().clone();
-        let _ = writeln!(
-            out,
-            "# HELP hermod_broker_link_up 1 while the link to this broker is up.\n\
-             # TYPE hermod_broker_link_up gauge"
-        );
-        for row in &rows {
-            let _ = writeln!(
-                out,
-                "hermod_broker_link_up{{broker=\"{}\"}} {}",
-                label(&row.name),
-                u8::from(row.up)
-            );
+    fn render_rows(&self, w: &mut Exposition<'_>) {
+        let rows = self.brokers.lock();
+        let up = &names::BROKER_LINK_UP;
+        w.header(up);
+        for row in rows.iter() {
+            w.sample(up, &[&row.name], u64::from(row.up));
         }
-        let _ = writeln!(
-            out,
-            "# HELP hermod_broker_link_sessions Sessions homed on this broker.\n\
-             # TYPE hermod_broker_link_sessions gauge"
-        );
-        for row in &rows {
-            let _ = writeln!(
-                out,
-                "hermod_broker_link_sessions{{broker=\"{}\"}} {}",
-                label(&row.name),
-                row.sessions
-            );
+        let sessions = &names::BROKER_LINK_SESSIONS;
+        w.header(sessions);
+        for row in rows.iter() {
+            w.sample(sessions, &[&row.name], row.sessions as u64);
         }
     }
-}
-
-/// A label value with `\`, `"` and newlines escaped (names come from the registry).
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -1,15 +1,16 @@
-//! The link thread's state, sans-io: gateway links, the sessions attached through them, and the
-//! way between gateway sids and the broker's own [`SessionKey`]s.
+//! [`GatewaySessions`], the gateway links thread's state, sans-io: gateway links, the sessions
+//! attached through them, and the way between gateway sids and the broker's own
+//! [`SessionKey`]s; it detaches every session of a link that closes or stays silent.
 //!
-//! A session attached by link `L` under the gateway's sid `g` gets a slot in [`Hub::sessions`];
+//! A session attached by link `L` under the gateway's sid `g` gets a slot in the sessions slab;
 //! its broker key is `{worker: 0, slot, generation}` of that slot, so a delivery for a session
 //! that has since detached (its slot reused with a new generation) finds nothing and is dropped.
 //!
 //! Deliveries are collected per link during a loop turn and encoded at its end
-//! ([`Hub::end_tick`]): message deliveries that share one frame (the same `Bytes`: a room
-//! fan-out) become one `msg` push naming every sid, so a room message crosses each link once.
-//! A session joins an open group only if nothing else was queued for it after the group opened,
-//! so every session still sees its events in the order the broker produced them.
+//! ([`GatewaySessions::end_tick`]): message deliveries that share one frame (the same `Bytes`:
+//! a room fan-out) become one `msg` push naming every sid, so a room message crosses each link
+//! once. A session joins an open group only if nothing else was queued for it after the group
+//! opened, so every session still sees its events in the order the broker produced them.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -26,12 +27,13 @@ use hermod_core::link::{
 use hermod_core::reactor::slots::{Key, Slots};
 use hermod_core::resp::{encode_value, Value};
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Most sessions attached through all links at once; more ATTACHes are refused.
 pub const MAX_SESSIONS: usize = 1 << 20;
 
-/// Where requests go: the runner's bounded mailbox, seen through what the hub needs.
+/// Where requests go: the runner's bounded mailbox, seen through what [`GatewaySessions`]
+/// needs.
 pub trait RequestSink {
     /// Whether a request can be taken now (no control request waiting, mailbox not full).
     fn has_room(&self) -> bool;
@@ -47,7 +49,7 @@ pub enum Handled {
     /// Answered; go on with the next.
     Done,
     /// The runner's mailbox is full: the request is parked on the link; stop reading it until
-    /// [`Hub::retry_parked`] succeeds.
+    /// [`GatewaySessions::retry_parked`] succeeds.
     Parked,
 }
 
@@ -96,7 +98,7 @@ struct Session {
 }
 
 /// The links, their sessions and the drain state. See the module docs.
-pub struct Hub<S> {
+pub struct GatewaySessions<S> {
     links: Slots<Link<S>>,
     sessions: Slots<Session>,
     /// Links with pushes queued or replies written this turn.
@@ -112,13 +114,13 @@ pub struct Hub<S> {
     metrics: Arc<Metrics>,
 }
 
-impl<S> Hub<S> {
+impl<S> GatewaySessions<S> {
     pub fn new(
         node_id: String,
         redis_up: Arc<dyn Fn() -> bool + Send + Sync>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Hub {
+        GatewaySessions {
             links: Slots::default(),
             sessions: Slots::default(),
             dirty: Vec::new(),
@@ -475,7 +477,3 @@ fn bulk(s: &'static str) -> Value {
 fn error(e: &LinkError) -> Value {
     Value::Error(Bytes::from(format!("ERR {e}")))
 }
-
-#[cfg(test)]
-#[path = "hub_tests.rs"]
-mod tests;

@@ -1,11 +1,19 @@
-//! Unit tests of the hub: sid mapping, grouping of room messages, draining, backpressure.
+//! Unit tests of [`GatewaySessions`]: sid mapping, grouping of room messages, draining,
+//! backpressure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hermod_core::ids::Name;
-use hermod_core::link::{decode_push, LinkPush};
-use hermod_core::resp::{encode_command, RespConn, RespEvent, RespLimits, RespReader};
+use std::sync::Arc;
+use std::time::Instant;
 
-use super::*;
+use bytes::{Bytes, BytesMut};
+use hermod_core::bus::{Delivery, Event, Request, SessionKey};
+use hermod_core::ids::{MsgId, Name};
+use hermod_core::link::{decode_push, LinkPush};
+use hermod_core::reactor::slots::Key;
+use hermod_core::resp::{encode_command, RespConn, RespEvent, RespLimits, RespReader, Value};
+
+use super::sessions::{GatewaySessions, Handled, RequestSink};
+use crate::metrics::Metrics;
 
 #[derive(Default)]
 struct Sink {
@@ -25,22 +33,31 @@ impl RequestSink for Sink {
     }
 }
 
-fn hub() -> Hub<()> {
-    Hub::new("n1".into(), Arc::new(|| true), Arc::new(Metrics::default()))
+fn gateway_sessions() -> GatewaySessions<()> {
+    GatewaySessions::new("n1".into(), Arc::new(|| true), Arc::new(Metrics::default()))
 }
 
-fn command(hub: &mut Hub<()>, link: Key, sink: &mut Sink, args: &[&str]) -> Handled {
+fn command(
+    sessions: &mut GatewaySessions<()>,
+    link: Key,
+    sink: &mut Sink,
+    args: &[&str],
+) -> Handled {
     let mut wire = BytesMut::new();
     let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     encode_command(&mut wire, &args);
     let mut r = RespReader::new(RespLimits::default());
     r.feed(&wire).unwrap();
-    hub.handle(link, r.next_value().unwrap().unwrap(), sink)
+    sessions.handle(link, r.next_value().unwrap().unwrap(), sink)
 }
 
 /// Replies and pushes written to `link` so far (taken out).
-fn output(hub: &mut Hub<()>, link: Key, replies: usize) -> (Vec<Value>, Vec<LinkPush>) {
-    let out = std::mem::take(&mut hub.link_mut(link).unwrap().out);
+fn output(
+    sessions: &mut GatewaySessions<()>,
+    link: Key,
+    replies: usize,
+) -> (Vec<Value>, Vec<LinkPush>) {
+    let out = std::mem::take(&mut sessions.link_mut(link).unwrap().out);
     let mut conn = RespConn::new(RespLimits::default());
     for tag in 0..replies {
         conn.queue(&[b"X"], tag as u64);
@@ -64,10 +81,16 @@ fn sid(slot: u32) -> SessionKey {
     }
 }
 
-fn attach(hub: &mut Hub<()>, link: Key, sink: &mut Sink, slot: u32, user: &str) -> SessionKey {
+fn attach(
+    sessions: &mut GatewaySessions<()>,
+    link: Key,
+    sink: &mut Sink,
+    slot: u32,
+    user: &str,
+) -> SessionKey {
     let text = sid(slot).to_string();
     assert_eq!(
-        command(hub, link, sink, &["ATTACH", &text, user, "d"]),
+        command(sessions, link, sink, &["ATTACH", &text, user, "d"]),
         Handled::Done
     );
     sink.sent.last().unwrap().session()
@@ -79,60 +102,65 @@ fn simple(s: &str) -> Value {
 
 #[test]
 fn sids_map_to_broker_keys_and_back() {
-    let (mut hub, mut sink) = (hub(), Sink::default());
+    let (mut sessions, mut sink) = (gateway_sessions(), Sink::default());
     let now = Instant::now();
-    let link = hub.add_link((), now);
-    let ours = attach(&mut hub, link, &mut sink, 1, "alice");
+    let link = sessions.add_link((), now);
+    let ours = attach(&mut sessions, link, &mut sink, 1, "alice");
     assert_eq!(ours.worker, 0);
     command(
-        &mut hub,
+        &mut sessions,
         link,
         &mut sink,
         &["SEND", &sid(1).to_string(), "c1", "bob", "{}"],
     );
     assert!(matches!(&sink.sent[1], Request::Send { session, .. } if *session == ours));
     let r = command(
-        &mut hub,
+        &mut sessions,
         link,
         &mut sink,
         &["SEND", &sid(2).to_string(), "c1", "bob", "{}"],
     );
     assert_eq!(r, Handled::Done);
-    let (replies, _) = output(&mut hub, link, 3);
+    let (replies, _) = output(&mut sessions, link, 3);
     assert_eq!(replies[..2], [simple("OK"), simple("OK")]);
     assert!(replies[2].is_error());
 
-    hub.route(Delivery {
+    sessions.route(Delivery {
         session: ours,
         event: Event::Left {
             room: Name::parse("r", "r").unwrap(),
         },
     });
-    hub.end_tick();
-    let (_, pushes) = output(&mut hub, link, 0);
+    sessions.end_tick();
+    let (_, pushes) = output(&mut sessions, link, 0);
     assert!(matches!(&pushes[..], [LinkPush::Event { sid: s, .. }] if *s == sid(1)));
 
     // Detach: the broker key goes stale, later deliveries for it are dropped.
-    command(&mut hub, link, &mut sink, &["DETACH", &sid(1).to_string()]);
+    command(
+        &mut sessions,
+        link,
+        &mut sink,
+        &["DETACH", &sid(1).to_string()],
+    );
     assert!(matches!(sink.sent.last(), Some(Request::Detach { session }) if *session == ours));
-    hub.route(Delivery {
+    sessions.route(Delivery {
         session: ours,
         event: Event::Overflow,
     });
-    hub.end_tick();
-    let (replies, pushes) = output(&mut hub, link, 1);
+    sessions.end_tick();
+    let (replies, pushes) = output(&mut sessions, link, 1);
     assert_eq!((replies.len(), pushes.len()), (1, 0));
-    assert_eq!(hub.session_count(), 0);
+    assert_eq!(sessions.session_count(), 0);
 }
 
 #[test]
 fn a_room_message_crosses_the_link_once() {
-    let (mut hub, mut sink) = (hub(), Sink::default());
-    let link = hub.add_link((), Instant::now());
-    let a = attach(&mut hub, link, &mut sink, 1, "alice");
-    let b = attach(&mut hub, link, &mut sink, 2, "bob");
-    let c = attach(&mut hub, link, &mut sink, 3, "carol");
-    output(&mut hub, link, 3);
+    let (mut sessions, mut sink) = (gateway_sessions(), Sink::default());
+    let link = sessions.add_link((), Instant::now());
+    let a = attach(&mut sessions, link, &mut sink, 1, "alice");
+    let b = attach(&mut sessions, link, &mut sink, 2, "bob");
+    let c = attach(&mut sessions, link, &mut sink, 3, "carol");
+    output(&mut sessions, link, 3);
     let frame = Bytes::from_static(b"{\"op\":\"msg\"}");
     let id = MsgId::new("1-1");
     let msg = |s| Delivery {
@@ -142,16 +170,16 @@ fn a_room_message_crosses_the_link_once() {
             frame: frame.clone(),
         },
     };
-    hub.route(msg(a));
-    hub.route(msg(b));
+    sessions.route(msg(a));
+    sessions.route(msg(b));
     // c got something else first: joining the group would put the message before it.
-    hub.route(Delivery {
+    sessions.route(Delivery {
         session: c,
         event: Event::ReplayPaused,
     });
-    hub.route(msg(c));
-    hub.end_tick();
-    let (_, pushes) = output(&mut hub, link, 0);
+    sessions.route(msg(c));
+    sessions.end_tick();
+    let (_, pushes) = output(&mut sessions, link, 0);
     assert_eq!(pushes.len(), 3, "{pushes:?}");
     assert!(matches!(&pushes[0], LinkPush::Message { sids, .. } if sids == &[sid(1), sid(2)]));
     assert!(
@@ -162,16 +190,16 @@ fn a_room_message_crosses_the_link_once() {
 
 #[test]
 fn draining_refuses_attach_and_tells_links() {
-    let (mut hub, mut sink) = (hub(), Sink::default());
-    let link = hub.add_link((), Instant::now());
-    hub.start_drain();
+    let (mut sessions, mut sink) = (gateway_sessions(), Sink::default());
+    let link = sessions.add_link((), Instant::now());
+    sessions.start_drain();
     command(
-        &mut hub,
+        &mut sessions,
         link,
         &mut sink,
         &["ATTACH", &sid(1).to_string(), "u", "d"],
     );
-    let (replies, pushes) = output(&mut hub, link, 1);
+    let (replies, pushes) = output(&mut sessions, link, 1);
     assert!(matches!(&pushes[..], [LinkPush::Draining]));
     assert!(replies[0].error_message().unwrap().starts_with("DRAINING"));
     assert!(sink.sent.is_empty());
@@ -179,36 +207,36 @@ fn draining_refuses_attach_and_tells_links() {
 
 #[test]
 fn a_full_mailbox_parks_and_a_dead_link_detaches() {
-    let (mut hub, mut sink) = (hub(), Sink::default());
-    let link = hub.add_link((), Instant::now());
-    let ours = attach(&mut hub, link, &mut sink, 1, "alice");
+    let (mut sessions, mut sink) = (gateway_sessions(), Sink::default());
+    let link = sessions.add_link((), Instant::now());
+    let ours = attach(&mut sessions, link, &mut sink, 1, "alice");
     sink.full = true;
     let r = command(
-        &mut hub,
+        &mut sessions,
         link,
         &mut sink,
         &["ACK", &sid(1).to_string(), "1-1"],
     );
     assert_eq!(r, Handled::Parked);
-    assert!(hub.is_parked(link));
+    assert!(sessions.is_parked(link));
     sink.full = false;
-    assert_eq!(hub.retry_parked(link, &mut sink), Handled::Done);
+    assert_eq!(sessions.retry_parked(link, &mut sink), Handled::Done);
     assert!(matches!(sink.sent.last(), Some(Request::Ack { .. })));
-    hub.remove_link(link, &mut sink);
+    sessions.remove_link(link, &mut sink);
     assert!(matches!(sink.sent.last(), Some(Request::Detach { session }) if *session == ours));
-    assert_eq!((hub.link_count(), hub.session_count()), (0, 0));
+    assert_eq!((sessions.link_count(), sessions.session_count()), (0, 0));
 }
 
 #[test]
 fn operator_commands() {
-    let (mut hub, mut sink) = (hub(), Sink::default());
-    let link = hub.add_link((), Instant::now());
-    command(&mut hub, link, &mut sink, &["PING"]);
-    command(&mut hub, link, &mut sink, &["HELLO", "3"]);
-    command(&mut hub, link, &mut sink, &["INFO"]);
-    command(&mut hub, link, &mut sink, &["HELLO", "4"]);
-    command(&mut hub, link, &mut sink, &["FLUSHALL"]);
-    let (replies, _) = output(&mut hub, link, 5);
+    let (mut sessions, mut sink) = (gateway_sessions(), Sink::default());
+    let link = sessions.add_link((), Instant::now());
+    command(&mut sessions, link, &mut sink, &["PING"]);
+    command(&mut sessions, link, &mut sink, &["HELLO", "3"]);
+    command(&mut sessions, link, &mut sink, &["INFO"]);
+    command(&mut sessions, link, &mut sink, &["HELLO", "4"]);
+    command(&mut sessions, link, &mut sink, &["FLUSHALL"]);
+    let (replies, _) = output(&mut sessions, link, 5);
     assert_eq!(replies[0], simple("PONG"));
     assert_eq!(
         replies[1].map_get("node").and_then(Value::as_str),

@@ -1,6 +1,7 @@
-//! The link I/O thread: owns the listener and the gateway links on its own mio `Poll`, feeds
-//! what they send through the [`Hub`], forwards requests to the runner's mailbox, takes the
-//! runner's deliveries from its own mailbox, and writes each link once per loop turn.
+//! [`GatewayLinksLoop`], the gateway links thread (`hermod-links`): owns the listener and the
+//! gateway links on its own mio `Poll`, feeds what they send through the [`GatewaySessions`],
+//! forwards requests to the runner's mailbox, takes the runner's deliveries from its own
+//! mailbox, and writes each link once per loop turn.
 //!
 //! Backpressure: a request the full runner mailbox refuses is parked on its link, and that link
 //! is not read again until it went through (TCP then pushes back on the gateway). A link whose
@@ -26,8 +27,8 @@ use hermod_core::resp::{RespLimits, RespReader};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::hub::{Handled, Hub, RequestSink};
-use super::metrics::Metrics;
+use super::sessions::{GatewaySessions, Handled, RequestSink};
+use crate::metrics::Metrics;
 
 /// The waker's token (a runner turn's deliveries, drain).
 pub const WAKE: Token = Token(0);
@@ -81,7 +82,8 @@ pub struct Conn {
     unread: bool,
 }
 
-/// The runner's mailbox as the hub sees it, with the ordered backlog of control requests.
+/// The runner's mailbox as [`GatewaySessions`] sees it, with the ordered backlog of control
+/// requests.
 struct Mailbox {
     requests: MailboxSender<Request>,
     /// Detaches (and requests that raced a full mailbox), sent in order before anything else.
@@ -124,11 +126,11 @@ impl Mailbox {
     }
 }
 
-/// What the link thread needs to start.
-pub struct LinkThread {
+/// What the gateway links thread needs to start ([`GatewayLinks::spawn`]).
+pub struct GatewayLinks {
     pub poll: Poll,
     pub listener: TcpListener,
-    pub hub: Hub<Conn>,
+    pub sessions: GatewaySessions<Conn>,
     pub requests: MailboxSender<Request>,
     pub deliveries: Receiver<Delivery>,
     pub control: Arc<Control>,
@@ -139,23 +141,25 @@ pub struct LinkThread {
     pub limits: RespLimits,
 }
 
-impl LinkThread {
+impl GatewayLinks {
     /// Starts the thread (`hermod-links`). It ends once draining is done (every session
     /// detached, or the drain timeout passed).
     pub fn spawn(self) -> io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("hermod-links".into())
             .spawn(move || {
-                Shell::new(self).and_then(Shell::run).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "link thread failed");
-                })
+                GatewayLinksLoop::new(self)
+                    .and_then(GatewayLinksLoop::run)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "link thread failed");
+                    })
             })
     }
 }
 
-/// The running loop's state.
-struct Shell {
-    t: LinkThread,
+/// The running loop's state: the shell around [`GatewaySessions`] (sockets, mailboxes, clock).
+struct GatewayLinksLoop {
+    t: GatewayLinks,
     /// None once draining (no new links).
     listening: bool,
     acceptor: Acceptor,
@@ -167,8 +171,8 @@ struct Shell {
     next_sweep: Instant,
 }
 
-impl Shell {
-    fn new(mut t: LinkThread) -> io::Result<Shell> {
+impl GatewayLinksLoop {
+    fn new(mut t: GatewayLinks) -> io::Result<GatewayLinksLoop> {
         t.poll
             .registry()
             .register(&mut t.listener, LISTENER, Interest::READABLE)?;
@@ -176,7 +180,7 @@ impl Shell {
             requests: t.requests.clone(),
             control: VecDeque::new(),
         };
-        Ok(Shell {
+        Ok(GatewayLinksLoop {
             t,
             listening: true,
             acceptor: Acceptor::new()?,
@@ -228,7 +232,7 @@ impl Shell {
                 self.read(key, now);
             }
             self.housekeeping(now);
-            for key in self.t.hub.end_tick() {
+            for key in self.t.sessions.end_tick() {
                 self.write(key);
             }
             if self.drained(now) {
@@ -240,7 +244,7 @@ impl Shell {
     /// Routes what the runner delivered, at most a batch per turn (the rest next turn).
     fn take_deliveries(&mut self) {
         for d in self.t.deliveries.try_iter().take(DELIVERY_BATCH) {
-            self.t.hub.route(d);
+            self.t.sessions.route(d);
         }
     }
 
@@ -259,7 +263,7 @@ impl Shell {
     }
 
     fn add_link(&mut self, stream: TcpStream, peer: std::net::SocketAddr, now: Instant) {
-        if self.t.hub.link_count() >= MAX_LINKS {
+        if self.t.sessions.link_count() >= MAX_LINKS {
             tracing::warn!(%peer, "too many links: refused");
             return;
         }
@@ -268,9 +272,9 @@ impl Shell {
             reader: RespReader::new(self.t.limits.clone()),
             unread: true,
         };
-        let key = self.t.hub.add_link(conn, now);
+        let key = self.t.sessions.add_link(conn, now);
         let registry = self.t.poll.registry();
-        let registered = self.t.hub.link_mut(key).map(|l| {
+        let registered = self.t.sessions.link_mut(key).map(|l| {
             registry.register(
                 &mut l.io.stream,
                 key.token(),
@@ -292,7 +296,7 @@ impl Shell {
 
     /// Reads and handles what a link sent, within a budget (see the module doc).
     fn read(&mut self, key: Key, now: Instant) {
-        if self.t.hub.retry_parked(key, &mut self.mailbox) == Handled::Parked {
+        if self.t.sessions.retry_parked(key, &mut self.mailbox) == Handled::Parked {
             self.again.push(key);
             return;
         }
@@ -300,7 +304,7 @@ impl Shell {
             if !self.handle_buffered(key) {
                 return;
             }
-            let Some(link) = self.t.hub.link_mut(key) else {
+            let Some(link) = self.t.sessions.link_mut(key) else {
                 return;
             };
             if link.out.len() > OUT_PAUSE {
@@ -323,7 +327,7 @@ impl Shell {
                 Err(e) => return self.close(key, &e.to_string()),
             }
         }
-        if let Some(link) = self.t.hub.link_mut(key) {
+        if let Some(link) = self.t.sessions.link_mut(key) {
             link.io.unread = true;
             self.again.push(key);
         }
@@ -332,13 +336,13 @@ impl Shell {
     /// Handles every whole command buffered; false when the link is gone or parked.
     fn handle_buffered(&mut self, key: Key) -> bool {
         loop {
-            let next = match self.t.hub.link_mut(key) {
+            let next = match self.t.sessions.link_mut(key) {
                 Some(link) => link.io.reader.next_value(),
                 None => return false,
             };
             match next {
                 Ok(Some(value)) => {
-                    if self.t.hub.handle(key, value, &mut self.mailbox) == Handled::Parked {
+                    if self.t.sessions.handle(key, value, &mut self.mailbox) == Handled::Parked {
                         self.again.push(key);
                         return false;
                     }
@@ -354,7 +358,7 @@ impl Shell {
 
     /// Writes what a link has queued, until the socket would block.
     fn write(&mut self, key: Key) {
-        let Some(link) = self.t.hub.link_mut(key) else {
+        let Some(link) = self.t.sessions.link_mut(key) else {
             return;
         };
         while !link.out.is_empty() {
@@ -383,7 +387,7 @@ impl Shell {
     }
 
     fn close(&mut self, key: Key, reason: &str) {
-        if let Some(mut link) = self.t.hub.remove_link(key, &mut self.mailbox) {
+        if let Some(mut link) = self.t.sessions.remove_link(key, &mut self.mailbox) {
             let _ = self.t.poll.registry().deregister(&mut link.io.stream);
             tracing::info!(reason, "gateway link closed");
         }
@@ -393,17 +397,17 @@ impl Shell {
     fn housekeeping(&mut self, now: Instant) {
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
-            for key in self.t.hub.silent_links(now, self.t.link_timeout) {
+            for key in self.t.sessions.silent_links(now, self.t.link_timeout) {
                 self.drop_link(key, "link silent past the link timeout");
             }
         }
-        if self.t.control.draining.load(Ordering::Acquire) && !self.t.hub.is_draining() {
-            self.t.hub.start_drain();
+        if self.t.control.draining.load(Ordering::Acquire) && !self.t.sessions.is_draining() {
+            self.t.sessions.start_drain();
             self.listening = false;
             let _ = self.t.poll.registry().deregister(&mut self.t.listener);
             self.drain_deadline = Some(now + self.t.drain_timeout);
             tracing::info!(
-                sessions = self.t.hub.session_count(),
+                sessions = self.t.sessions.session_count(),
                 "draining: waiting for gateways to move their sessions"
             );
         }
@@ -415,12 +419,12 @@ impl Shell {
         let Some(deadline) = self.drain_deadline else {
             return false;
         };
-        let done = self.t.hub.session_count() == 0 && self.mailbox.control.is_empty();
+        let done = self.t.sessions.session_count() == 0 && self.mailbox.control.is_empty();
         if done {
             tracing::info!("drained: every session detached");
         } else if now >= deadline {
             tracing::warn!(
-                sessions = self.t.hub.session_count(),
+                sessions = self.t.sessions.session_count(),
                 "drain timeout: stopping with sessions still attached"
             );
         }

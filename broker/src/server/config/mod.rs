@@ -232,5 +232,4 @@ pub fn parse_durability(v: &str) -> Result<Durability, String> {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -1,0 +1,338 @@
+//! The one list of every metric either binary exports: name, type, help text, labels, and who
+//! exports it. Both binaries write their figures through these constants only
+//! ([`super::Exposition`] takes a [`Family`]), docs/operations.md lists them (a test keeps the
+//! list in sync), and each binary has a test that fails if it emits a family missing here.
+//!
+//! Naming: every name starts with `hermod_`; counters end in `_total`; one figure has one name
+//! in both binaries (the Redis engine's figures are `hermod_redis_*` wherever they come from).
+
+use super::family::Family;
+use super::family::Source::{Broker, Engine, Gateway, GatewayLinks, Process};
+
+// The gateway (`hermod-proxy`): connections and handshakes.
+pub const CONNECTIONS_OPEN: Family = Family::gauge(
+    Gateway,
+    "hermod_connections_open",
+    "Client connections held now.",
+);
+pub const CONNECTIONS_ACCEPTED: Family = Family::counter(
+    Gateway,
+    "hermod_connections_accepted_total",
+    "TCP connections accepted.",
+);
+pub const CONNECTIONS_REFUSED: Family = Family::counter(
+    Gateway,
+    "hermod_connections_refused_total",
+    "Connections dropped at max_connections or for want of file descriptors.",
+);
+pub const HANDSHAKES: Family = Family::counter(
+    Gateway,
+    "hermod_handshakes_total",
+    "WebSocket upgrades completed.",
+);
+pub const HANDSHAKES_REJECTED: Family = Family::counter(
+    Gateway,
+    "hermod_handshakes_rejected_total",
+    "Handshakes refused, by HTTP status (failed: no response).",
+)
+.with_labels(&["status"]);
+
+// The gateway: messages and sessions.
+pub const MESSAGES_IN: Family = Family::counter(
+    Gateway,
+    "hermod_messages_in_total",
+    "Data messages received from clients.",
+);
+pub const MESSAGES_OUT: Family = Family::counter(
+    Gateway,
+    "hermod_messages_out_total",
+    "Data messages written to clients.",
+);
+pub const BYTES_IN: Family = Family::counter(
+    Gateway,
+    "hermod_bytes_in_total",
+    "Payload bytes received from clients.",
+);
+pub const BYTES_OUT: Family = Family::counter(
+    Gateway,
+    "hermod_bytes_out_total",
+    "Payload bytes written to clients.",
+);
+pub const SLOW_CONSUMER_CLOSES: Family = Family::counter(
+    Gateway,
+    "hermod_slow_consumer_closes_total",
+    "Sessions closed 1008 slow consumer.",
+);
+pub const BROKER_QUEUE_FULL: Family = Family::counter(
+    Gateway,
+    "hermod_broker_queue_full_total",
+    "Requests refused because the broker queue was full.",
+);
+pub const REQUEST_TIMEOUTS: Family = Family::counter(
+    Gateway,
+    "hermod_request_timeouts_total",
+    "Requests answered unavailable after the request timeout.",
+);
+pub const SESSIONS_CLOSED_OTHER: Family = Family::counter(
+    Gateway,
+    "hermod_sessions_closed_other_total",
+    "Sessions ended with an uncommon close code.",
+);
+pub const SESSIONS_CLOSED: Family = Family::counter(
+    Gateway,
+    "hermod_sessions_closed_total",
+    "Sessions ended, by close code (1006: no close frame).",
+)
+.with_labels(&["code"]);
+pub const SEND_LATENCY: Family = Family::histogram(
+    Gateway,
+    "hermod_send_latency_seconds",
+    "Time from a client's send/publish to the broker's sent answer.",
+);
+
+// The gateway's tunnels (`--route`).
+pub const TUNNELS_OPEN: Family = Family::gauge(
+    Gateway,
+    "hermod_tunnels_open",
+    "Tunnels held now (connecting, upgrading or relaying).",
+);
+pub const TUNNEL_REQUESTS: Family = Family::counter(
+    Gateway,
+    "hermod_tunnel_requests_total",
+    "Requests routed to a tunnel upstream.",
+);
+pub const TUNNELS: Family = Family::counter(
+    Gateway,
+    "hermod_tunnels_total",
+    "Tunnels whose upstream answered 101.",
+);
+pub const TUNNEL_UPSTREAM_FAILURES: Family = Family::counter(
+    Gateway,
+    "hermod_tunnel_upstream_failures_total",
+    "Routed requests answered 502 or 504.",
+);
+pub const TUNNEL_BYTES: Family = Family::counter(
+    Gateway,
+    "hermod_tunnel_bytes_total",
+    "Bytes relayed by tunnels, by direction.",
+)
+.with_labels(&["direction"]);
+
+// The gateway's links to brokers (`--brokers`, `--registry`).
+pub const BROKER_LINKS_UP: Family = Family::gauge(
+    GatewayLinks,
+    "hermod_broker_links_up",
+    "Broker links connected and not draining.",
+);
+pub const SESSIONS_UNPLACED: Family = Family::gauge(
+    GatewayLinks,
+    "hermod_sessions_unplaced",
+    "Sessions waiting for a live broker.",
+);
+pub const SESSIONS_REHOMED: Family = Family::counter(
+    GatewayLinks,
+    "hermod_sessions_rehomed_total",
+    "Sessions moved to another broker (link lost, draining, deregistered).",
+);
+pub const BROKER_LINK_ROUND_TRIPS: Family = Family::counter(
+    GatewayLinks,
+    "hermod_broker_link_round_trips_total",
+    "Broker link heartbeats answered.",
+);
+pub const BROKER_LINKS_LOST: Family = Family::counter(
+    GatewayLinks,
+    "hermod_broker_links_lost_total",
+    "Broker links lost after being up.",
+);
+pub const BROKER_OVERFLOWS: Family = Family::counter(
+    GatewayLinks,
+    "hermod_broker_overflows_total",
+    "Sessions overflowed (worker mailbox full) and closed 1008.",
+);
+pub const BROKER_LINK_RTT_SUM: Family = Family::counter(
+    GatewayLinks,
+    "hermod_broker_link_rtt_seconds_sum",
+    "Sum of heartbeat round-trip times (divide by round trips).",
+);
+pub const BROKER_LINK_UP: Family = Family::gauge(
+    GatewayLinks,
+    "hermod_broker_link_up",
+    "1 while the link to this broker is up.",
+)
+.with_labels(&["broker"]);
+pub const BROKER_LINK_SESSIONS: Family = Family::gauge(
+    GatewayLinks,
+    "hermod_broker_link_sessions",
+    "Sessions homed on this broker.",
+)
+.with_labels(&["broker"]);
+
+// The Redis engine, in the proxy (`--redis`, `--sentinel`) and in the broker.
+pub const REDIS_UP: Family = Family::gauge(
+    Engine,
+    "hermod_redis_up",
+    "1 while Redis is reachable and set up (the broker is ready), else 0.",
+);
+pub const REDIS_ROUND_TRIPS: Family = Family::counter(
+    Engine,
+    "hermod_redis_round_trips_total",
+    "Redis commands answered (each pipelined command counts once).",
+);
+pub const REDIS_FAILOVERS: Family = Family::counter(
+    Engine,
+    "hermod_redis_failovers_total",
+    "Redis master changes (failovers) followed.",
+);
+pub const REDIS_RECONNECTS: Family = Family::counter(
+    Engine,
+    "hermod_redis_reconnects_total",
+    "Connections (re)established to Redis.",
+);
+pub const REDIS_UNAVAILABLE: Family = Family::counter(
+    Engine,
+    "hermod_redis_unavailable_total",
+    "Storage operations answered unavailable.",
+);
+pub const REDIS_PIPELINE_DEPTH: Family = Family::gauge(
+    Engine,
+    "hermod_redis_pipeline_depth",
+    "Redis commands sent and not yet answered.",
+);
+pub const REDIS_PENDING_OPS: Family = Family::gauge(
+    Engine,
+    "hermod_redis_pending_ops",
+    "Storage operations accepted and not yet completed.",
+);
+
+// The process (read from /proc where there is one) and the build.
+pub const PROCESS_RESIDENT_MEMORY: Family = Family::gauge(
+    Process,
+    "hermod_process_resident_memory_bytes",
+    "Resident set size of the process.",
+);
+pub const PROCESS_THREADS: Family = Family::gauge(Process, "hermod_process_threads", "OS threads.");
+pub const PROCESS_OPEN_FDS: Family =
+    Family::gauge(Process, "hermod_process_open_fds", "Open file descriptors.");
+pub const PROCESS_MAX_FDS: Family = Family::gauge(
+    Process,
+    "hermod_process_max_fds",
+    "Limit on open file descriptors (soft).",
+);
+pub const BUILD_INFO: Family =
+    Family::gauge(Process, "hermod_build_info", "Build of the running binary.")
+        .with_labels(&["version"]);
+
+// The broker (`hermod-broker`): its gateway links and its place in the cluster.
+pub const BROKER_GATEWAY_LINKS: Family =
+    Family::gauge(Broker, "hermod_broker_links", "Gateway links connected.");
+pub const BROKER_SESSIONS: Family = Family::gauge(
+    Broker,
+    "hermod_broker_sessions",
+    "Sessions attached through gateway links.",
+);
+pub const BROKER_DRAINING: Family = Family::gauge(
+    Broker,
+    "hermod_broker_draining",
+    "1 while the broker drains (SIGTERM).",
+);
+pub const BROKER_REGISTERED: Family = Family::gauge(
+    Broker,
+    "hermod_broker_registered",
+    "1 while the registry entry is renewed.",
+);
+pub const BROKER_LINKS_ACCEPTED: Family = Family::counter(
+    Broker,
+    "hermod_broker_links_accepted_total",
+    "Gateway links accepted.",
+);
+pub const BROKER_LINKS_DROPPED: Family = Family::counter(
+    Broker,
+    "hermod_broker_links_dropped_total",
+    "Links closed for silence or protocol errors.",
+);
+pub const BROKER_COMMANDS: Family = Family::counter(
+    Broker,
+    "hermod_broker_commands_total",
+    "Link commands received.",
+);
+pub const BROKER_COMMAND_ERRORS: Family = Family::counter(
+    Broker,
+    "hermod_broker_command_errors_total",
+    "Link commands answered with an error.",
+);
+pub const BROKER_EVENT_PUSHES: Family = Family::counter(
+    Broker,
+    "hermod_broker_event_pushes_total",
+    "`ev` pushes written.",
+);
+pub const BROKER_MESSAGE_PUSHES: Family = Family::counter(
+    Broker,
+    "hermod_broker_message_pushes_total",
+    "`msg` pushes written (one per message per link).",
+);
+pub const BROKER_MESSAGE_DELIVERIES: Family = Family::counter(
+    Broker,
+    "hermod_broker_message_deliveries_total",
+    "Session deliveries carried by `msg` pushes.",
+);
+
+/// Every family, in the order docs/operations.md lists them.
+pub const ALL: &[Family] = &[
+    CONNECTIONS_OPEN,
+    CONNECTIONS_ACCEPTED,
+    CONNECTIONS_REFUSED,
+    HANDSHAKES,
+    HANDSHAKES_REJECTED,
+    MESSAGES_IN,
+    MESSAGES_OUT,
+    BYTES_IN,
+    BYTES_OUT,
+    SLOW_CONSUMER_CLOSES,
+    BROKER_QUEUE_FULL,
+    REQUEST_TIMEOUTS,
+    SESSIONS_CLOSED_OTHER,
+    SESSIONS_CLOSED,
+    SEND_LATENCY,
+    TUNNELS_OPEN,
+    TUNNEL_REQUESTS,
+    TUNNELS,
+    TUNNEL_UPSTREAM_FAILURES,
+    TUNNEL_BYTES,
+    BROKER_LINKS_UP,
+    SESSIONS_UNPLACED,
+    SESSIONS_REHOMED,
+    BROKER_LINK_ROUND_TRIPS,
+    BROKER_LINKS_LOST,
+    BROKER_OVERFLOWS,
+    BROKER_LINK_RTT_SUM,
+    BROKER_LINK_UP,
+    BROKER_LINK_SESSIONS,
+    REDIS_UP,
+    REDIS_ROUND_TRIPS,
+    REDIS_FAILOVERS,
+    REDIS_RECONNECTS,
+    REDIS_UNAVAILABLE,
+    REDIS_PIPELINE_DEPTH,
+    REDIS_PENDING_OPS,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_THREADS,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    BUILD_INFO,
+    BROKER_GATEWAY_LINKS,
+    BROKER_SESSIONS,
+    BROKER_DRAINING,
+    BROKER_REGISTERED,
+    BROKER_LINKS_ACCEPTED,
+    BROKER_LINKS_DROPPED,
+    BROKER_COMMANDS,
+    BROKER_COMMAND_ERRORS,
+    BROKER_EVENT_PUSHES,
+    BROKER_MESSAGE_PUSHES,
+    BROKER_MESSAGE_DELIVERIES,
+];
+
+/// The family named `name`, if the table lists it.
+pub fn find(name: &str) -> Option<&'static Family> {
+    ALL.iter().find(|f| f.name == name)
+}
