@@ -1,16 +1,103 @@
-//! The tunnel settings (spec §1 `--route`): `--route PATH=ws://HOST:PORT[/path]` (repeatable;
-//! `HERMOD_ROUTE` as a comma-separated list; `route = ["/t=ws://..."]` or one string in the file),
+//! The tunnel settings: `--route PATH=ws://HOST:PORT[/path]` (repeatable; `HERMOD_ROUTE` as a
+//! comma-separated list; `route = ["/t=ws://..."]` or one string in the file),
 //! `--route-connect-timeout` and `--route-idle-timeout`. As for every setting, the first source
 //! that sets `route` wins as a whole: flags are not merged with the environment or the file.
+//!
+//! A route's upstream host is resolved here, once at startup (as nginx resolves a `proxy_pass`
+//! host): no DNS lookup ever blocks a reactor. This is the only step of settings resolution that
+//! is not a pure function of its inputs.
 
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::{duration, env_name, ConfigError, Origin, RunArgs, Sources};
-use crate::route::{parse_route, Route};
-use crate::settings::Settings;
+use hermod_core::settings::{duration, env_name, Origin, SettingError as ConfigError, Sources};
+
+use super::paths::{is_path, parse_path};
+use super::resolve::RunArgs;
+use super::Settings;
 
 /// Routes one process may have (each is matched by a linear scan of short strings).
 const MAX_ROUTES: usize = 64;
+
+/// One `--route`: requests for `path` are tunnelled to `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The client-facing path, matched exactly against the request's path (query excluded).
+    pub path: String,
+    /// Where the matched requests go.
+    pub upstream: Upstream,
+}
+
+/// A route's upstream WebSocket server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The address connected to for every tunnel; resolved once at startup, as nginx resolves a
+    /// `proxy_pass` host, so no DNS lookup ever blocks a reactor.
+    pub addr: SocketAddr,
+    /// The `Host` header sent upstream: `HOST:PORT` as configured.
+    pub host: String,
+    /// The request line's path upstream (default `/`); the client's query string is appended.
+    pub path: String,
+}
+
+/// Parses `PATH=ws://HOST:PORT[/path]`; a HOST that is no IP literal goes to `lookup` (the
+/// startup's one DNS lookup, [`lookup_host`]; tests pass their own).
+pub fn parse_route(
+    v: &str,
+    lookup: impl FnOnce(&str, u16) -> Option<SocketAddr>,
+) -> Result<Route, String> {
+    let (path, url) = v
+        .split_once('=')
+        .ok_or_else(|| format!("`{v}` is not PATH=ws://HOST:PORT[/path]"))?;
+    parse_path(path)?;
+    let rest = url.strip_prefix("ws://").ok_or_else(|| {
+        format!("`{url}`: the upstream must be ws://HOST:PORT[/path] (wss is not supported)")
+    })?;
+    let (authority, upstream_path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    if !is_path(upstream_path) {
+        return Err(format!("`{url}`: bad upstream path `{upstream_path}`"));
+    }
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{url}`: the upstream needs HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("`{url}`: bad port `{port}`"))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = match bare.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) if !bare.is_empty() && bare.bytes().all(is_host_byte) => {
+            lookup(bare, port).ok_or_else(|| format!("`{url}`: cannot resolve `{bare}`"))?
+        }
+        Err(_) => return Err(format!("`{url}`: bad host `{host}`")),
+    };
+    Ok(Route {
+        path: path.to_owned(),
+        upstream: Upstream {
+            addr,
+            host: authority.to_owned(),
+            path: upstream_path.to_owned(),
+        },
+    })
+}
+
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+}
+
+/// Resolves `host` with the system resolver (blocking): called once per route while the settings
+/// are resolved at startup, never on a reactor thread.
+pub fn lookup_host(host: &str, port: u16) -> Option<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+}
 
 /// Resolves the routes and their timeouts into `s` (after `ws_path`/`echo_path`, which a route
 /// must not shadow).
@@ -26,10 +113,8 @@ pub(super) fn resolve_routes(
     }
     let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
     for v in &raw {
-        let route = parse_route(v.trim()).map_err(error)?;
-        let taken = route.path == s.ws_path
-            || s.echo_path.as_deref() == Some(route.path.as_str())
-            || routes.iter().any(|r| r.path == route.path);
+        let route = parse_route(v.trim(), lookup_host).map_err(error)?;
+        let taken = s.serves_path(&route.path) || routes.iter().any(|r| r.path == route.path);
         if taken {
             return Err(error(format!("path {} is already in use", route.path)));
         }
@@ -82,7 +167,8 @@ fn raw_routes(args: &RunArgs, src: &Sources<'_>) -> Result<(Vec<String>, Origin)
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_cli, resolve, ConfigFile, Resolved, SETTING_KEYS};
+    use super::super::resolve::{parse_cli, resolve, ConfigFile, Resolved, SETTING_KEYS};
+    use super::*;
     use std::time::Duration;
 
     fn run(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Resolved, String> {
@@ -99,6 +185,46 @@ mod tests {
             .transpose()
             .map_err(|e| e.to_string())?;
         resolve(&cli.run, &lookup, file.as_ref(), || "s".to_owned()).map_err(|e| e.to_string())
+    }
+
+    fn no_dns(_: &str, _: u16) -> Option<SocketAddr> {
+        None
+    }
+
+    #[test]
+    fn parses_routes() {
+        let r = parse_route("/t=ws://127.0.0.1:9000/echo/x", no_dns).expect("valid");
+        assert_eq!(r.path, "/t");
+        assert_eq!(r.upstream.addr, "127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(r.upstream.host, "127.0.0.1:9000");
+        assert_eq!(r.upstream.path, "/echo/x");
+        let r = parse_route("/v6=ws://[::1]:80", no_dns).expect("valid");
+        assert_eq!(r.upstream.addr, "[::1]:80".parse().expect("addr"));
+        assert_eq!(r.upstream.path, "/");
+        // A host name goes to the lookup (the real one: at startup, once); an IP literal does not.
+        let local = |host: &str, port: u16| {
+            (host == "localhost").then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+        };
+        let r = parse_route("/l=ws://localhost:81/", local).expect("localhost resolves");
+        assert_eq!(r.upstream.addr, "127.0.0.1:81".parse().expect("addr"));
+        assert_eq!(r.upstream.host, "localhost:81");
+        let e = parse_route("/n=ws://nowhere.invalid:81/", local).unwrap_err();
+        assert!(e.contains("cannot resolve `nowhere.invalid`"), "{e}");
+        for bad in [
+            "/t",
+            "t=ws://127.0.0.1:1",
+            "/t?x=ws://127.0.0.1:1",
+            "/t=http://127.0.0.1:1",
+            "/t=wss://127.0.0.1:1",
+            "/t=ws://127.0.0.1",
+            "/t=ws://127.0.0.1:0",
+            "/t=ws://127.0.0.1:99999",
+            "/t=ws://:80",
+            "/t=ws://a b:80",
+            "/t=ws://127.0.0.1:80/x?y",
+        ] {
+            assert!(parse_route(bad, no_dns).is_err(), "{bad}");
+        }
     }
 
     fn paths(r: &Resolved) -> Vec<String> {

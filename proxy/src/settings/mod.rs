@@ -1,5 +1,27 @@
-//! The proxy's resolved settings: what every part of the gateway reads after the command line,
-//! the environment and the config file have been merged (see `config.rs`).
+//! The gateway's settings: [`Settings`], what every part of the gateway reads, and how it is
+//! resolved from the command line, the `HERMOD_*` environment and the `--config` TOML file.
+//!
+//! - [`resolve`]: the flags ([`RunArgs`], the `token` subcommand) and [`resolve()`]: flag beats
+//!   env beats file beats default.
+//! - [`storage`]: memory, Redis or Sentinel storage; embedded or external brokers.
+//! - [`routes`]: tunnel routes (`--route`), their upstream resolved once here, at startup.
+//! - [`paths`]: the one rule for the paths the gateway serves (`/ws`, echo, routes).
+//!
+//! Pure functions of (flags, environment lookup, file text), except the DNS lookup of route
+//! upstreams: tests need no process environment.
+
+pub mod paths;
+pub mod resolve;
+pub mod routes;
+pub mod storage;
+#[cfg(test)]
+mod tests;
+
+pub use resolve::{
+    command, config_path, parse_cli, resolve, resolve_token, Cli, Command, ConfigError, ConfigFile,
+    EnvLookup, Resolved, RunArgs, TokenArgs, TokenRequest, SETTING_KEYS,
+};
+pub use routes::{Route, Upstream};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,7 +75,7 @@ pub struct Settings {
     /// Reactor threads.
     pub workers: usize,
     pub auth: AuthMode,
-    /// Path of the client protocol endpoint (spec: `/ws`).
+    /// Path of the client protocol endpoint (`/ws`).
     pub ws_path: String,
     /// Built-in echo endpoint, off when `None`.
     pub echo_path: Option<String>,
@@ -81,7 +103,7 @@ pub struct Settings {
     /// Embedded broker, or external ones (then no engine runs in this process).
     pub brokers: Brokers,
     /// Tunnel routes (`--route`), matched by exact path before any WebSocket handling.
-    pub routes: Vec<crate::route::Route>,
+    pub routes: Vec<Route>,
     /// Time a tunnel's TCP connect to its upstream may take; past it the client gets 502.
     pub route_connect_timeout: Duration,
     /// Close a tunnel after this long without a byte either way; `None` (the default): never,
@@ -90,7 +112,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The defaults of spec §1-2 (used as the base that file, env and flags override).
+    /// The defaults (each flag's help states its own), the base that file, env and flags
+    /// override.
     pub fn defaults() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),

@@ -1,5 +1,5 @@
 //! Settings resolution: the command line, the environment and the `--config` TOML file merged into
-//! one [`Settings`], flag beats env beats file beats default (spec §1).
+//! one [`Settings`], flag beats env beats file beats default.
 //!
 //! Every setting has one name, used three ways: `--admin-listen` on the command line,
 //! `HERMOD_ADMIN_LISTEN` in the environment, `admin_listen` in the file. The machinery (sources
@@ -22,7 +22,8 @@ pub use hermod_core::settings::{
 };
 use hermod_core::settings::{count, duration, log_filter, one_of, socket_addr, Sources};
 
-use crate::settings::{AuthMode, Settings};
+use super::paths::parse_path;
+use super::{routes, storage, AuthMode, Settings};
 
 const AFTER_HELP: &str = "\
 Every setting is also read from the environment (HERMOD_<NAME>, e.g. HERMOD_ADMIN_LISTEN) and
@@ -101,29 +102,9 @@ hermod_core::setting_args! {
     room_max_age: "DURATION",
     /// How long a repeated (user, cid) is answered with the first id (default 10m).
     dedupe_window: "DURATION",
-    /// Use the Redis engine on one Redis: redis://[user:pass@]host:port/db (default: in-memory).
-    redis: "URL",
-    /// Use the Redis engine through Sentinel: HOST:PORT,HOST:PORT,... (needs --sentinel-master).
-    sentinel: "H:P,...",
-    /// The master name the sentinels monitor (with --sentinel).
-    sentinel_master: "NAME",
-    /// ACL user for the Redis servers (with --redis-password; default: `default`).
-    redis_user: "USER",
-    /// Password of the Redis servers (master and replicas): with --sentinel, or with a --redis
-    /// URL that holds no credentials. Visible in ps; prefer HERMOD_REDIS_PASSWORD or the config
-    /// file.
-    redis_password: "PASSWORD",
-    /// Password of the sentinels themselves (their requirepass; with --sentinel). Visible in ps;
-    /// prefer HERMOD_SENTINEL_PASSWORD or the config file.
-    sentinel_password: "PASSWORD",
-    /// When `sent` is answered: leader (applied on the Redis master) or replica (a replica
-    /// confirmed it too, WAIT 1). Default leader.
-    durability: "leader|replica",
-    /// A Redis command without reply by then fails: the request is answered `unavailable`
-    /// (default 5s).
-    redis_timeout: "DURATION",
-    /// Pipelined connections to Redis, 2 to 16 (default 2: reads and writes apart).
-    redis_connections: "N",
+    }
+    redis_settings;
+    settings {
     /// Use these external hermod-broker processes instead of the embedded broker:
     /// HOST:PORT,HOST:PORT,... (default: embedded).
     brokers: "H:P,...",
@@ -243,7 +224,7 @@ fn resolve_network(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigErro
         ));
     }
     src.set(&mut s.workers, "workers", |v| count(v, 1, 256))?;
-    if let Some(path) = src.get("echo_path", parse_echo_path)? {
+    if let Some(path) = src.get("echo_path", parse_path)? {
         if path == s.ws_path {
             let problem = format!("must differ from the protocol path {}", s.ws_path);
             return Err(ConfigError::new("echo_path", Origin::Flag, problem));
@@ -358,27 +339,3 @@ fn parse_secret(v: &str) -> Result<String, String> {
         _ => Err("must be at most 4096 bytes".to_owned()),
     }
 }
-
-fn parse_echo_path(v: &str) -> Result<String, String> {
-    let ok = v.starts_with('/')
-        && v.len() <= 256
-        && v.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err(format!(
-            "`{v}` is not a path (starts with /, at most 256 printable characters, no ? or #)"
-        ))
-    }
-}
-
-#[path = "config_storage.rs"]
-mod storage;
-
-#[path = "config_route.rs"]
-mod routes;
-
-#[cfg(test)]
-#[path = "config_tests.rs"]
-mod tests;

@@ -1,11 +1,13 @@
-//! Unit tests of settings resolution (`config.rs`): precedence and errors, no process env.
+//! Unit tests of settings resolution (`resolve.rs`, `storage.rs`): precedence and errors, no
+//! process env.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::*;
-use crate::settings::{Durability, Storage};
+use super::resolve::*;
+use super::{AuthMode, Durability, Settings, Storage};
 use hermod_core::redis::Target;
+use hermod_core::settings::duration;
 
 fn cli(args: &[&str]) -> Cli {
     let mut full = vec!["hermod-proxy"];
@@ -493,7 +495,7 @@ fn storage_errors_name_the_setting() {
 /// deploy/hermod-proxy.toml lists every setting, each with a value that resolves.
 #[test]
 fn example_config_lists_every_setting() {
-    let text = include_str!("../../deploy/hermod-proxy.toml");
+    let text = include_str!("../../../deploy/hermod-proxy.toml");
     let lines: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# "))

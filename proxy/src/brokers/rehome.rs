@@ -13,8 +13,8 @@ use serde_json::value::RawValue;
 /// Rooms remembered per session: the broker's own limit (1024 rooms per session), so a join it
 /// refuses is not replayed on every re-home beyond it.
 pub const MAX_ROOMS: usize = 1024;
-/// Requests remembered in flight per session: the worker's own bound (`client::MAX_IN_FLIGHT`).
-pub const MAX_IN_FLIGHT: usize = crate::client::MAX_IN_FLIGHT;
+/// Requests remembered in flight per session: the worker's own bound (`ws::protocol::MAX_IN_FLIGHT`).
+pub const MAX_IN_FLIGHT: usize = crate::ws::protocol::MAX_IN_FLIGHT;
 
 /// The broker a session is homed on: an id the hub gives each broker link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,55 @@
+//! What a worker keeps per connection: the [`Slot`] in its slab, holding a [`Conn`] in one of
+//! its stages (request head peeked, WebSocket handshake, WebSocket session, tunnel).
+
+use std::time::Instant;
+
+use hermod_core::reactor::timer::TimerId;
+use mio::net::TcpStream;
+
+use crate::tunnel::Tunnel;
+use crate::ws::session::{Handshaking, Session};
+
+/// Everything in a slot.
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub conn: Conn,
+    /// The armed timer (handshake deadline, ping/idle/request timeout, or close linger).
+    pub timer: Option<TimerId>,
+    /// On the flush list for this tick.
+    pub flush_queued: bool,
+    /// On the read-again list.
+    pub read_queued: bool,
+}
+
+/// A connection in its slot.
+#[derive(Debug)]
+pub enum Conn {
+    /// The request head is being peeked at: a route, a WebSocket upgrade, or an HTTP answer?
+    Routing(Box<Routing>),
+    Handshaking(Box<Handshaking>),
+    Ws(Box<Session>),
+    /// A `--route` tunnel.
+    Tunnel(Box<Tunnel>),
+}
+
+impl Conn {
+    /// The client's socket before the connection was handed to a session or a tunnel (to
+    /// register it).
+    pub fn new_stream_mut(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Conn::Routing(r) => r.stream.as_mut(),
+            Conn::Handshaking(h) => h.mid.as_mut().map(|mid| mid.get_mut().get_mut()),
+            Conn::Ws(_) | Conn::Tunnel(_) => None,
+        }
+    }
+}
+
+/// A new connection whose request head is being looked at (route, WebSocket upgrade, or an
+/// HTTP answer).
+#[derive(Debug)]
+pub struct Routing {
+    /// The client's socket; taken when the connection becomes a handshake or a tunnel.
+    pub stream: Option<TcpStream>,
+    /// When an unfinished request head is dropped (the handshake timeout).
+    pub deadline: Instant,
+}
