@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hermod_core::settings::{clap_exit, init_logging, process_env, setting_exit};
 use hermod_proxy::server;
-use hermod_proxy::settings::{self, Command, ConfigFile, EnvLookup, RunArgs, TokenArgs};
+use hermod_proxy::settings::resolve::{
+    self as settings, Command, ConfigFile, EnvLookup, RunArgs, TokenArgs,
+};
 
 fn main() -> ExitCode {
     let cli = match settings::parse_cli(std::env::args_os()) {

@@ -39,7 +39,8 @@ use parking_lot::Mutex;
 use crate::admin::{self, AdminState};
 use crate::brokers::{self, BrokerLinks};
 use crate::metrics::Metrics;
-use crate::settings::{AuthMode, Brokers, Durability, Resolved, Settings, Storage};
+use crate::settings::resolve::Resolved;
+use crate::settings::{AuthMode, Brokers, Durability, Settings, Storage};
 use crate::worker::{self, PreparedWorker, WorkerHandle};
 
 /// Requests the embedded broker's channel holds before workers see it full.

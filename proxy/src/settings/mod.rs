@@ -1,10 +1,10 @@
 //! The gateway's settings: [`Settings`], what every part of the gateway reads, and how it is
 //! resolved from the command line, the `HERMOD_*` environment and the `--config` TOML file.
 //!
-//! - [`resolve`]: the flags ([`RunArgs`], the `token` subcommand) and [`resolve()`]: flag beats
-//!   env beats file beats default.
+//! - [`resolve`]: the flags (`RunArgs`, the `token` subcommand) and `resolve()`: flag beats env
+//!   beats file beats default.
 //! - [`storage`]: memory, Redis or Sentinel storage; embedded or external brokers.
-//! - [`routes`]: tunnel routes (`--route`), their upstream resolved once here, at startup.
+//! - [`routes`]: a tunnel route (`--route`), its upstream resolved once, at startup.
 //! - [`paths`]: the one rule for the paths the gateway serves (`/ws`, echo, routes).
 //!
 //! Pure functions of (flags, environment lookup, file text), except the DNS lookup of route
@@ -17,17 +17,13 @@ pub mod storage;
 #[cfg(test)]
 mod tests;
 
-pub use resolve::{
-    command, config_path, parse_cli, resolve, resolve_token, Cli, Command, ConfigError, ConfigFile,
-    EnvLookup, Resolved, RunArgs, TokenArgs, TokenRequest, SETTING_KEYS,
-};
-pub use routes::{Route, Upstream};
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use hermod_broker::Durability;
 use hermod_core::redis::ClientConfig;
+
+use routes::Route;
 
 /// How clients prove who they are at the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,5 +133,13 @@ impl Settings {
             route_connect_timeout: Duration::from_secs(5),
             route_idle_timeout: None,
         }
+    }
+}
+
+impl Settings {
+    /// Whether `path` is one of the WebSocket endpoints this process terminates (the protocol
+    /// path, or the echo path when on).
+    pub fn serves_path(&self, path: &str) -> bool {
+        path == self.ws_path || self.echo_path.as_deref() == Some(path)
     }
 }

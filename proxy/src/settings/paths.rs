@@ -3,8 +3,6 @@
 //! starts with `/`, has at most [`MAX_PATH`] printable ASCII characters and no `?` or `#` (the
 //! query is not part of it). Two endpoints never share a path.
 
-use super::Settings;
-
 /// Longest path of an endpoint or route.
 pub const MAX_PATH: usize = 256;
 
@@ -28,14 +26,6 @@ pub fn parse_path(v: &str) -> Result<String, String> {
     }
 }
 
-impl Settings {
-    /// Whether `path` is one of the WebSocket endpoints this process terminates (the protocol
-    /// path, or the echo path when on).
-    pub fn serves_path(&self, path: &str) -> bool {
-        path == self.ws_path || self.echo_path.as_deref() == Some(path)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,15 +39,5 @@ mod tests {
         for bad in ["", "ws", "/a?b", "/a#b", "/a b", "/\u{e9}", long.as_str()] {
             assert!(parse_path(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn served_paths_are_the_protocol_and_echo_paths() {
-        let mut s = Settings::defaults();
-        assert!(s.serves_path("/ws"));
-        assert!(!s.serves_path("/echo"));
-        s.echo_path = Some("/echo".to_owned());
-        assert!(s.serves_path("/echo"));
-        assert!(!s.serves_path("/other"));
     }
 }

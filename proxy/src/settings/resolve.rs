@@ -23,7 +23,11 @@ pub use hermod_core::settings::{
 use hermod_core::settings::{count, duration, log_filter, one_of, socket_addr, Sources};
 
 use super::paths::parse_path;
-use super::{routes, storage, AuthMode, Settings};
+use super::routes::{lookup_host, parse_route, Route};
+use super::{storage, AuthMode, Settings};
+
+/// Routes one process may have (each is matched by a linear scan of short strings).
+const MAX_ROUTES: usize = 64;
 
 const AFTER_HELP: &str = "\
 Every setting is also read from the environment (HERMOD_<NAME>, e.g. HERMOD_ADMIN_LISTEN) and
@@ -186,7 +190,7 @@ pub fn resolve(
     resolve_limits(&src, &mut s.broker)?;
     s.storage = storage::resolve_storage(&src)?;
     s.brokers = storage::resolve_brokers(&src, &s.storage)?;
-    routes::resolve_routes(args, &src, &mut s)?;
+    resolve_routes(&args.route, &src, &mut s)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;
 
@@ -338,4 +342,75 @@ fn parse_secret(v: &str) -> Result<String, String> {
         1..=4096 => Ok(v.to_owned()),
         _ => Err("must be at most 4096 bytes".to_owned()),
     }
+}
+
+/// The tunnel settings: `--route` (repeatable; `HERMOD_ROUTE` as a comma-separated list;
+/// `route = ["/t=ws://..."]` or one string in the file), `--route-connect-timeout` and
+/// `--route-idle-timeout`. As for every setting, the first source that sets `route` wins as a
+/// whole: flags are not merged with the environment or the file.
+///
+/// Resolves the routes (`flags`: the `--route` flags given) and their timeouts into `s` (after
+/// `ws_path`/`echo_path`, which a route must not shadow).
+pub(super) fn resolve_routes(
+    flags: &[String],
+    src: &Sources<'_>,
+    s: &mut Settings,
+) -> Result<(), ConfigError> {
+    let (raw, origin) = raw_routes(flags, src)?;
+    let error = |problem: String| ConfigError::new("route", origin.clone(), problem);
+    if raw.len() > MAX_ROUTES {
+        return Err(error(format!("at most {MAX_ROUTES} routes")));
+    }
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+    for v in &raw {
+        let route = parse_route(v.trim(), lookup_host).map_err(error)?;
+        let taken = s.serves_path(&route.path) || routes.iter().any(|r| r.path == route.path);
+        if taken {
+            return Err(error(format!("path {} is already in use", route.path)));
+        }
+        routes.push(route);
+    }
+    s.routes = routes;
+    src.set(&mut s.route_connect_timeout, "route_connect_timeout", |v| {
+        duration(v, Duration::from_millis(10), Duration::from_secs(3600))
+    })?;
+    let idle = src.get("route_idle_timeout", |v| {
+        duration(v, Duration::ZERO, Duration::from_secs(7 * 86_400))
+    })?;
+    if let Some(idle) = idle {
+        s.route_idle_timeout = (!idle.is_zero()).then_some(idle);
+    }
+    Ok(())
+}
+
+/// The unparsed routes of the first source that has any, and where they came from.
+fn raw_routes(flags: &[String], src: &Sources<'_>) -> Result<(Vec<String>, Origin), ConfigError> {
+    if !flags.is_empty() {
+        return Ok((flags.to_vec(), Origin::Flag));
+    }
+    let var = env_name("route");
+    if let Some(v) = (src.env)(&var).filter(|v| !v.trim().is_empty()) {
+        let list = v.split(',').map(str::to_owned).collect();
+        return Ok((list, Origin::Env(var)));
+    }
+    let Some(file) = src.file else {
+        return Ok((Vec::new(), Origin::Flag));
+    };
+    let origin = file.origin();
+    let list = match file.value("route") {
+        None => Vec::new(),
+        Some(toml::Value::String(s)) => vec![s.clone()],
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| {
+                ConfigError::new("route", origin.clone(), "must be an array of strings")
+            })?,
+        Some(_) => {
+            let problem = "must be a string or an array of strings";
+            return Err(ConfigError::new("route", origin, problem));
+        }
+    };
+    Ok((list, origin))
 }

@@ -193,7 +193,7 @@ pub fn precheck(input: &[u8], full: bool, settings: &Settings) -> Precheck {
         return refuse(bad_request("malformed request target"), head_only);
     };
     let path = uri.path();
-    if path != settings.ws_path && settings.echo_path.as_deref() != Some(path) {
+    if !settings.serves_path(path) {
         return refuse(
             Refusal::new(StatusCode::NOT_FOUND, "no such endpoint"),
             head_only,
