@@ -15,6 +15,7 @@ use hermod_core::link::{decode_push, LinkPush};
 use hermod_core::reactor::interrupted;
 use hermod_core::reactor::mailbox::MailboxReceiver;
 use hermod_core::reactor::slots::Key;
+use hermod_core::redis::ClientConfig;
 use hermod_core::resp::RespLimits;
 use mio::{Events, Poll, Token};
 
@@ -23,7 +24,18 @@ use super::pool::{BrokerPool, LinkState, Out};
 use super::registry::{Discovery, Entry};
 use super::rehome::LinkId;
 use super::status::{BrokerRow, LinkStatus};
-use super::{Sink, Upstream};
+
+/// Hands a delivery to a gateway worker; gives it back when the worker's mailbox is full.
+pub type Sink = hermod_broker::embedded::Sink;
+
+/// Where the brokers are.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// These `host:port` addresses (`--brokers`).
+    Static(Vec<String>),
+    /// Whatever the registry in this Redis lists (`--registry`).
+    Registry(Box<ClientConfig>),
+}
 
 /// The waker's token (the mailbox's).
 pub const WAKER: Token = Token(0);

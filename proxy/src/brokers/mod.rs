@@ -30,22 +30,10 @@ use std::time::Duration;
 
 use hermod_core::bus::Request;
 use hermod_core::reactor::mailbox::{mailbox, MailboxSender};
-use hermod_core::redis::ClientConfig;
 use hermod_core::resp::RespLimits;
 
+pub use links_loop::{Sink, Upstream};
 pub use status::LinkStatus;
-
-/// Hands a delivery to a gateway worker; gives it back when the worker's mailbox is full.
-pub type Sink = hermod_broker::embedded::Sink;
-
-/// Where the brokers are.
-#[derive(Debug, Clone)]
-pub enum Upstream {
-    /// These `host:port` addresses (`--brokers`).
-    Static(Vec<String>),
-    /// Whatever the registry in this Redis lists (`--registry`).
-    Registry(Box<ClientConfig>),
-}
 
 /// What the links thread needs to know.
 #[derive(Debug, Clone)]

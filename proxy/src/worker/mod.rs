@@ -41,8 +41,7 @@ use crate::next::{CloseReason, Next, ABNORMAL};
 use crate::settings::Settings;
 use crate::tunnel::relay::{BufPool, Ready};
 use crate::tunnel::Side;
-use slot::Slot;
-use tunnels::upstream_key;
+use slot::{upstream_key, Slot};
 
 /// A message for a worker.
 #[derive(Debug)]

@@ -1,13 +1,27 @@
 //! What a worker keeps per connection: the [`Slot`] in its slab, holding a [`Conn`] in one of
-//! its stages (request head peeked, WebSocket handshake, WebSocket session, tunnel).
+//! its stages (request head peeked, WebSocket handshake, WebSocket session, tunnel), and the
+//! tokens of its sockets.
 
 use std::time::Instant;
 
+use hermod_core::reactor::slots::Key;
 use hermod_core::reactor::timer::TimerId;
 use mio::net::TcpStream;
+use mio::Token;
 
 use crate::tunnel::Tunnel;
 use crate::ws::session::{Handshaking, Session};
+
+/// Marks a token as a tunnel's upstream socket (bit 31: in the slot half of the token).
+pub(super) const UPSTREAM_BIT: usize = 1 << 31;
+
+/// The slot an upstream socket's token names, or `None` for any other token.
+pub(super) fn upstream_key(token: Token) -> Option<Key> {
+    if token.0 & UPSTREAM_BIT == 0 {
+        return None;
+    }
+    Key::from_token(Token(token.0 & !UPSTREAM_BIT))
+}
 
 /// Everything in a slot.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! upstream connection, and driving [`Tunnel`]s from readiness events and timers.
 //!
 //! A tunnel's two sockets share one slot: the client socket is registered with the slot's token,
-//! the upstream socket with the same token plus [`UPSTREAM_BIT`] in its slot half. Slot indexes
+//! the upstream socket with the same token plus `UPSTREAM_BIT` (`slot.rs`) in its slot half. Slot indexes
 //! stay far below that bit (connections are capped at a million per process), and the token keeps
 //! the slot's generation, so stale events for either socket find nothing.
 
@@ -16,23 +16,12 @@ use hermod_core::reactor::slots::Key;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::slot::{Conn, Slot};
+use super::slot::{upstream_key, Conn, Slot, UPSTREAM_BIT};
 use super::WorkerLoop;
 use crate::metrics::Rejected;
 use crate::tunnel::http::MAX_HEAD;
 use crate::tunnel::relay::Ready;
 use crate::tunnel::{answer_and_close, Side, Tunnel, TunnelCx, Verdict};
-
-/// Marks a token as a tunnel's upstream socket (bit 31: in the slot half of the token).
-pub(super) const UPSTREAM_BIT: usize = 1 << 31;
-
-/// The slot an upstream socket's token names, or `None` for any other token.
-pub(super) fn upstream_key(token: Token) -> Option<Key> {
-    if token.0 & UPSTREAM_BIT == 0 {
-        return None;
-    }
-    Key::from_token(Token(token.0 & !UPSTREAM_BIT))
-}
 
 impl WorkerLoop {
     /// Consumes the request head and starts the upstream connect.
