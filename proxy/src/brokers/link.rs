@@ -216,7 +216,7 @@ impl BrokerLink {
         self.resp.output().len()
     }
 
-    /// Queues `request` (only while up; the hub never targets a link that is not).
+    /// Queues `request` (only while up; the pool never targets a link that is not).
     pub fn send(&mut self, request: &Request) {
         if !self.is_up() {
             return;

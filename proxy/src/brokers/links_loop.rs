@@ -58,7 +58,7 @@ pub struct BrokerLinksLoop {
     poll: Poll,
     /// The placement and re-homing logic.
     pool: BrokerPool,
-    /// The link sockets, by the hub's link ids.
+    /// The link sockets, by the pool's link ids.
     conns: BTreeMap<LinkId, BrokerLink>,
     /// Registry members linked, to diff against each poll.
     by_name: HashMap<String, LinkId>,
@@ -86,7 +86,7 @@ pub struct BrokerLinksLoop {
     rows_due: Option<Instant>,
 }
 
-/// Marks the hub dead when the thread ends, even by a panic.
+/// Marks the links thread dead when the thread ends, even by a panic.
 struct AliveGuard(Arc<LinkStatus>);
 
 impl Drop for AliveGuard {
@@ -158,7 +158,7 @@ impl BrokerLinksLoop {
             let timeout = self.timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if !interrupted(&e) {
-                    tracing::error!(error = %e, "link hub poll failed");
+                    tracing::error!(error = %e, "broker links poll failed");
                     break;
                 }
             }
@@ -181,8 +181,8 @@ impl BrokerLinksLoop {
         self.tick_discovery(now);
         if stopping || !self.backpressured() {
             let budget = if stopping { usize::MAX } else { REQUEST_BUDGET };
-            let hub = &mut self.pool;
-            self.requests.drain(budget, |r| hub.on_request(r, now));
+            let pool = &mut self.pool;
+            self.requests.drain(budget, |r| pool.on_request(r, now));
         }
         self.execute();
         self.retry_overflows();
@@ -327,7 +327,7 @@ impl BrokerLinksLoop {
         self.conns.values().any(|c| c.backlog() > OUTPUT_HIGH_WATER)
     }
 
-    /// Carries out everything the hub queued.
+    /// Carries out everything the pool queued.
     fn execute(&mut self) {
         while let Some(out) = self.pool.poll_out() {
             match out {

@@ -44,7 +44,7 @@ pub struct BrokersConfig {
     pub request_timeout: Duration,
     /// The largest client message: bounds the frames a broker may push.
     pub max_message_size: usize,
-    /// Requests the workers' mailbox to the hub holds.
+    /// Requests the workers' mailbox to the links thread holds.
     pub queue: usize,
 }
 

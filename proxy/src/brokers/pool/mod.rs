@@ -1,9 +1,9 @@
 //! The broker pool, sans-io: which broker serves which session, what to send where, and
-//! how sessions move when a broker goes away. The shell (`runner.rs`) feeds it requests from the
+//! how sessions move when a broker goes away. The shell (`links_loop.rs`) feeds it requests from the
 //! workers, link state changes and broker pushes, and executes the [`Out`]s it queues: commands
 //! for a link, deliveries for a worker. No sockets, no clock (time comes in as `now`).
 //!
-//! Link lifecycle as the hub sees it:
+//! Link lifecycle as the pool sees it:
 //!
 //! ```text
 //!   add_link --> Down --link_up--> Up --draining / ATTACH refused DRAINING--> Draining
@@ -102,7 +102,7 @@ pub struct BrokerPool {
 }
 
 impl BrokerPool {
-    /// An empty hub; `request_timeout` is the workers' `--request-timeout`.
+    /// An empty pool; `request_timeout` is the workers' `--request-timeout`.
     pub fn new(request_timeout: Duration) -> Self {
         BrokerPool {
             links: BTreeMap::new(),
