@@ -6,12 +6,13 @@
 //! and precedence, the file, value parsers, the one-line [`ConfigError`]) is
 //! `hermod_core::settings`, shared with `hermod-broker`; this module declares the gateway's
 //! settings and resolves them. Resolution is a pure function of (flags, environment lookup, file
-//! text): tests need no process environment.
+//! text), but for one step: a route upstream's host name is looked up here ([`lookup_host`]),
+//! once at startup, so that no reactor ever resolves a name. Tests need no process environment.
 //!
 //! Durations are integer seconds, or an integer with a unit: `500ms`, `30s`, `10m`, `1h`, `7d`
 //! (in the file: `idle_timeout = 60` or `idle_timeout = "500ms"`). Sizes are integer bytes.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -23,7 +24,7 @@ pub use hermod_core::settings::{
 use hermod_core::settings::{count, duration, log_filter, one_of, socket_addr, Sources};
 
 use super::paths::parse_path;
-use super::routes::{lookup_host, parse_route, Route};
+use super::routes::{parse_route, Route};
 use super::{storage, AuthMode, Settings};
 
 /// Routes one process may have (each is matched by a linear scan of short strings).
@@ -413,4 +414,13 @@ fn raw_routes(flags: &[String], src: &Sources<'_>) -> Result<(Vec<String>, Origi
         }
     };
     Ok((list, origin))
+}
+
+/// Resolves `host` with the system resolver (blocking): called once per route while the settings
+/// are resolved at startup, never on a reactor thread.
+pub fn lookup_host(host: &str, port: u16) -> Option<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
 }

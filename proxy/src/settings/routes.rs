@@ -1,10 +1,10 @@
 //! A tunnel route, `--route PATH=ws://HOST:PORT[/path]`: [`Route`] and its parsing.
 //!
-//! A route's upstream host is resolved once at startup, while the settings are resolved (as
-//! nginx resolves a `proxy_pass` host), through [`lookup_host`]: no DNS lookup ever blocks a
-//! reactor. [`parse_route`] takes the lookup as a parameter, so it stays pure.
+//! Pure: a host name goes to the lookup the caller passes in. The settings stage passes the
+//! system resolver (`resolve::lookup_host`), once per route at startup (as nginx resolves a
+//! `proxy_pass` host): no DNS lookup ever blocks a reactor.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 
 use super::paths::{is_path, parse_path};
 
@@ -30,7 +30,7 @@ pub struct Upstream {
 }
 
 /// Parses `PATH=ws://HOST:PORT[/path]`; a HOST that is no IP literal goes to `lookup` (the
-/// startup's one DNS lookup, [`lookup_host`]; tests pass their own).
+/// startup's one DNS lookup, `resolve::lookup_host`; tests pass their own).
 pub fn parse_route(
     v: &str,
     lookup: impl FnOnce(&str, u16) -> Option<SocketAddr>,
@@ -77,15 +77,6 @@ pub fn parse_route(
 
 fn is_host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
-}
-
-/// Resolves `host` with the system resolver (blocking): called once per route while the settings
-/// are resolved at startup, never on a reactor thread.
-pub fn lookup_host(host: &str, port: u16) -> Option<SocketAddr> {
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
 }
 
 #[cfg(test)]
