@@ -446,13 +446,7 @@ impl WorkerLoop {
             self.flush_list.push(key);
         }
         let deadline = session.next_deadline(&self.cx.settings);
-        let armed = slot.timer.and_then(|id| self.timers.deadline(id));
-        if armed.is_none_or(|t| t > deadline) {
-            if let Some(id) = slot.timer.take() {
-                self.timers.cancel(id);
-            }
-            slot.timer = Some(self.timers.insert(deadline, key));
-        }
+        slot.arm_timer(&mut self.timers, key, Some(deadline));
     }
 
     /// Ends a connection: `code` is the close code of an upgraded session (`None`: handshake).

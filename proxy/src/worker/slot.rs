@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use hermod_core::reactor::slots::Key;
-use hermod_core::reactor::timer::TimerId;
+use hermod_core::reactor::timer::{TimerId, TimerWheel};
 use mio::net::TcpStream;
 use mio::Token;
 
@@ -33,6 +33,27 @@ pub(super) struct Slot {
     pub flush_queued: bool,
     /// On the read-again list.
     pub read_queued: bool,
+}
+
+impl Slot {
+    /// Keeps the slot's timer in step with the connection's next `deadline` (`None`: no timer).
+    /// A later deadline than the armed one leaves the armed timer alone: its early firing
+    /// re-arms, so traffic causes no timer churn per message or per byte relayed.
+    pub fn arm_timer(&mut self, timers: &mut TimerWheel<Key>, key: Key, deadline: Option<Instant>) {
+        let Some(want) = deadline else {
+            if let Some(id) = self.timer.take() {
+                timers.cancel(id);
+            }
+            return;
+        };
+        let armed = self.timer.and_then(|id| timers.deadline(id));
+        if armed.is_none_or(|t| t > want) {
+            if let Some(id) = self.timer.take() {
+                timers.cancel(id);
+            }
+            self.timer = Some(timers.insert(want, key));
+        }
+    }
 }
 
 /// A connection in its slot.
@@ -66,4 +87,46 @@ pub struct Routing {
     pub stream: Option<TcpStream>,
     /// When an unfinished request head is dropped (the handshake timeout).
     pub deadline: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn slot(now: Instant) -> Slot {
+        Slot {
+            conn: Conn::Routing(Box::new(Routing {
+                stream: None,
+                deadline: now,
+            })),
+            timer: None,
+            flush_queued: false,
+            read_queued: false,
+        }
+    }
+
+    #[test]
+    fn the_timer_moves_only_earlier_and_is_cancelled_without_a_deadline() {
+        let now = Instant::now();
+        let mut timers = TimerWheel::new(now, Duration::from_millis(10), 64);
+        let key = Key {
+            slot: 3,
+            generation: 1,
+        };
+        let mut s = slot(now);
+        let at = |ms| now + Duration::from_millis(ms);
+        let armed = |s: &Slot, timers: &TimerWheel<Key>| s.timer.and_then(|id| timers.deadline(id));
+        s.arm_timer(&mut timers, key, Some(at(500)));
+        assert_eq!(armed(&s, &timers), Some(at(500)));
+        // Later: the armed timer stays (its early firing re-arms).
+        s.arm_timer(&mut timers, key, Some(at(900)));
+        assert_eq!(armed(&s, &timers), Some(at(500)));
+        // Earlier: moved.
+        s.arm_timer(&mut timers, key, Some(at(200)));
+        assert_eq!(armed(&s, &timers), Some(at(200)));
+        s.arm_timer(&mut timers, key, None);
+        assert_eq!(s.timer, None);
+        assert_eq!(timers.next_deadline(), None);
+    }
 }

@@ -131,23 +131,8 @@ impl WorkerLoop {
             }
             Verdict::MoreToDo | Verdict::Continue => {}
         }
-        let armed = slot.timer.and_then(|id| self.timers.deadline(id));
-        match t.deadline(&self.cx.settings) {
-            None => {
-                if let Some(id) = slot.timer.take() {
-                    self.timers.cancel(id);
-                }
-            }
-            // A later deadline than the armed one: the early firing re-arms (no timer churn
-            // per byte relayed).
-            Some(want) if armed.is_none_or(|t| t > want) => {
-                if let Some(id) = slot.timer.take() {
-                    self.timers.cancel(id);
-                }
-                slot.timer = Some(self.timers.insert(want, key));
-            }
-            Some(_) => {}
-        }
+        let deadline = t.deadline(&self.cx.settings);
+        slot.arm_timer(&mut self.timers, key, deadline);
     }
 }
 
