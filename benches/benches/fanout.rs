@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hermod_proxy::outbound::Outbound;
+use hermod_proxy::ws::outbound::Outbound;
 use tungstenite::Message;
 
 /// Members of the room on this gateway.

@@ -359,3 +359,30 @@ impl SentinelSet {
         })
     }
 }
+
+/// Builds binary `bin` of workspace package `package` with the cargo running the tests (cargo
+/// only hands a test the binaries of its own package, `CARGO_BIN_EXE_*`) and returns its path.
+/// `manifest_dir` is the calling crate's `CARGO_MANIFEST_DIR`; the workspace is its parent.
+/// Panics when the build fails: the test cannot run without the binary.
+pub fn workspace_binary(manifest_dir: &str, package: &str, bin: &str) -> PathBuf {
+    let workspace = Path::new(manifest_dir)
+        .parent()
+        .expect("a workspace crate's manifest dir has a parent")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(["build", "-p", package, "--bin", bin])
+        .current_dir(&workspace)
+        .status()
+        .unwrap_or_else(|e| panic!("running `{cargo} build -p {package}`: {e}"));
+    assert!(
+        status.success(),
+        "`cargo build -p {package}` failed: the test needs {bin}"
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let path = target.join("debug").join(bin);
+    assert!(path.exists(), "no {bin} binary at {}", path.display());
+    path
+}

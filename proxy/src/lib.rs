@@ -1,23 +1,31 @@
 //! # hermod-proxy
 //!
-//! The gateway. `main.rs` resolves [`settings::Settings`] (`config.rs`), starts the embedded broker,
-//! one reactor thread per worker (`worker.rs`, sessions in `session.rs`), and the admin HTTP
-//! listener (`admin.rs`). Counters shared with the admin listener live in `metrics.rs`. Tunnel
-//! routes (`--route`): `route.rs` (parsing and HTTP), `tunnel.rs` (one tunnel's state machine),
-//! `relay.rs` (the byte pipes and buffer pool), driven from `worker_tunnel.rs`.
+//! The gateway. Layers, bottom to top; a module imports only from the ones below it:
+//!
+//! ```text
+//!  main.rs ── server.rs ──────────────── admin.rs (/healthz /readyz /metrics)
+//!                │ starts
+//!                ├── worker/   WorkerLoop: one reactor thread (mio Poll, slots, timers)
+//!                │     ├── routing.rs: the first look at a connection (route? upgrade? answer)
+//!                │     ├── tunnels.rs: the loop's side of tunnels (upstream socket, verdicts)
+//!                │     └── context.rs: what handlers borrow (settings, metrics, broker port)
+//!                ├── brokers/  with --brokers/--registry: BrokerLinksLoop, the links to brokers
+//!                │             (BrokerPool: placement and re-homing, sans-io)
+//!                ├── ws/       one WebSocket session: handshake (sans-io), session state machine,
+//!                │             client protocol (sans-io), outbound queue
+//!                ├── tunnel/   one --route tunnel: state machine, HTTP heads (pure), relay pipes
+//!                ├── next.rs   Next and CloseReason: what a handler hands back to the loop
+//!                ├── metrics.rs  counters shared with the admin listener
+//!                └── settings/ Settings, resolved from flags, HERMOD_* env and the TOML file
+//!                              (pure, except the one DNS lookup of route upstreams at startup)
+//! ```
 
 pub mod admin;
-pub mod client;
-pub mod config;
-pub mod env;
-pub mod handshake;
-pub mod link;
+pub mod brokers;
 pub mod metrics;
-pub mod outbound;
-pub mod relay;
-pub mod route;
+pub mod next;
 pub mod server;
-pub mod session;
 pub mod settings;
 pub mod tunnel;
 pub mod worker;
+pub mod ws;

@@ -5,11 +5,13 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hermod_core::settings::{clap_exit, init_logging, process_env, setting_exit};
-use hermod_proxy::config::{self, Command, ConfigFile, EnvLookup, RunArgs, TokenArgs};
 use hermod_proxy::server;
+use hermod_proxy::settings::resolve::{
+    self as settings, Command, ConfigFile, EnvLookup, RunArgs, TokenArgs,
+};
 
 fn main() -> ExitCode {
-    let cli = match config::parse_cli(std::env::args_os()) {
+    let cli = match settings::parse_cli(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => return clap_exit(&e),
     };
@@ -20,9 +22,9 @@ fn main() -> ExitCode {
 }
 
 fn load_file(flag: Option<&str>, env: EnvLookup<'_>) -> Result<Option<ConfigFile>, ExitCode> {
-    match config::config_path(flag, env) {
+    match settings::config_path(flag, env) {
         None => Ok(None),
-        Some(path) => ConfigFile::load(&path, config::SETTING_KEYS)
+        Some(path) => ConfigFile::load(&path, settings::SETTING_KEYS)
             .map(Some)
             .map_err(|e| setting_exit(&e)),
     }
@@ -33,7 +35,7 @@ fn token(args: &TokenArgs, env: EnvLookup<'_>) -> ExitCode {
         Ok(file) => file,
         Err(code) => return code,
     };
-    let req = match config::resolve_token(args, env, file.as_ref()) {
+    let req = match settings::resolve_token(args, env, file.as_ref()) {
         Ok(req) => req,
         Err(e) => return setting_exit(&e),
     };
@@ -53,7 +55,7 @@ fn serve(args: &RunArgs, env: EnvLookup<'_>) -> ExitCode {
         Ok(file) => file,
         Err(code) => return code,
     };
-    let resolved = match config::resolve(args, env, file.as_ref(), server::random_secret) {
+    let resolved = match settings::resolve(args, env, file.as_ref(), server::random_secret) {
         Ok(r) => r,
         Err(e) => return setting_exit(&e),
     };

@@ -5,8 +5,8 @@
 //! 2. every listener bound (client listeners share worker 0's actual port via SO_REUSEPORT, so
 //!    `--listen 127.0.0.1:0` works), then the admin listener; a failure here is one line, exit 1;
 //! 3. workers prepared, the embedded broker started with their sinks on the configured engine
-//!    (memory, or Redis via `--redis`/`--sentinel`) or, with `--brokers`/`--registry`, the link
-//!    hub to external brokers (`link/`), one thread per worker;
+//!    (memory, or Redis via `--redis`/`--sentinel`) or, with `--brokers`/`--registry`, the links
+//!    to external brokers (`brokers/`), one thread per worker;
 //! 4. the admin thread, and with Redis a watcher that logs each change of reachability;
 //! 5. the ready line on stderr, always printed whatever `--log` says:
 //!    `hermod-proxy VERSION listening client=IP:PORT admin=IP:PORT ... storage=memory|redis|sentinel|brokers|registry`
@@ -37,11 +37,11 @@ use hermod_core::startup::{bind_admin, resource, spawn_signal_thread, terminatio
 use parking_lot::Mutex;
 
 use crate::admin::{self, AdminState};
-use crate::config::Resolved;
-use crate::link::{self, LinkHub};
+use crate::brokers::{self, BrokerLinks};
 use crate::metrics::Metrics;
+use crate::settings::resolve::Resolved;
 use crate::settings::{AuthMode, Brokers, Durability, Settings, Storage};
-use crate::worker::{self, Worker, WorkerHandle};
+use crate::worker::{self, PreparedWorker, WorkerHandle};
 
 /// Requests the embedded broker's channel holds before workers see it full.
 const BROKER_QUEUE: usize = 65_536;
@@ -143,7 +143,7 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
 }
 
 /// What takes the workers' requests: the embedded broker, or (`--brokers`, `--registry`) the
-/// link hub to external brokers.
+/// links to external brokers.
 enum Backend {
     /// The embedded broker, the token alive while its runner holds the sinks, and a sender
     /// to clone for the workers.
@@ -152,12 +152,12 @@ enum Backend {
         alive: Weak<()>,
         requests: MailboxSender<Request>,
     },
-    /// The link hub.
-    Links(LinkHub),
+    /// The links to external brokers.
+    Links(BrokerLinks),
 }
 
 impl Backend {
-    /// Starts the embedded broker, or the link hub, with every worker's sink.
+    /// Starts the embedded broker, or the links to brokers, with every worker's sink.
     fn start(settings: &Settings, handles: &[WorkerHandle]) -> Result<Backend, StartError> {
         let upstream = match &settings.brokers {
             Brokers::Embedded => {
@@ -170,21 +170,21 @@ impl Backend {
                     requests,
                 });
             }
-            Brokers::Static(addrs) => link::Upstream::Static(addrs.clone()),
+            Brokers::Static(addrs) => brokers::Upstream::Static(addrs.clone()),
             Brokers::Registry => match &settings.storage {
-                Storage::Redis { client, .. } => link::Upstream::Registry(client.clone()),
+                Storage::Redis { client, .. } => brokers::Upstream::Registry(client.clone()),
                 // Configuration resolution refuses --registry without Redis.
-                Storage::Memory => link::Upstream::Static(Vec::new()),
+                Storage::Memory => brokers::Upstream::Static(Vec::new()),
             },
         };
-        let config = link::HubConfig {
+        let config = brokers::BrokersConfig {
             upstream,
             request_timeout: settings.request_timeout,
             max_message_size: settings.max_message_size,
             queue: BROKER_QUEUE,
         };
         let sinks = handles.iter().map(WorkerHandle::sink).collect();
-        let hub = link::spawn(config, sinks).map_err(resource("the broker link hub"))?;
+        let hub = brokers::spawn(config, sinks).map_err(resource("the broker links thread"))?;
         Ok(Backend::Links(hub))
     }
 
@@ -218,7 +218,7 @@ impl Backend {
 fn links_admin_state(
     serving: &Arc<AtomicBool>,
     metrics: &Arc<Metrics>,
-    status: Arc<link::LinkStatus>,
+    status: Arc<brokers::LinkStatus>,
 ) -> AdminState {
     let serving = Arc::clone(serving);
     let metrics = Arc::clone(metrics);
@@ -234,7 +234,7 @@ fn links_admin_state(
 
 /// One thread per worker, `hermod-worker-N`, each with its own request sender to the broker.
 fn spawn_workers(
-    workers: Vec<Worker>,
+    workers: Vec<PreparedWorker>,
     requests: &MailboxSender<Request>,
     events: &Sender<Event>,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {

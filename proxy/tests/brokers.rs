@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::broker::{broker_binary, broker_gauge, wait_for, Broker};
 use common::{Client, Ending, Proxy, TIMEOUT};
 use hermod_core::testkit::RedisServer;
-use hermod_proxy::link::placement;
+use hermod_proxy::brokers::placement;
 use serde_json::{json, Value};
 use tungstenite::Message;
 

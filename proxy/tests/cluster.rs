@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::broker::{broker_gauge, wait_for, Broker};
 use common::{Client, Proxy, TIMEOUT};
 use hermod_core::testkit::RedisServer;
-use hermod_proxy::link::placement;
+use hermod_proxy::brokers::placement;
 use serde_json::{json, Value};
 
 /// The cluster: Redis, two brokers, two gateways linked to both.

@@ -9,7 +9,6 @@
 //! gateway stopped reading) it is closed. A link silent for the link timeout is closed. Closing
 //! a link detaches every session it attached.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,8 +18,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use hermod_core::bus::{Delivery, Request};
 use hermod_core::link::MAX_FRAME_LEN;
+use hermod_core::reactor::backlog::Backlog;
 use hermod_core::reactor::listener::{AcceptOutcome, Acceptor};
-use hermod_core::reactor::mailbox::{MailboxSender, TrySendError};
+use hermod_core::reactor::mailbox::MailboxSender;
 use hermod_core::reactor::slots::Key;
 use hermod_core::reactor::{interrupted, would_block};
 use hermod_core::resp::{RespLimits, RespReader};
@@ -87,7 +87,7 @@ pub struct Conn {
 struct Mailbox {
     requests: MailboxSender<Request>,
     /// Detaches (and requests that raced a full mailbox), sent in order before anything else.
-    control: VecDeque<Request>,
+    control: Backlog<Request>,
 }
 
 impl RequestSink for Mailbox {
@@ -100,29 +100,15 @@ impl RequestSink for Mailbox {
     }
 
     fn send_control(&mut self, req: Request) {
-        if !self.control.is_empty() {
-            self.control.push_back(req);
-            return;
-        }
-        match self.requests.try_send(req) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(req)) => self.control.push_back(req),
-        }
+        let requests = &self.requests;
+        self.control.send(req, |r| requests.try_send(r));
     }
 }
 
 impl Mailbox {
     fn retry(&mut self) {
-        while let Some(req) = self.control.pop_front() {
-            match self.requests.try_send(req) {
-                Ok(()) => {}
-                Err(TrySendError::Disconnected(_)) => self.control.clear(),
-                Err(TrySendError::Full(req)) => {
-                    self.control.push_front(req);
-                    return;
-                }
-            }
-        }
+        let requests = &self.requests;
+        self.control.retry(|r| requests.try_send(r));
     }
 }
 
@@ -178,7 +164,7 @@ impl GatewayLinksLoop {
             .register(&mut t.listener, LISTENER, Interest::READABLE)?;
         let mailbox = Mailbox {
             requests: t.requests.clone(),
-            control: VecDeque::new(),
+            control: Backlog::new(),
         };
         Ok(GatewayLinksLoop {
             t,

@@ -7,6 +7,8 @@
 //! - [`timer`]: `TimerWheel<K>`, a hashed timer wheel with O(1) insert/cancel; time is passed in.
 //! - [`mailbox`]: `mailbox()`, a bounded cross-thread channel paired with the Poll's one
 //!   `mio::Waker`, waking the reactor once per batch rather than once per message.
+//! - [`backlog`]: `Backlog<T>`, requests that must not be lost (Attach, Detach, ResumeReplay),
+//!   parked in order while a bounded channel is full and retried on a later turn.
 //! - [`listener`]: `bind_listener()` (socket2: SO_REUSEADDR, optional SO_REUSEPORT, a real
 //!   backlog) and `Acceptor`, which sheds connections instead of spinning when fds run out.
 //!
@@ -14,6 +16,7 @@
 
 use std::io;
 
+pub mod backlog;
 pub mod listener;
 pub mod mailbox;
 pub mod slots;

@@ -27,8 +27,52 @@ use super::{env_name, SettingError};
 ///     }
 /// }
 /// ```
+///
+/// A binary that reads the Redis settings ([`RedisChoice`](super::RedisChoice) and the engine's
+/// tuning) writes `redis_settings;` between two `settings { ... }` lists (the first ending with a
+/// comma): the Redis flags are declared here once, in that place, for both binaries.
 #[macro_export]
 macro_rules! setting_args {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($extra:tt)* }
+        settings { $($before:tt)* }
+        redis_settings;
+        settings { $($after:tt)* }
+    ) => {
+        $crate::setting_args! {
+            $(#[$meta])*
+            pub struct $name { $($extra)* }
+            settings {
+                $($before)*
+                /// Redis for the engine: redis://[user:pass@]host:port/db. Without it or
+                /// --sentinel the gateway keeps messages in memory; hermod-broker needs one.
+                redis: "URL",
+                /// Redis through Sentinel: HOST:PORT,HOST:PORT,... (needs --sentinel-master).
+                sentinel: "H:P,...",
+                /// The master name the sentinels monitor (with --sentinel).
+                sentinel_master: "NAME",
+                /// ACL user for the Redis servers (with --redis-password; default: `default`).
+                redis_user: "USER",
+                /// Password of the Redis servers (master and replicas): with --sentinel, or with
+                /// a --redis URL that holds no credentials. Visible in ps; prefer
+                /// HERMOD_REDIS_PASSWORD or the config file.
+                redis_password: "PASSWORD",
+                /// Password of the sentinels themselves (their requirepass; with --sentinel).
+                /// Visible in ps; prefer HERMOD_SENTINEL_PASSWORD or the config file.
+                sentinel_password: "PASSWORD",
+                /// When `sent` is answered: leader (applied on the Redis master) or replica (a
+                /// replica confirmed it too, WAIT 1). Default leader.
+                durability: "leader|replica",
+                /// A Redis command without reply by then fails: the request is answered
+                /// `unavailable` (default 5s).
+                redis_timeout: "DURATION",
+                /// Pipelined connections to Redis, 2 to 16 (default 2: reads and writes apart).
+                redis_connections: "N",
+                $($after)*
+            }
+        }
+    };
     (
         $(#[$meta:meta])*
         pub struct $name:ident {

@@ -502,3 +502,43 @@ fn passwords_are_never_shown() {
         "{shown}"
     );
 }
+
+crate::setting_args! {
+    /// A binary that takes the shared Redis settings between two of its own.
+    #[derive(Debug, Default, Clone, clap::Parser)]
+    #[command(name = "hermod-test-redis")]
+    pub struct RedisCli {}
+    settings {
+        /// Before.
+        listen: "ADDR",
+    }
+    redis_settings;
+    settings {
+        /// After.
+        log: "FILTER",
+    }
+}
+
+#[test]
+fn redis_settings_are_declared_once_in_place() {
+    let redis = [
+        "redis",
+        "sentinel",
+        "sentinel_master",
+        "redis_user",
+        "redis_password",
+        "sentinel_password",
+        "durability",
+        "redis_timeout",
+        "redis_connections",
+    ];
+    let mut want = vec!["listen"];
+    want.extend(redis);
+    want.push("log");
+    assert_eq!(RedisCli::KEYS, want.as_slice());
+    let c: RedisCli = parse_cli(["t", "--sentinel-master", "m", "--durability", "replica"])
+        .expect("the Redis flags parse");
+    assert_eq!(c.flag("sentinel_master"), Some("m"));
+    assert_eq!(c.flag("durability"), Some("replica"));
+    assert_eq!(c.flag("log"), None);
+}

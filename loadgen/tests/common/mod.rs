@@ -129,27 +129,13 @@ impl Drop for Proxy {
     }
 }
 
-/// Builds `hermod-proxy` with the cargo running these tests (cargo only exposes the binaries of
-/// the package under test) and returns its path.
+/// Builds `hermod-proxy` with the cargo running these tests and returns its path.
 pub fn proxy_binary() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let workspace = manifest.parent().expect("workspace root").to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(&cargo)
-        .args(["build", "-p", "hermod-proxy", "--bin", "hermod-proxy"])
-        .current_dir(&workspace)
-        .status()
-        .unwrap_or_else(|e| panic!("running `{cargo} build -p hermod-proxy`: {e}"));
-    assert!(
-        status.success(),
-        "`cargo build -p hermod-proxy` failed: the proxy must build for this test"
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    let bin = target.join("debug").join("hermod-proxy");
-    assert!(bin.exists(), "no proxy binary at {}", bin.display());
-    bin
+    hermod_core::testkit::workspace_binary(
+        env!("CARGO_MANIFEST_DIR"),
+        "hermod-proxy",
+        "hermod-proxy",
+    )
 }
 
 /// Starts `hermod-proxy` on ephemeral ports with `args` and waits for its listening line.

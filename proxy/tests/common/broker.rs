@@ -16,26 +16,15 @@ use hermod_core::testkit::RedisServer;
 
 use super::{Proxy, TIMEOUT};
 
-/// Builds `hermod-broker` once per test binary with the cargo running the tests (cargo only
-/// exposes the binaries of the package under test) and returns its path.
+/// Builds `hermod-broker` once per test binary and returns its path.
 pub fn broker_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let workspace = manifest.parent().expect("workspace root").to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(&cargo)
-            .args(["build", "-p", "hermod-broker", "--bin", "hermod-broker"])
-            .current_dir(&workspace)
-            .status()
-            .unwrap_or_else(|e| panic!("running `{cargo} build -p hermod-broker`: {e}"));
-        assert!(status.success(), "`cargo build -p hermod-broker` failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace.join("target"));
-        let bin = target.join("debug").join("hermod-broker");
-        assert!(bin.exists(), "no broker binary at {}", bin.display());
-        bin
+        hermod_core::testkit::workspace_binary(
+            env!("CARGO_MANIFEST_DIR"),
+            "hermod-broker",
+            "hermod-broker",
+        )
     })
     .clone()
 }

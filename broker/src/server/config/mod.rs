@@ -54,27 +54,9 @@ hermod_core::setting_args! {
     link_timeout: "DURATION",
     /// After SIGTERM, wait this long for gateways to move their sessions away (default 10s).
     drain_timeout: "DURATION",
-    /// Redis: redis://[user:pass@]host:port/db (this or --sentinel is required).
-    redis: "URL",
-    /// Redis through Sentinel: HOST:PORT,HOST:PORT,... (needs --sentinel-master).
-    sentinel: "H:P,...",
-    /// The master name the sentinels monitor (with --sentinel).
-    sentinel_master: "NAME",
-    /// ACL user for the Redis servers (with --redis-password; default: `default`).
-    redis_user: "USER",
-    /// Password of the Redis servers (master and replicas): with --sentinel, or with a --redis
-    /// URL that holds no credentials. Visible in ps; prefer HERMOD_REDIS_PASSWORD or the config
-    /// file.
-    redis_password: "PASSWORD",
-    /// Password of the sentinels themselves (their requirepass; with --sentinel). Visible in ps;
-    /// prefer HERMOD_SENTINEL_PASSWORD or the config file.
-    sentinel_password: "PASSWORD",
-    /// When `sent` is answered: leader or replica (WAIT 1). Default leader.
-    durability: "leader|replica",
-    /// A Redis command without reply by then fails as `unavailable` (default 5s).
-    redis_timeout: "DURATION",
-    /// Pipelined connections to Redis, 2 to 16 (default 2).
-    redis_connections: "N",
+    }
+    redis_settings;
+    settings {
     /// Messages kept per inbox (default 10000).
     inbox_max_len: "N",
     /// Age after which inbox messages are dropped (default 7d).

@@ -11,7 +11,6 @@
 //!   because tungstenite consumes the callback.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hermod_core::ids::Name;
 use hermod_core::jwt;
@@ -50,11 +49,14 @@ pub struct Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hint {
     None,
-    /// 426: `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (RFC 7231 §6.5.15, RFC 6455).
+    /// 426: `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (RFC 7231, "426 Upgrade
+    /// Required"; RFC 6455).
     Upgrade,
-    /// 405: `Allow: GET`, the only method a WebSocket endpoint takes (RFC 7231 §6.5.5).
+    /// 405: `Allow: GET`, the only method a WebSocket endpoint takes (RFC 7231, "405 Method Not
+    /// Allowed").
     AllowGet,
-    /// A version other than 13: `Sec-WebSocket-Version: 13` (RFC 6455 §4.4).
+    /// A version other than 13: `Sec-WebSocket-Version: 13` (RFC 6455, "Supporting Multiple
+    /// Versions of WebSocket Protocol").
     Version,
 }
 
@@ -191,7 +193,7 @@ pub fn precheck(input: &[u8], full: bool, settings: &Settings) -> Precheck {
         return refuse(bad_request("malformed request target"), head_only);
     };
     let path = uri.path();
-    if path != settings.ws_path && settings.echo_path.as_deref() != Some(path) {
+    if !settings.serves_path(path) {
         return refuse(
             Refusal::new(StatusCode::NOT_FOUND, "no such endpoint"),
             head_only,
@@ -298,26 +300,34 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Where [`Gate`] leaves the admitted endpoint for the worker.
-pub type Admission = Arc<Mutex<Option<Endpoint>>>;
+/// What the worker and [`Gate`] share during one handshake: the worker puts in the time before
+/// each step of tungstenite's handshake, the callback leaves the admitted endpoint.
+#[derive(Debug, Default)]
+pub struct AdmissionCell {
+    /// Unix time (seconds) tokens are checked against, set by the worker before each step.
+    pub now_unix: u64,
+    /// The admitted endpoint, once the callback ran and admitted the request.
+    pub endpoint: Option<Endpoint>,
+}
+
+/// The cell shared by the worker and [`Gate`] (tungstenite consumes the callback).
+pub type Admission = Arc<Mutex<AdmissionCell>>;
 
 /// tungstenite's handshake callback: runs [`admit`] on the request and stores the outcome.
 #[derive(Debug)]
 pub struct Gate {
     /// Routing and auth settings.
     pub settings: Arc<Settings>,
-    /// Filled with the endpoint when the request is admitted; read by the worker after the upgrade.
+    /// Where the time comes from and the endpoint goes; read by the worker after the upgrade.
     pub admission: Admission,
 }
 
 impl Callback for Gate {
     fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        match admit(&self.settings, request, now) {
+        let mut cell = self.admission.lock();
+        match admit(&self.settings, request, cell.now_unix) {
             Ok(endpoint) => {
-                *self.admission.lock() = Some(endpoint);
+                cell.endpoint = Some(endpoint);
                 Ok(response)
             }
             Err(refusal) => Err(refusal.into_response()),

@@ -1,36 +1,47 @@
-//! One reactor thread: a mio `Poll`, this worker's SO_REUSEPORT listener, a slab of sessions, a
-//! timer wheel and a mailbox for broker deliveries. Nothing here is shared with other workers
-//! except the [`Metrics`] atomics.
+//! One reactor thread, [`WorkerLoop`]: a mio `Poll`, this worker's SO_REUSEPORT listener, a slab
+//! of connections, a timer wheel and a mailbox for broker deliveries. Nothing here is shared with
+//! other workers except the [`Metrics`] atomics.
 //!
 //! One loop iteration: poll; serve socket events (accept, handshake, read, writable); drain the
 //! mailbox (deliveries queue output); continue capped reads; fire timers; retry Attach/Detach
 //! the broker had no room for; then flush every session with queued output, once (coalescing).
+//!
+//! - `slot.rs`: what a slot holds ([`Conn`]: routing, handshake, session or tunnel).
+//! - `accept.rs`: a new connection's way in: accept, the first look at its request head (a
+//!   route, an upgrade, or an HTTP answer), the WebSocket handshake.
+//! - `tunnels.rs`: the loop's side of `--route` tunnels (upstream socket, timers, verdicts).
+//! - `context.rs`: what session handlers borrow, and the [`BrokerPort`] to the broker.
+//! - This file: the loop itself, event dispatch, and the WebSocket sessions' events.
 
-use std::collections::VecDeque;
+mod accept;
+mod context;
+mod slot;
+mod tunnels;
+
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hermod_core::bus::{Delivery, Request};
 use hermod_core::reactor::interrupted;
-use hermod_core::reactor::listener::{is_fd_exhaustion, AcceptOutcome, Acceptor};
+use hermod_core::reactor::listener::Acceptor;
 use hermod_core::reactor::mailbox::{mailbox, MailboxReceiver, MailboxSender};
 use hermod_core::reactor::slots::{Key, Slots};
-use hermod_core::reactor::timer::{TimerId, TimerWheel};
-use mio::net::{TcpListener, TcpStream};
+use hermod_core::reactor::timer::TimerWheel;
+use mio::event::Event;
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::env::Env;
-use crate::metrics::{Metrics, Rejected};
-use crate::relay::BufPool;
-use crate::relay::Ready;
-use crate::session::{Conn, Next, Session, Step, ABNORMAL};
-use crate::settings::Settings;
-use crate::tunnel::Side;
+pub use context::{BrokerPort, WorkerContext};
+pub use slot::{Conn, Routing};
 
-#[path = "worker_tunnel.rs"]
-mod tunnel_glue;
+use crate::metrics::{Metrics, Rejected};
+use crate::next::{CloseReason, Next, ABNORMAL};
+use crate::settings::Settings;
+use crate::tunnel::relay::{BufPool, Ready};
+use crate::tunnel::Side;
+use slot::{upstream_key, Slot};
 
 /// A message for a worker.
 #[derive(Debug)]
@@ -67,18 +78,6 @@ const READ_BUFFER: usize = 2048;
 /// Free tunnel relay buffers a worker keeps for reuse (16 KiB each).
 const POOL_KEEP: usize = 64;
 
-/// Everything in a slot.
-#[derive(Debug)]
-struct Slot {
-    conn: Conn,
-    /// The armed timer (handshake deadline, ping/idle/request timeout, or close linger).
-    timer: Option<TimerId>,
-    /// On the flush list for this tick.
-    flush_queued: bool,
-    /// On the read-again list.
-    read_queued: bool,
-}
-
 /// The sending side of a worker's mailbox, for the broker and the shell.
 #[derive(Clone, Debug)]
 pub struct WorkerHandle {
@@ -111,9 +110,9 @@ impl WorkerHandle {
     }
 }
 
-/// A worker ready to run on its own thread.
+/// A worker ready to run on its own thread, once the broker's channel exists.
 #[derive(Debug)]
-pub struct Worker {
+pub struct PreparedWorker {
     id: u16,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
@@ -129,14 +128,14 @@ pub fn prepare(
     settings: Arc<Settings>,
     mut listener: TcpListener,
     metrics: Arc<Metrics>,
-) -> std::io::Result<(Worker, WorkerHandle)> {
+) -> std::io::Result<(PreparedWorker, WorkerHandle)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let (tx, rx) = mailbox(MAILBOX_CAPACITY, Arc::clone(&waker));
     let stop = Arc::new(AtomicBool::new(false));
-    let worker = Worker {
+    let worker = PreparedWorker {
         id,
         settings,
         metrics,
@@ -148,19 +147,20 @@ pub fn prepare(
     Ok((worker, WorkerHandle { tx, stop, waker }))
 }
 
-impl Worker {
-    /// Runs the loop; returns after shutdown completes (or its grace elapsed).
+impl PreparedWorker {
+    /// Runs the loop, sending to the broker through `broker`; returns after shutdown completes
+    /// (or its grace elapsed).
     pub fn run(self, broker: MailboxSender<Request>) {
-        match Reactor::new(self, broker) {
-            Ok(mut reactor) => reactor.run(),
+        match WorkerLoop::new(self, broker) {
+            Ok(worker) => worker.run(),
             Err(e) => tracing::error!("worker cannot start: {e}"),
         }
     }
 }
 
-/// The loop's state.
-struct Reactor {
-    env: Env,
+/// One worker thread's loop and everything it owns.
+pub struct WorkerLoop {
+    cx: WorkerContext,
     poll: Poll,
     /// `None` once shutdown began (deregistered and closed).
     listener: Option<TcpListener>,
@@ -182,8 +182,8 @@ struct Reactor {
     pool: BufPool,
 }
 
-impl Reactor {
-    fn new(w: Worker, broker: MailboxSender<Request>) -> std::io::Result<Self> {
+impl WorkerLoop {
+    fn new(w: PreparedWorker, broker: MailboxSender<Request>) -> std::io::Result<Self> {
         let max = w.settings.max_message_size;
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
@@ -191,13 +191,12 @@ impl Reactor {
             .max_write_buffer_size(WRITE_BUFFER + 2 * (w.settings.max_outbound_bytes + max) + 4096)
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
-        Ok(Reactor {
-            env: Env {
+        Ok(WorkerLoop {
+            cx: WorkerContext {
                 id: w.id,
                 settings: w.settings,
                 metrics: w.metrics,
-                broker,
-                backlog: VecDeque::new(),
+                broker: BrokerPort::new(broker),
             },
             poll: w.poll,
             listener: Some(w.listener),
@@ -215,7 +214,8 @@ impl Reactor {
         })
     }
 
-    fn run(&mut self) {
+    /// Runs the loop until shutdown completes (or its grace elapsed).
+    pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut batch = Vec::new();
         loop {
@@ -272,7 +272,7 @@ impl Reactor {
         for key in expired {
             self.on_timer(key, now);
         }
-        self.env.retry_backlog();
+        self.cx.broker.retry_parked();
         for key in std::mem::take(&mut self.flush_list) {
             self.flush(key, now);
         }
@@ -287,7 +287,7 @@ impl Reactor {
             self.timers.next_deadline(),
             self.accept_again,
             self.shutdown_deadline,
-            (!self.env.backlog.is_empty()).then(|| now + BACKLOG_RETRY),
+            self.cx.broker.has_parked().then(|| now + BACKLOG_RETRY),
         ];
         for t in candidates.into_iter().flatten() {
             wake = wake.min(t);
@@ -301,118 +301,39 @@ impl Reactor {
         }
     }
 
-    // ---- accepting and handshakes ------------------------------------------------------------
+    // ---- events -------------------------------------------------------------------------------
 
-    fn accept(&mut self, now: Instant) {
-        let Some(listener) = &self.listener else {
+    /// A socket event: to the tunnel it belongs to, or to the session or handshake of its slot.
+    fn on_event(&mut self, ev: &Event, now: Instant) {
+        let ready = Ready {
+            readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+            writable: ev.is_writable() || ev.is_write_closed(),
+            closed: ev.is_read_closed() || ev.is_error(),
+        };
+        if let Some(key) = upstream_key(ev.token()) {
+            return self.on_tunnel(key, Some((Side::Upstream, ready)), now);
+        }
+        let Some(key) = Key::from_token(ev.token()) else {
             return;
         };
-        let mut accepted = Vec::new();
-        // Sheds and per-connection errors use up the budget too: whenever it runs out (not only
-        // when it was all accepts), more may be pending and no new edge will come for them.
-        let mut budget_spent = true;
-        for _ in 0..ACCEPT_BUDGET {
-            match self.acceptor.accept(listener) {
-                AcceptOutcome::Accepted(stream, _) => accepted.push(stream),
-                AcceptOutcome::WouldBlock => {
-                    budget_spent = false;
-                    break;
-                }
-                AcceptOutcome::Shed => {
-                    self.env.metrics.connections_refused.fetch_add(1, Relaxed);
-                }
-                AcceptOutcome::Error(e) if is_fd_exhaustion(&e) => {
-                    tracing::warn!("out of file descriptors; pausing accepts");
-                    self.accept_again = Some(now + ACCEPT_BACKOFF);
-                    budget_spent = false;
-                    break;
-                }
-                AcceptOutcome::Error(e) => tracing::debug!("accept: {e}"),
-            }
-        }
-        if budget_spent {
-            self.accept_again = Some(now);
-        }
-        for stream in accepted {
-            self.admit(stream, now);
+        match self.slots.get(key).map(|s| &s.conn) {
+            Some(Conn::Tunnel(_)) => self.on_tunnel(key, Some((Side::Client, ready)), now),
+            _ => self.on_socket(key, ready.readable, ready.writable, now),
         }
     }
 
-    fn admit(&mut self, stream: TcpStream, now: Instant) {
-        if !self.env.metrics.try_open(self.env.settings.max_connections) {
-            return;
-        }
-        let deadline = now + self.env.settings.handshake_timeout;
-        let key = self.slots.insert(Slot {
-            conn: self.first_conn(stream, deadline),
-            timer: None,
-            flush_queued: false,
-            read_queued: false,
-        });
-        let stream = self
-            .slots
-            .get_mut(key)
-            .and_then(|s| s.conn.new_stream_mut());
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let registered = match stream {
-            Some(stream) => self.poll.registry().register(stream, key.token(), interest),
-            None => Err(std::io::Error::other("slot vanished")),
-        };
-        if let Err(e) = registered {
-            tracing::warn!("register: {e}");
-            self.remove(key, None);
-            return;
-        }
-        if let Some(slot) = self.slots.get_mut(key) {
-            slot.timer = Some(self.timers.insert(deadline, key));
-        }
-        self.first_step(key, now);
-    }
-
-    fn drive_handshake(&mut self, key: Key, now: Instant) {
-        let Some(Slot {
-            conn: Conn::Handshaking(h),
-            ..
-        }) = self.slots.get_mut(key)
-        else {
-            return;
-        };
-        match h.drive() {
-            Step::Pending => {}
-            Step::Failed(status) => {
-                let why = status.map_or(Rejected::Failed, Rejected::Status);
-                self.env.metrics.rejected(why);
-                self.remove(key, None);
-            }
-            Step::Upgraded(ws, endpoint) => {
-                self.env.metrics.handshakes_ok.fetch_add(1, Relaxed);
-                let cx = self.env.ctx(key, now);
-                let (session, next) = Session::open(*ws, endpoint, &cx);
-                let attach = session.identity().map(|(user, device)| Request::Attach {
-                    session: cx.key,
-                    user: user.clone(),
-                    device: device.clone(),
-                });
-                if let Some(slot) = self.slots.get_mut(key) {
-                    slot.conn = Conn::Ws(Box::new(session));
-                    if let Some(id) = slot.timer.take() {
-                        self.timers.cancel(id);
-                    }
-                }
-                if let Some(attach) = attach {
-                    self.env.send_control(attach);
-                }
-                self.after(key, next, now);
-                // Input may have arrived right behind the request: no new edge would announce it.
-                self.on_socket(key, true, false, now);
-            }
+    /// Runs a connection from the read-again list.
+    fn read_again(&mut self, key: Key, now: Instant) {
+        match self.slots.get(key).map(|s| &s.conn) {
+            Some(Conn::Tunnel(_)) => self.on_tunnel(key, None, now),
+            _ => self.on_socket(key, true, false, now),
         }
     }
 
     // ---- events on sessions ------------------------------------------------------------------
 
     fn on_socket(&mut self, key: Key, readable: bool, writable: bool, now: Instant) {
-        let cx = self.env.ctx(key, now);
+        let cx = self.cx.session_cx(key, now);
         let next = match self.slots.get_mut(key).map(|s| &mut s.conn) {
             Some(Conn::Ws(session)) => session.on_ready(readable, writable, &cx),
             Some(Conn::Handshaking(_)) => return self.drive_handshake(key, now),
@@ -431,14 +352,14 @@ impl Reactor {
     }
 
     fn deliver(&mut self, d: Delivery, now: Instant) {
-        if d.session.worker != self.env.id {
+        if d.session.worker != self.cx.id {
             return;
         }
         let key = Key {
             slot: d.session.slot,
             generation: d.session.generation,
         };
-        let cx = self.env.ctx(key, now);
+        let cx = self.cx.session_cx(key, now);
         // A stale key (session gone, slot reused) finds nothing: the delivery is dropped.
         let next = match self.slots.get_mut(key).map(|s| &mut s.conn) {
             Some(Conn::Ws(session)) => session.deliver(d.event, &cx),
@@ -448,14 +369,14 @@ impl Reactor {
     }
 
     fn on_timer(&mut self, key: Key, now: Instant) {
-        let cx = self.env.ctx(key, now);
+        let cx = self.cx.session_cx(key, now);
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
         slot.timer = None;
         let next = match &mut slot.conn {
             Conn::Handshaking(h) if now >= h.deadline => {
-                self.env.metrics.rejected(Rejected::Failed);
+                self.cx.metrics.rejected(Rejected::Failed);
                 return self.remove(key, None);
             }
             Conn::Handshaking(h) => {
@@ -463,7 +384,7 @@ impl Reactor {
                 return;
             }
             Conn::Routing(r) if now >= r.deadline => {
-                self.env.metrics.rejected(Rejected::Failed);
+                self.cx.metrics.rejected(Rejected::Failed);
                 return self.remove(key, None);
             }
             Conn::Routing(r) => {
@@ -477,7 +398,7 @@ impl Reactor {
     }
 
     fn flush(&mut self, key: Key, now: Instant) {
-        let cx = self.env.ctx(key, now);
+        let cx = self.cx.session_cx(key, now);
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
@@ -498,11 +419,11 @@ impl Reactor {
             return;
         };
         let next = match next {
-            Next::Close(code, reason) => {
-                if code == 1008 && reason == "slow consumer" {
-                    self.env.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
+            Next::Close(reason) => {
+                if reason == CloseReason::SlowConsumer {
+                    self.cx.metrics.slow_consumer_closes.fetch_add(1, Relaxed);
                 }
-                session.begin_close(code, reason, now + CLOSE_LINGER)
+                session.begin_close(reason, now + CLOSE_LINGER)
             }
             other => other,
         };
@@ -515,21 +436,17 @@ impl Reactor {
             _ => {}
         }
         if session.take_resume() {
-            let session = self.env.session_key(key);
-            self.env.send_control(Request::ResumeReplay { session });
+            let session = self.cx.session_key(key);
+            self.cx
+                .broker
+                .send_control(Request::ResumeReplay { session });
         }
         if session.wants_flush() && !slot.flush_queued {
             slot.flush_queued = true;
             self.flush_list.push(key);
         }
-        let deadline = session.next_deadline(&self.env.settings);
-        let armed = slot.timer.and_then(|id| self.timers.deadline(id));
-        if armed.is_none_or(|t| t > deadline) {
-            if let Some(id) = slot.timer.take() {
-                self.timers.cancel(id);
-            }
-            slot.timer = Some(self.timers.insert(deadline, key));
-        }
+        let deadline = session.next_deadline(&self.cx.settings);
+        slot.arm_timer(&mut self.timers, key, Some(deadline));
     }
 
     /// Ends a connection: `code` is the close code of an upgraded session (`None`: handshake).
@@ -540,18 +457,18 @@ impl Reactor {
         if let Some(id) = slot.timer {
             self.timers.cancel(id);
         }
-        self.env.metrics.connections_open.fetch_sub(1, Relaxed);
+        self.cx.metrics.connections_open.fetch_sub(1, Relaxed);
         match slot.conn {
             Conn::Ws(session) => {
-                self.env.metrics.closed(code.unwrap_or(ABNORMAL));
+                self.cx.metrics.closed(code.unwrap_or(ABNORMAL));
                 if session.attached {
-                    let session = self.env.session_key(key);
-                    self.env.send_control(Request::Detach { session });
+                    let session = self.cx.session_key(key);
+                    self.cx.broker.send_control(Request::Detach { session });
                 }
             }
             Conn::Tunnel(mut tunnel) => {
                 tunnel.release(&mut self.pool);
-                self.env.metrics.tunnels_open.fetch_sub(1, Relaxed);
+                self.cx.metrics.tunnels_open.fetch_sub(1, Relaxed);
             }
             Conn::Handshaking(_) | Conn::Routing(_) => {}
         }
@@ -561,7 +478,7 @@ impl Reactor {
 
     fn begin_shutdown(&mut self, now: Instant) {
         tracing::debug!(
-            worker = self.env.id,
+            worker = self.cx.id,
             sessions = self.slots.len(),
             "shutting down"
         );
@@ -569,12 +486,14 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.accept_again = None;
-        self.shutdown_deadline = Some(now + self.env.settings.shutdown_grace);
+        self.shutdown_deadline = Some(now + self.cx.settings.shutdown_grace);
         let keys: Vec<Key> = self.slots.keys().collect();
         for key in keys {
             match self.slots.get(key).map(|s| &s.conn) {
                 Some(Conn::Handshaking(_) | Conn::Routing(_)) => self.remove(key, None),
-                Some(Conn::Ws(_)) => self.after(key, Next::Close(1012, "service restart"), now),
+                Some(Conn::Ws(_)) => {
+                    self.after(key, Next::Close(CloseReason::ServiceRestart), now);
+                }
                 Some(Conn::Tunnel(t)) if !t.is_relaying() => self.remove(key, None),
                 // A tunnel cannot send a close frame (it does no framing): it relays on until
                 // its peers end it or the grace period runs out.
@@ -589,6 +508,6 @@ impl Reactor {
         for key in keys {
             self.remove(key, None);
         }
-        self.env.retry_backlog();
+        self.cx.broker.retry_parked();
     }
 }

@@ -1,4 +1,4 @@
-//! What the link hub remembers of one session so that it can move it to another broker:
+//! What the broker pool remembers of one session so that it can move it to another broker:
 //! identity, rooms with the last message id seen in each, and the `send`/`publish` requests still
 //! waiting for their `sent`. Pure state, no I/O: [`SessionState::rehome_plan`] lists the requests
 //! that rebuild the session on a broker that has never seen it.
@@ -13,10 +13,10 @@ use serde_json::value::RawValue;
 /// Rooms remembered per session: the broker's own limit (1024 rooms per session), so a join it
 /// refuses is not replayed on every re-home beyond it.
 pub const MAX_ROOMS: usize = 1024;
-/// Requests remembered in flight per session: the worker's own bound (`client::MAX_IN_FLIGHT`).
-pub const MAX_IN_FLIGHT: usize = crate::client::MAX_IN_FLIGHT;
+/// Requests remembered in flight per session: the worker's own bound (`ws::protocol::MAX_IN_FLIGHT`).
+pub const MAX_IN_FLIGHT: usize = crate::ws::protocol::MAX_IN_FLIGHT;
 
-/// The broker a session is homed on: an id the hub gives each broker link.
+/// The broker a session is homed on: an id the pool gives each broker link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId(pub u32);
 
@@ -54,7 +54,7 @@ pub struct RoomState {
     pub confirmed: bool,
 }
 
-/// A session as the hub knows it.
+/// A session as the pool knows it.
 #[derive(Debug)]
 pub struct SessionState {
     /// The authenticated user: placement key and ATTACH argument.

@@ -1,9 +1,9 @@
-//! The link hub's logic, sans-io: which broker serves which session, what to send where, and
-//! how sessions move when a broker goes away. The shell (`runner.rs`) feeds it requests from the
+//! The broker pool, sans-io: which broker serves which session, what to send where, and
+//! how sessions move when a broker goes away. The shell (`links_loop.rs`) feeds it requests from the
 //! workers, link state changes and broker pushes, and executes the [`Out`]s it queues: commands
 //! for a link, deliveries for a worker. No sockets, no clock (time comes in as `now`).
 //!
-//! Link lifecycle as the hub sees it:
+//! Link lifecycle as the pool sees it:
 //!
 //! ```text
 //!   add_link --> Down --link_up--> Up --draining / ATTACH refused DRAINING--> Draining
@@ -27,7 +27,7 @@ use hermod_core::ids::{Cid, MsgId, Name};
 use hermod_core::protocol::ErrorCode;
 
 use super::placement;
-use super::session::{room_of, LinkId, Plan, SessionState};
+use super::rehome::{room_of, LinkId, Plan, SessionState};
 
 /// What the shell must do.
 #[derive(Debug)]
@@ -62,7 +62,7 @@ struct LinkInfo {
 
 /// Counters the shell publishes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HubStats {
+pub struct PoolStats {
     /// Sessions moved off a broker link that went away (re-homed).
     pub rehomed: u64,
     /// Sessions waiting for a live broker.
@@ -84,9 +84,9 @@ struct Move {
     from: Option<LinkId>,
 }
 
-/// The hub's state. See the module docs.
+/// The gateway's pool of broker links: who serves which session. See the module docs.
 #[derive(Debug)]
-pub struct Hub {
+pub struct BrokerPool {
     /// Every broker link, by id (ids are never reused).
     links: BTreeMap<LinkId, LinkInfo>,
     /// The next link id.
@@ -101,10 +101,10 @@ pub struct Hub {
     rehomed: u64,
 }
 
-impl Hub {
-    /// An empty hub; `request_timeout` is the workers' `--request-timeout`.
+impl BrokerPool {
+    /// An empty pool; `request_timeout` is the workers' `--request-timeout`.
     pub fn new(request_timeout: Duration) -> Self {
-        Hub {
+        BrokerPool {
             links: BTreeMap::new(),
             next_link: 0,
             sessions: HashMap::new(),
@@ -119,7 +119,7 @@ impl Hub {
         self.out.pop_front()
     }
 
-    /// A new broker link, `Down` until [`Hub::link_up`].
+    /// A new broker link, `Down` until [`BrokerPool::link_up`].
     pub fn add_link(&mut self, name: String) -> LinkId {
         let id = LinkId(self.next_link);
         self.next_link += 1;
@@ -206,14 +206,14 @@ impl Hub {
             .count()
     }
 
-    /// Sessions moved off a broker so far (cheap, unlike [`Hub::stats`]).
+    /// Sessions moved off a broker so far (cheap, unlike [`BrokerPool::stats`]).
     pub fn rehomed(&self) -> u64 {
         self.rehomed
     }
 
     /// Counters; walks every session.
-    pub fn stats(&self) -> HubStats {
-        HubStats {
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
             rehomed: self.rehomed,
             unplaced: self
                 .sessions
@@ -394,7 +394,7 @@ impl Hub {
     }
 
     /// Places a session on the best `Up` link; `from` is the link it leaves. Returns what to
-    /// send ([`Hub::dispatch`]); `None` (unplaced) when no link is up.
+    /// send ([`BrokerPool::dispatch`]); `None` (unplaced) when no link is up.
     fn place(&mut self, key: SessionKey, from: Option<LinkId>, now: Instant) -> Option<Move> {
         let state = self.sessions.get_mut(&key)?;
         let live = self
@@ -468,5 +468,4 @@ impl Hub {
 }
 
 #[cfg(test)]
-#[path = "hub_tests.rs"]
 mod tests;

@@ -1,17 +1,18 @@
 //! Settings resolution: the command line, the environment and the `--config` TOML file merged into
-//! one [`Settings`], flag beats env beats file beats default (spec §1).
+//! one [`Settings`], flag beats env beats file beats default.
 //!
 //! Every setting has one name, used three ways: `--admin-listen` on the command line,
 //! `HERMOD_ADMIN_LISTEN` in the environment, `admin_listen` in the file. The machinery (sources
 //! and precedence, the file, value parsers, the one-line [`ConfigError`]) is
 //! `hermod_core::settings`, shared with `hermod-broker`; this module declares the gateway's
 //! settings and resolves them. Resolution is a pure function of (flags, environment lookup, file
-//! text): tests need no process environment.
+//! text), but for one step: a route upstream's host name is looked up here ([`lookup_host`]),
+//! once at startup, so that no reactor ever resolves a name. Tests need no process environment.
 //!
 //! Durations are integer seconds, or an integer with a unit: `500ms`, `30s`, `10m`, `1h`, `7d`
 //! (in the file: `idle_timeout = 60` or `idle_timeout = "500ms"`). Sizes are integer bytes.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -22,7 +23,12 @@ pub use hermod_core::settings::{
 };
 use hermod_core::settings::{count, duration, log_filter, one_of, socket_addr, Sources};
 
-use crate::settings::{AuthMode, Settings};
+use super::paths::parse_path;
+use super::routes::{parse_route, Route};
+use super::{storage, AuthMode, Settings};
+
+/// Routes one process may have (each is matched by a linear scan of short strings).
+const MAX_ROUTES: usize = 64;
 
 const AFTER_HELP: &str = "\
 Every setting is also read from the environment (HERMOD_<NAME>, e.g. HERMOD_ADMIN_LISTEN) and
@@ -101,29 +107,9 @@ hermod_core::setting_args! {
     room_max_age: "DURATION",
     /// How long a repeated (user, cid) is answered with the first id (default 10m).
     dedupe_window: "DURATION",
-    /// Use the Redis engine on one Redis: redis://[user:pass@]host:port/db (default: in-memory).
-    redis: "URL",
-    /// Use the Redis engine through Sentinel: HOST:PORT,HOST:PORT,... (needs --sentinel-master).
-    sentinel: "H:P,...",
-    /// The master name the sentinels monitor (with --sentinel).
-    sentinel_master: "NAME",
-    /// ACL user for the Redis servers (with --redis-password; default: `default`).
-    redis_user: "USER",
-    /// Password of the Redis servers (master and replicas): with --sentinel, or with a --redis
-    /// URL that holds no credentials. Visible in ps; prefer HERMOD_REDIS_PASSWORD or the config
-    /// file.
-    redis_password: "PASSWORD",
-    /// Password of the sentinels themselves (their requirepass; with --sentinel). Visible in ps;
-    /// prefer HERMOD_SENTINEL_PASSWORD or the config file.
-    sentinel_password: "PASSWORD",
-    /// When `sent` is answered: leader (applied on the Redis master) or replica (a replica
-    /// confirmed it too, WAIT 1). Default leader.
-    durability: "leader|replica",
-    /// A Redis command without reply by then fails: the request is answered `unavailable`
-    /// (default 5s).
-    redis_timeout: "DURATION",
-    /// Pipelined connections to Redis, 2 to 16 (default 2: reads and writes apart).
-    redis_connections: "N",
+    }
+    redis_settings;
+    settings {
     /// Use these external hermod-broker processes instead of the embedded broker:
     /// HOST:PORT,HOST:PORT,... (default: embedded).
     brokers: "H:P,...",
@@ -205,7 +191,7 @@ pub fn resolve(
     resolve_limits(&src, &mut s.broker)?;
     s.storage = storage::resolve_storage(&src)?;
     s.brokers = storage::resolve_brokers(&src, &s.storage)?;
-    routes::resolve_routes(args, &src, &mut s)?;
+    resolve_routes(&args.route, &src, &mut s)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;
 
@@ -243,7 +229,7 @@ fn resolve_network(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigErro
         ));
     }
     src.set(&mut s.workers, "workers", |v| count(v, 1, 256))?;
-    if let Some(path) = src.get("echo_path", parse_echo_path)? {
+    if let Some(path) = src.get("echo_path", parse_path)? {
         if path == s.ws_path {
             let problem = format!("must differ from the protocol path {}", s.ws_path);
             return Err(ConfigError::new("echo_path", Origin::Flag, problem));
@@ -359,26 +345,82 @@ fn parse_secret(v: &str) -> Result<String, String> {
     }
 }
 
-fn parse_echo_path(v: &str) -> Result<String, String> {
-    let ok = v.starts_with('/')
-        && v.len() <= 256
-        && v.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err(format!(
-            "`{v}` is not a path (starts with /, at most 256 printable characters, no ? or #)"
-        ))
+/// The tunnel settings: `--route` (repeatable; `HERMOD_ROUTE` as a comma-separated list;
+/// `route = ["/t=ws://..."]` or one string in the file), `--route-connect-timeout` and
+/// `--route-idle-timeout`. As for every setting, the first source that sets `route` wins as a
+/// whole: flags are not merged with the environment or the file.
+///
+/// Resolves the routes (`flags`: the `--route` flags given) and their timeouts into `s` (after
+/// `ws_path`/`echo_path`, which a route must not shadow).
+pub(super) fn resolve_routes(
+    flags: &[String],
+    src: &Sources<'_>,
+    s: &mut Settings,
+) -> Result<(), ConfigError> {
+    let (raw, origin) = raw_routes(flags, src)?;
+    let error = |problem: String| ConfigError::new("route", origin.clone(), problem);
+    if raw.len() > MAX_ROUTES {
+        return Err(error(format!("at most {MAX_ROUTES} routes")));
     }
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+    for v in &raw {
+        let route = parse_route(v.trim(), lookup_host).map_err(error)?;
+        let taken = s.serves_path(&route.path) || routes.iter().any(|r| r.path == route.path);
+        if taken {
+            return Err(error(format!("path {} is already in use", route.path)));
+        }
+        routes.push(route);
+    }
+    s.routes = routes;
+    src.set(&mut s.route_connect_timeout, "route_connect_timeout", |v| {
+        duration(v, Duration::from_millis(10), Duration::from_secs(3600))
+    })?;
+    let idle = src.get("route_idle_timeout", |v| {
+        duration(v, Duration::ZERO, Duration::from_secs(7 * 86_400))
+    })?;
+    if let Some(idle) = idle {
+        s.route_idle_timeout = (!idle.is_zero()).then_some(idle);
+    }
+    Ok(())
 }
 
-#[path = "config_storage.rs"]
-mod storage;
+/// The unparsed routes of the first source that has any, and where they came from.
+fn raw_routes(flags: &[String], src: &Sources<'_>) -> Result<(Vec<String>, Origin), ConfigError> {
+    if !flags.is_empty() {
+        return Ok((flags.to_vec(), Origin::Flag));
+    }
+    let var = env_name("route");
+    if let Some(v) = (src.env)(&var).filter(|v| !v.trim().is_empty()) {
+        let list = v.split(',').map(str::to_owned).collect();
+        return Ok((list, Origin::Env(var)));
+    }
+    let Some(file) = src.file else {
+        return Ok((Vec::new(), Origin::Flag));
+    };
+    let origin = file.origin();
+    let list = match file.value("route") {
+        None => Vec::new(),
+        Some(toml::Value::String(s)) => vec![s.clone()],
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| {
+                ConfigError::new("route", origin.clone(), "must be an array of strings")
+            })?,
+        Some(_) => {
+            let problem = "must be a string or an array of strings";
+            return Err(ConfigError::new("route", origin, problem));
+        }
+    };
+    Ok((list, origin))
+}
 
-#[path = "config_route.rs"]
-mod routes;
-
-#[cfg(test)]
-#[path = "config_tests.rs"]
-mod tests;
+/// Resolves `host` with the system resolver (blocking): called once per route while the settings
+/// are resolved at startup, never on a reactor thread.
+pub fn lookup_host(host: &str, port: u16) -> Option<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+}

@@ -5,13 +5,14 @@
 //!     │ other path: tungstenite's handshake        │ refused/timeout: 502    │ garbage: 502    │ both EOFs passed on,
 //!     │ too large/malformed: 431/400               │                         │ timeout: 504    │ reset, idle timeout
 //!     v                                            v                         │ other status    v
-//!   (session.rs)                                 gone                        └──> Answering ──> gone
+//!   (ws/session.rs)                              gone                        └──> Answering ──> gone
 //! ```
 //!
-//! `Routing` lives in the worker (it decides between this and a WebSocket session). Here:
+//! `Routing` lives in the worker (`worker/routing.rs`: it decides between this and a WebSocket
+//! session). Here:
 //! `Connecting` waits for the non-blocking TCP connect; `Awaiting` writes the rewritten request
 //! and reads the upstream's response head (bounded); on 101 the head and anything behind it go to
-//! the client and `Relaying` copies bytes both ways with no framing work ([`crate::relay`]); any
+//! the client and `Relaying` copies bytes both ways with no framing work ([`relay`]); any
 //! other answer is passed on in `Answering` (head plus `Content-Length` bytes, or until the
 //! upstream closes) and the connection closes. Half-close: an EOF read from one side is passed on
 //! as `shutdown(Write)` to the other once its buffered bytes are written; the tunnel ends when
@@ -26,9 +27,13 @@ use std::time::Instant;
 use hermod_core::reactor::{interrupted, would_block};
 use mio::net::TcpStream;
 
+pub mod http;
+pub mod relay;
+
+use http::{parse_answer, status_response, Answer, Body, MAX_HEAD};
+use relay::{BufPool, Pipe, Ready};
+
 use crate::metrics::Metrics;
-use crate::relay::{BufPool, Pipe, Ready};
-use crate::route::{parse_answer, status_response, Answer, Body, MAX_HEAD};
 use crate::settings::Settings;
 
 /// Which socket of a tunnel an event is for.
@@ -36,16 +41,6 @@ use crate::settings::Settings;
 pub enum Side {
     Client,
     Upstream,
-}
-
-/// A new connection whose request head is being looked at (route, WebSocket upgrade, or an
-/// HTTP answer).
-#[derive(Debug)]
-pub struct Routing {
-    /// The client's socket; taken when the connection becomes a handshake or a tunnel.
-    pub stream: Option<TcpStream>,
-    /// When an unfinished request head is dropped (the handshake timeout).
-    pub deadline: Instant,
 }
 
 /// What a tunnel's handlers need from the worker.

@@ -22,7 +22,7 @@ use hermod_core::resp::{RespConn, RespEvent, RespLimits, Value};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use super::session::LinkId;
+use super::rehome::LinkId;
 
 /// A PING goes out this often on an idle or busy link alike.
 pub const PING_EVERY: Duration = Duration::from_secs(1);
@@ -113,7 +113,7 @@ pub enum Pending {
 
 /// What happened on a link.
 #[derive(Debug)]
-pub enum ConnEvent {
+pub enum LinkEvent {
     /// The handshake completed.
     Up,
     /// The link was lost (or an attempt failed); `was_up` tells a loss from a failed attempt,
@@ -146,7 +146,7 @@ enum Phase {
 
 /// One broker link. See the module docs.
 #[derive(Debug)]
-pub struct BrokerConn {
+pub struct BrokerLink {
     /// The broker's `host:port`.
     pub addr: String,
     /// This link's id (the slot of its token).
@@ -173,10 +173,10 @@ pub struct BrokerConn {
     write_blocked: bool,
 }
 
-impl BrokerConn {
+impl BrokerLink {
     /// A link to `addr`, first attempt at once.
     pub fn new(link: LinkId, addr: String, limits: RespLimits, now: Instant) -> Self {
-        BrokerConn {
+        BrokerLink {
             addr,
             link,
             stream: None,
@@ -216,7 +216,7 @@ impl BrokerConn {
         self.resp.output().len()
     }
 
-    /// Queues `request` (only while up; the hub never targets a link that is not).
+    /// Queues `request` (only while up; the pool never targets a link that is not).
     pub fn send(&mut self, request: &Request) {
         if !self.is_up() {
             return;
@@ -239,7 +239,7 @@ impl BrokerConn {
         self.next_tag
     }
 
-    /// When [`BrokerConn::tick`] next has work.
+    /// When [`BrokerLink::tick`] next has work.
     pub fn deadline(&self) -> Instant {
         match self.phase {
             Phase::Idle { retry_at } => retry_at,
@@ -249,7 +249,7 @@ impl BrokerConn {
     }
 
     /// Connect attempts, handshake timeouts, heartbeat.
-    pub fn tick(&mut self, registry: &Registry, now: Instant, events: &mut Vec<ConnEvent>) {
+    pub fn tick(&mut self, registry: &Registry, now: Instant, events: &mut Vec<LinkEvent>) {
         match self.phase {
             Phase::Idle { retry_at } if now >= retry_at => self.connect(registry, now, events),
             Phase::Connecting { deadline } | Phase::Hello { deadline } if now >= deadline => {
@@ -271,7 +271,7 @@ impl BrokerConn {
         }
     }
 
-    fn connect(&mut self, registry: &Registry, now: Instant, events: &mut Vec<ConnEvent>) {
+    fn connect(&mut self, registry: &Registry, now: Instant, events: &mut Vec<LinkEvent>) {
         let opened = resolve(&self.addr).and_then(|addr| {
             let mut stream = TcpStream::connect(addr)?;
             self.generation = self.generation.wrapping_add(1).max(1);
@@ -300,7 +300,7 @@ impl BrokerConn {
         writable: bool,
         now: Instant,
         scratch: &mut [u8],
-        events: &mut Vec<ConnEvent>,
+        events: &mut Vec<LinkEvent>,
     ) {
         if let Phase::Connecting { .. } = self.phase {
             match self.check_connected() {
@@ -365,11 +365,11 @@ impl BrokerConn {
     }
 
     /// Matches decoded replies to pending commands and hands pushes up.
-    fn take_events(&mut self, now: Instant, events: &mut Vec<ConnEvent>) -> Result<(), String> {
+    fn take_events(&mut self, now: Instant, events: &mut Vec<LinkEvent>) -> Result<(), String> {
         while let Some(event) = self.resp.poll_event() {
             let (tag, value) = match event {
                 RespEvent::Push(value) => {
-                    events.push(ConnEvent::Push(value));
+                    events.push(LinkEvent::Push(value));
                     continue;
                 }
                 RespEvent::Reply { tag, value } => (tag, value),
@@ -386,12 +386,12 @@ impl BrokerConn {
                     self.phase = Phase::Up;
                     self.attempts = 0;
                     self.heartbeat = Heartbeat::new(now);
-                    events.push(ConnEvent::Up);
+                    events.push(LinkEvent::Up);
                 }
                 (Pending::Ping(sent), _) => {
-                    events.push(ConnEvent::RoundTrip(now.saturating_duration_since(sent)));
+                    events.push(LinkEvent::RoundTrip(now.saturating_duration_since(sent)));
                 }
-                (pending, Some(message)) => events.push(ConnEvent::Refused { pending, message }),
+                (pending, Some(message)) => events.push(LinkEvent::Refused { pending, message }),
                 (_, None) => {}
             }
         }
@@ -400,7 +400,7 @@ impl BrokerConn {
 
     /// Writes queued output until done or WouldBlock. A link whose output keeps growing past
     /// [`OUTPUT_LIMIT`] is given up.
-    pub fn flush(&mut self, registry: &Registry, now: Instant, events: &mut Vec<ConnEvent>) {
+    pub fn flush(&mut self, registry: &Registry, now: Instant, events: &mut Vec<LinkEvent>) {
         if self.backlog() > OUTPUT_LIMIT {
             let reason = "the broker does not read its link".to_owned();
             return self.fail(registry, reason, now, events);
@@ -431,7 +431,7 @@ impl BrokerConn {
         registry: &Registry,
         reason: String,
         now: Instant,
-        events: &mut Vec<ConnEvent>,
+        events: &mut Vec<LinkEvent>,
     ) {
         let was_up = self.is_up();
         let first = self.attempts == 0;
@@ -441,7 +441,7 @@ impl BrokerConn {
         self.phase = Phase::Idle {
             retry_at: now + delay,
         };
-        events.push(ConnEvent::Down {
+        events.push(LinkEvent::Down {
             reason,
             was_up,
             first,

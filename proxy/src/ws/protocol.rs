@@ -2,7 +2,8 @@
 //! [`Event`]s become server frames, and every `send`/`publish` in flight is answered, by the
 //! broker's `sent`/`error` or, past the request timeout, by `unavailable` (never silence).
 //!
-//! No sockets here: frames go into the session's [`Outbound`] queue.
+//! Sans-io: frames go into the session's [`Outbound`] queue and requests to the broker through
+//! the [`RequestPort`] the worker implements; no socket, no channel, no clock (`now` comes in).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -10,20 +11,27 @@ use std::time::Instant;
 use hermod_core::bus::{Event, Request, SessionKey};
 use hermod_core::ids::{Cid, Name};
 use hermod_core::protocol::{self, ClientFrame, ErrorCode};
-use hermod_core::reactor::mailbox::MailboxSender;
 use tungstenite::{Message, Utf8Bytes};
 
+use super::outbound::Outbound;
 use crate::metrics::Metrics;
-use crate::outbound::Outbound;
-use crate::session::{Next, SLOW_CONSUMER};
+use crate::next::{CloseReason, Next};
 use crate::settings::Settings;
 
 /// Most `send`/`publish` requests one session may have waiting for `sent`; past it the answer is
 /// `rate_limited`. Bounds the in-flight list a peer controls.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
+/// Where a session's requests to the broker go: the worker's bounded channel to the broker.
+pub trait RequestPort {
+    /// Hands `request` over without blocking; false when it cannot be taken now (the channel is
+    /// full, or control requests are still waiting for room: none may be overtaken), and the
+    /// request is dropped.
+    fn try_request(&self, request: Request) -> bool;
+}
+
 /// What a session's handlers need from the worker for one call.
-pub struct Ctx<'a> {
+pub struct SessionCx<'a> {
     /// The time of the current loop tick.
     pub now: Instant,
     /// The session being served.
@@ -31,15 +39,12 @@ pub struct Ctx<'a> {
     pub settings: &'a Settings,
     pub metrics: &'a Metrics,
     /// The broker's request channel (bounded; never blocked on).
-    pub broker: &'a MailboxSender<Request>,
-    /// Attach/Detach requests are waiting for room in the broker channel: client requests are
-    /// refused `unavailable` meanwhile, so that none overtakes its session's Attach.
-    pub broker_backlog: bool,
+    pub broker: &'a dyn RequestPort,
 }
 
 /// Protocol state of a `/ws` session.
 #[derive(Debug)]
-pub struct Client {
+pub struct ClientProtocol {
     /// Authenticated identity, for the welcome frame and the broker's Attach.
     pub user: Name,
     /// The device, each with its own inbox cursor.
@@ -52,9 +57,9 @@ pub struct Client {
     replay_paused: bool,
 }
 
-impl Client {
+impl ClientProtocol {
     pub fn new(user: Name, device: Name) -> Self {
-        Client {
+        ClientProtocol {
             user,
             device,
             in_flight: VecDeque::new(),
@@ -75,7 +80,7 @@ impl Client {
     }
 
     /// Handles one text frame from the client.
-    pub fn on_text(&mut self, text: &str, cx: &Ctx<'_>, out: &mut Outbound) -> Next {
+    pub fn on_text(&mut self, text: &str, cx: &SessionCx<'_>, out: &mut Outbound) -> Next {
         let frame = match protocol::parse_client_frame(text) {
             Ok(frame) => frame,
             Err(bad) => return error(out, bad.cid.as_ref(), ErrorCode::BadRequest, &bad.message),
@@ -123,7 +128,7 @@ impl Client {
                 return error(out, Some(cid), ErrorCode::RateLimited, msg);
             }
         }
-        if cx.broker_backlog || cx.broker.try_send(request).is_err() {
+        if !cx.broker.try_request(request) {
             cx.metrics
                 .broker_queue_full
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -137,7 +142,7 @@ impl Client {
     }
 
     /// Turns a broker event into a server frame. `Overflow` closes the session.
-    pub fn on_event(&mut self, event: Event, cx: &Ctx<'_>, out: &mut Outbound) -> Next {
+    pub fn on_event(&mut self, event: Event, cx: &SessionCx<'_>, out: &mut Outbound) -> Next {
         let text: Utf8Bytes = match event {
             Event::Sent { cid, id } => {
                 self.answered(&cid, cx);
@@ -158,7 +163,7 @@ impl Client {
                     return Next::Continue;
                 }
             },
-            Event::Overflow => return Next::Close(SLOW_CONSUMER, "slow consumer"),
+            Event::Overflow => return Next::Close(CloseReason::SlowConsumer),
             Event::ReplayPaused => {
                 self.replay_paused = true;
                 return Next::Continue;
@@ -174,7 +179,7 @@ impl Client {
     }
 
     /// Answers `unavailable` for every request in flight past the request timeout.
-    pub fn expire(&mut self, cx: &Ctx<'_>, out: &mut Outbound) -> Next {
+    pub fn expire(&mut self, cx: &SessionCx<'_>, out: &mut Outbound) -> Next {
         while let Some((_, sent_at)) = self.in_flight.front() {
             if *sent_at + cx.settings.request_timeout > cx.now {
                 break;
@@ -196,7 +201,7 @@ impl Client {
 
     /// The broker answered `cid`: it is no longer in flight (a late answer after a timeout finds
     /// nothing and is still passed on to the client).
-    fn answered(&mut self, cid: &Cid, cx: &Ctx<'_>) {
+    fn answered(&mut self, cid: &Cid, cx: &SessionCx<'_>) {
         if let Some(pos) = self.in_flight.iter().position(|(c, _)| c == cid) {
             if let Some((_, sent_at)) = self.in_flight.remove(pos) {
                 let latency = cx.now.saturating_duration_since(sent_at);
@@ -210,7 +215,7 @@ impl Client {
 pub fn push(out: &mut Outbound, msg: Message) -> Next {
     match out.push(msg) {
         Ok(()) => Next::Continue,
-        Err(_) => Next::Close(SLOW_CONSUMER, "slow consumer"),
+        Err(_) => Next::Close(CloseReason::SlowConsumer),
     }
 }
 
@@ -224,6 +229,7 @@ fn error(out: &mut Outbound, cid: Option<&Cid>, code: ErrorCode, message: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
     use std::time::Duration;
 
     use hermod_core::ids::MsgId;
@@ -242,38 +248,49 @@ mod tests {
             .collect()
     }
 
-    /// A broker request mailbox of `cap` slots (the Poll must outlive the test's sends).
-    fn broker_mailbox(
+    /// A broker channel of `cap` slots.
+    struct Port {
         cap: usize,
-    ) -> (
-        mio::Poll,
-        MailboxSender<Request>,
-        hermod_core::reactor::mailbox::MailboxReceiver<Request>,
-    ) {
-        let poll = mio::Poll::new().expect("poll");
-        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
-        let (tx, rx) = hermod_core::reactor::mailbox::mailbox(cap, std::sync::Arc::new(waker));
-        (poll, tx, rx)
+        got: RefCell<Vec<Request>>,
     }
 
-    fn client() -> Client {
+    impl Port {
+        fn new(cap: usize) -> Self {
+            Port {
+                cap,
+                got: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl RequestPort for Port {
+        fn try_request(&self, request: Request) -> bool {
+            let mut got = self.got.borrow_mut();
+            let room = got.len() < self.cap;
+            if room {
+                got.push(request);
+            }
+            room
+        }
+    }
+
+    fn client() -> ClientProtocol {
         let n = |s| Name::parse("user", s).expect("valid");
-        Client::new(n("alice"), n("default"))
+        ClientProtocol::new(n("alice"), n("default"))
     }
 
     #[test]
     fn send_is_answered_or_times_out() {
         let settings = Settings::defaults();
         let metrics = Metrics::default();
-        let (_poll, tx, rx) = broker_mailbox(4);
+        let port = Port::new(4);
         let now = Instant::now();
-        let mut cx = Ctx {
+        let mut cx = SessionCx {
             now,
             key: key(),
             settings: &settings,
             metrics: &metrics,
-            broker: &tx,
-            broker_backlog: false,
+            broker: &port,
         };
         let mut out = Outbound::new(1 << 20);
         let mut c = client();
@@ -281,8 +298,7 @@ mod tests {
         let f2 = r#"{"op":"send","to":"bob","cid":"c2","data":2}"#;
         assert_eq!(c.on_text(f1, &cx, &mut out), Next::Continue);
         assert_eq!(c.on_text(f2, &cx, &mut out), Next::Continue);
-        let mut first = None;
-        rx.drain(1, |r| first = Some(r));
+        let first = port.got.borrow_mut().drain(..).next();
         assert!(matches!(first, Some(Request::Send { .. })));
         assert_eq!(
             c.next_deadline(&settings),
@@ -309,14 +325,13 @@ mod tests {
     fn bad_frames_and_full_broker_get_errors() {
         let settings = Settings::defaults();
         let metrics = Metrics::default();
-        let (_poll, tx, _rx) = broker_mailbox(0);
-        let cx = Ctx {
+        let port = Port::new(0);
+        let cx = SessionCx {
             now: Instant::now(),
             key: key(),
             settings: &settings,
             metrics: &metrics,
-            broker: &tx,
-            broker_backlog: false,
+            broker: &port,
         };
         let mut out = Outbound::new(1 << 20);
         let mut c = client();
@@ -339,20 +354,19 @@ mod tests {
     fn overflow_and_full_queue_close_1008() {
         let settings = Settings::defaults();
         let metrics = Metrics::default();
-        let (_poll, tx, _rx) = broker_mailbox(1);
-        let cx = Ctx {
+        let port = Port::new(1);
+        let cx = SessionCx {
             now: Instant::now(),
             key: key(),
             settings: &settings,
             metrics: &metrics,
-            broker: &tx,
-            broker_backlog: false,
+            broker: &port,
         };
         let mut c = client();
         let mut out = Outbound::new(64);
         assert_eq!(
             c.on_event(Event::Overflow, &cx, &mut out),
-            Next::Close(1008, "slow consumer")
+            Next::Close(CloseReason::SlowConsumer)
         );
         let big = Event::Message {
             id: MsgId::new("1"),
@@ -360,7 +374,7 @@ mod tests {
         };
         assert_eq!(
             c.on_event(big, &cx, &mut out),
-            Next::Close(1008, "slow consumer")
+            Next::Close(CloseReason::SlowConsumer)
         );
     }
 }

@@ -1,4 +1,4 @@
-//! The storage settings (spec §1): `--redis`, `--sentinel` + `--sentinel-master`, `--durability`,
+//! The storage settings: `--redis`, `--sentinel` + `--sentinel-master`, `--durability`,
 //! `--redis-timeout`, `--redis-connections` (read as `hermod-broker` reads them:
 //! `hermod_core::settings::RedisChoice`). Neither `--redis` nor `--sentinel`: the in-memory
 //! engine. Both, or `--sentinel` without its master name: a configuration error.
@@ -9,10 +9,11 @@
 //! (the brokers have their own); the two exclude each other.
 
 use hermod_broker::server::config::parse_durability;
-use hermod_core::settings::{boolean, is_host_port, RedisChoice};
+use hermod_core::settings::{
+    boolean, is_host_port, Origin, RedisChoice, SettingError as ConfigError, Sources,
+};
 
-use super::{ConfigError, Origin, Sources};
-use crate::settings::{Brokers, Durability, Storage};
+use super::{Brokers, Durability, Storage};
 
 /// Brokers one `--brokers` may list.
 const MAX_BROKERS: usize = 64;

@@ -7,96 +7,15 @@
 //! the upstream's response head; [`status_response`] makes the gateway's own short answers (400,
 //! 431, 502, 504). Nothing here touches a socket.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
+
+use crate::settings::routes::{Route, Upstream};
 
 /// Largest request head (request line and headers) read from a client on a routed path, and
 /// largest response head accepted from an upstream. Bigger: 431 (client) or 502 (upstream).
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Headers a routed request or an upstream response may have; more: 431 / 502.
 const MAX_HEADERS: usize = 100;
-/// Longest route path (as for `--echo-path`).
-const MAX_PATH: usize = 256;
-
-/// One `--route`: requests for `path` are tunnelled to `upstream`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// The client-facing path, matched exactly against the request's path (query excluded).
-    pub path: String,
-    /// Where the matched requests go.
-    pub upstream: Upstream,
-}
-
-/// A route's upstream WebSocket server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// The address connected to for every tunnel; resolved once at startup, as nginx resolves a
-    /// `proxy_pass` host, so no DNS lookup ever blocks a reactor.
-    pub addr: SocketAddr,
-    /// The `Host` header sent upstream: `HOST:PORT` as configured.
-    pub host: String,
-    /// The request line's path upstream (default `/`); the client's query string is appended.
-    pub path: String,
-}
-
-/// Parses `PATH=ws://HOST:PORT[/path]`, resolving HOST (an IP literal needs no lookup).
-pub fn parse_route(v: &str) -> Result<Route, String> {
-    let (path, url) = v
-        .split_once('=')
-        .ok_or_else(|| format!("`{v}` is not PATH=ws://HOST:PORT[/path]"))?;
-    if !is_path(path) {
-        return Err(format!(
-            "`{path}` is not a path (starts with /, at most {MAX_PATH} printable characters, \
-             no ? or #)"
-        ));
-    }
-    let rest = url.strip_prefix("ws://").ok_or_else(|| {
-        format!("`{url}`: the upstream must be ws://HOST:PORT[/path] (wss is not supported)")
-    })?;
-    let (authority, upstream_path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, "/"),
-    };
-    if !is_path(upstream_path) {
-        return Err(format!("`{url}`: bad upstream path `{upstream_path}`"));
-    }
-    let (host, port) = authority
-        .rsplit_once(':')
-        .ok_or_else(|| format!("`{url}`: the upstream needs HOST:PORT"))?;
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("`{url}`: bad port `{port}`"))?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = match bare.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
-        Err(_) if !bare.is_empty() && bare.bytes().all(is_host_byte) => (bare, port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| format!("`{url}`: cannot resolve `{bare}`"))?,
-        Err(_) => return Err(format!("`{url}`: bad host `{host}`")),
-    };
-    Ok(Route {
-        path: path.to_owned(),
-        upstream: Upstream {
-            addr,
-            host: authority.to_owned(),
-            path: upstream_path.to_owned(),
-        },
-    })
-}
-
-fn is_path(p: &str) -> bool {
-    p.starts_with('/')
-        && p.len() <= MAX_PATH
-        && p.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
-}
-
-fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
-}
 
 /// What a client's request head (as far as it arrived) asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -281,12 +200,18 @@ pub fn status_response(status: u16) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    use crate::settings::routes::parse_route;
+
+    fn no_dns(_: &str, _: u16) -> Option<std::net::SocketAddr> {
+        None
+    }
+
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
 
     fn routes() -> Vec<Route> {
         vec![
-            parse_route("/a=ws://127.0.0.1:9001").expect("route a"),
-            parse_route("/t=ws://127.0.0.1:9000/echo").expect("route t"),
+            parse_route("/a=ws://127.0.0.1:9001", no_dns).expect("route a"),
+            parse_route("/t=ws://127.0.0.1:9000/echo", no_dns).expect("route t"),
         ]
     }
 
@@ -298,35 +223,6 @@ mod tests {
                 request,
             } => (route, len, String::from_utf8(request).expect("utf-8")),
             other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn parses_routes() {
-        let r = parse_route("/t=ws://127.0.0.1:9000/echo/x").expect("valid");
-        assert_eq!(r.path, "/t");
-        assert_eq!(r.upstream.addr, "127.0.0.1:9000".parse().expect("addr"));
-        assert_eq!(r.upstream.host, "127.0.0.1:9000");
-        assert_eq!(r.upstream.path, "/echo/x");
-        let r = parse_route("/v6=ws://[::1]:80").expect("valid");
-        assert_eq!(r.upstream.addr, "[::1]:80".parse().expect("addr"));
-        assert_eq!(r.upstream.path, "/");
-        let r = parse_route("/l=ws://localhost:81/").expect("localhost resolves");
-        assert_eq!(r.upstream.addr.port(), 81);
-        for bad in [
-            "/t",
-            "t=ws://127.0.0.1:1",
-            "/t?x=ws://127.0.0.1:1",
-            "/t=http://127.0.0.1:1",
-            "/t=wss://127.0.0.1:1",
-            "/t=ws://127.0.0.1",
-            "/t=ws://127.0.0.1:0",
-            "/t=ws://127.0.0.1:99999",
-            "/t=ws://:80",
-            "/t=ws://a b:80",
-            "/t=ws://127.0.0.1:80/x?y",
-        ] {
-            assert!(parse_route(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,33 +1,33 @@
-//! A worker's link to the broker and the settings its sessions share: builds each handler's
-//! [`Ctx`] and sends the control requests that must not be lost (Attach, Detach, ResumeReplay),
-//! parking them in order while the broker's channel is full.
+//! What a worker's session handlers borrow besides their slot: the worker's id, the settings,
+//! the metrics and the [`BrokerPort`], the worker's end of the broker's request channel. Control
+//! requests that must not be lost (Attach, Detach, ResumeReplay) are parked in order while that
+//! channel is full ([`Backlog`]); client requests are refused meanwhile, so that none overtakes
+//! its session's Attach.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hermod_core::bus::{Request, SessionKey};
-use hermod_core::reactor::mailbox::{MailboxSender, TrySendError};
+use hermod_core::reactor::backlog::Backlog;
+use hermod_core::reactor::mailbox::MailboxSender;
 use hermod_core::reactor::slots::Key;
 
-use crate::client::Ctx;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::ws::protocol::{RequestPort, SessionCx};
 
 /// What session handlers need besides their slot, kept apart from the slab so that both can be
 /// borrowed at once.
-pub struct Env {
+pub struct WorkerContext {
     /// This worker's id, the `worker` of its sessions' keys.
     pub id: u16,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     /// The broker's bounded request channel; never blocked on.
-    pub broker: MailboxSender<Request>,
-    /// Attach/Detach/ResumeReplay waiting for room in the broker channel, in order.
-    pub backlog: VecDeque<Request>,
+    pub broker: BrokerPort,
 }
 
-impl Env {
+impl WorkerContext {
     pub fn session_key(&self, key: Key) -> SessionKey {
         SessionKey {
             worker: self.id,
@@ -36,32 +36,61 @@ impl Env {
         }
     }
 
-    pub fn ctx(&self, key: Key, now: Instant) -> Ctx<'_> {
-        Ctx {
+    /// What the handlers of the session in `key` get for one call at `now`.
+    pub fn session_cx(&self, key: Key, now: Instant) -> SessionCx<'_> {
+        SessionCx {
             now,
             key: self.session_key(key),
             settings: &self.settings,
             metrics: &self.metrics,
             broker: &self.broker,
-            broker_backlog: !self.backlog.is_empty(),
+        }
+    }
+}
+
+/// The worker's end of the broker's bounded request channel, with the control requests parked
+/// while it is full.
+pub struct BrokerPort {
+    tx: MailboxSender<Request>,
+    /// Attach/Detach/ResumeReplay waiting for room in the channel, in order.
+    control: Backlog<Request>,
+}
+
+impl RequestPort for BrokerPort {
+    fn try_request(&self, request: Request) -> bool {
+        self.control.is_empty() && self.tx.try_send(request).is_ok()
+    }
+}
+
+impl BrokerPort {
+    pub fn new(tx: MailboxSender<Request>) -> Self {
+        BrokerPort {
+            tx,
+            control: Backlog::new(),
         }
     }
 
-    /// Sends a control request (Attach, Detach, ResumeReplay), keeping order; a full channel parks them for the next tick.
+    /// Whether control requests wait for room (the loop then retries soon).
+    pub fn has_parked(&self) -> bool {
+        !self.control.is_empty()
+    }
+
+    /// Sends a control request (Attach, Detach, ResumeReplay), keeping order; a full channel
+    /// parks them for a later turn.
     pub fn send_control(&mut self, req: Request) {
-        if !self.backlog.is_empty() {
-            if let Request::Detach { session } = req {
-                if self.cancel_parked(session) {
-                    return;
-                }
+        if let Request::Detach { session } = req {
+            if self.cancel_parked(session) {
+                return;
             }
-            self.backlog.push_back(req);
-            return;
         }
-        match self.broker.try_send(req) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(req)) => self.backlog.push_back(req),
-        }
+        let tx = &self.tx;
+        self.control.send(req, |r| tx.try_send(r));
+    }
+
+    /// Sends the parked control requests that fit now, in order.
+    pub fn retry_parked(&mut self) {
+        let tx = &self.tx;
+        self.control.retry(|r| tx.try_send(r));
     }
 
     /// A session ends while its Attach is still parked: the broker never heard of it, so its
@@ -70,26 +99,13 @@ impl Env {
     /// True when its Attach was parked.
     fn cancel_parked(&mut self, session: SessionKey) -> bool {
         let parked = self
-            .backlog
+            .control
             .iter()
             .any(|r| matches!(r, Request::Attach { session: s, .. } if *s == session));
         if parked {
-            self.backlog.retain(|r| r.session() != session);
+            self.control.retain(|r| r.session() != session);
         }
         parked
-    }
-
-    pub fn retry_backlog(&mut self) {
-        while let Some(req) = self.backlog.pop_front() {
-            match self.broker.try_send(req) {
-                Ok(()) => {}
-                Err(TrySendError::Disconnected(_)) => self.backlog.clear(),
-                Err(TrySendError::Full(req)) => {
-                    self.backlog.push_front(req);
-                    return;
-                }
-            }
-        }
     }
 }
 
@@ -99,22 +115,21 @@ mod tests {
     use hermod_core::ids::Name;
     use hermod_core::reactor::mailbox::{mailbox, MailboxReceiver};
 
-    /// An `Env` whose broker channel holds `cap` requests (the Poll must outlive the sends).
-    fn env(cap: usize) -> (mio::Poll, Env, MailboxReceiver<Request>) {
+    /// A context whose broker channel holds `cap` requests (the Poll must outlive the sends).
+    fn env(cap: usize) -> (mio::Poll, WorkerContext, MailboxReceiver<Request>) {
         let poll = mio::Poll::new().expect("poll");
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
         let (tx, rx) = mailbox(cap, Arc::new(waker));
-        let env = Env {
+        let env = WorkerContext {
             id: 0,
             settings: Arc::new(Settings::defaults()),
             metrics: Arc::new(Metrics::default()),
-            broker: tx,
-            backlog: VecDeque::new(),
+            broker: BrokerPort::new(tx),
         };
         (poll, env, rx)
     }
 
-    fn attach(env: &Env, slot: u32) -> Request {
+    fn attach(env: &WorkerContext, slot: u32) -> Request {
         let name = Name::parse("user", "alice").expect("valid");
         Request::Attach {
             session: env.session_key(Key {
@@ -126,7 +141,7 @@ mod tests {
         }
     }
 
-    fn detach(env: &Env, slot: u32) -> Request {
+    fn detach(env: &WorkerContext, slot: u32) -> Request {
         let session = env.session_key(Key {
             slot,
             generation: 0,
@@ -138,21 +153,21 @@ mod tests {
     fn churn_while_the_broker_is_full_does_not_grow_the_backlog() {
         let (_poll, mut env, rx) = env(1);
         // Session 0 got through; the channel is now full.
-        env.send_control(attach(&env, 0));
+        env.broker.send_control(attach(&env, 0));
         for slot in 1..1000 {
-            env.send_control(attach(&env, slot));
-            env.send_control(detach(&env, slot));
+            env.broker.send_control(attach(&env, slot));
+            env.broker.send_control(detach(&env, slot));
         }
-        assert!(env.backlog.is_empty(), "{}", env.backlog.len());
+        assert!(!env.broker.has_parked(), "{}", env.broker.control.len());
         // A session the broker knows must still be detached, in order.
-        env.send_control(attach(&env, 1000));
-        env.send_control(detach(&env, 0));
-        assert_eq!(env.backlog.len(), 2);
+        env.broker.send_control(attach(&env, 1000));
+        env.broker.send_control(detach(&env, 0));
+        assert_eq!(env.broker.control.len(), 2);
         let mut got = Vec::new();
         rx.drain(8, |r| got.push(r));
-        env.retry_backlog();
+        env.broker.retry_parked();
         rx.drain(8, |r| got.push(r));
-        env.retry_backlog();
+        env.broker.retry_parked();
         rx.drain(8, |r| got.push(r));
         let slots: Vec<(bool, u32)> = got
             .iter()

@@ -1,11 +1,29 @@
-//! The proxy's resolved settings: what every part of the gateway reads after the command line,
-//! the environment and the config file have been merged (see `config.rs`).
+//! The gateway's settings: [`Settings`], what every part of the gateway reads, and how it is
+//! resolved from the command line, the `HERMOD_*` environment and the `--config` TOML file.
+//!
+//! - [`resolve`]: the flags (`RunArgs`, the `token` subcommand) and `resolve()`: flag beats env
+//!   beats file beats default.
+//! - [`storage`]: memory, Redis or Sentinel storage; embedded or external brokers.
+//! - [`routes`]: a tunnel route (`--route`), its upstream resolved once, at startup.
+//! - [`paths`]: the one rule for the paths the gateway serves (`/ws`, echo, routes).
+//!
+//! Pure functions of (flags, environment lookup, file text), except the DNS lookup of route
+//! upstreams: tests need no process environment.
+
+pub mod paths;
+pub mod resolve;
+pub mod routes;
+pub mod storage;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use hermod_broker::Durability;
 use hermod_core::redis::ClientConfig;
+
+use routes::Route;
 
 /// How clients prove who they are at the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +71,7 @@ pub struct Settings {
     /// Reactor threads.
     pub workers: usize,
     pub auth: AuthMode,
-    /// Path of the client protocol endpoint (spec: `/ws`).
+    /// Path of the client protocol endpoint (`/ws`).
     pub ws_path: String,
     /// Built-in echo endpoint, off when `None`.
     pub echo_path: Option<String>,
@@ -81,7 +99,7 @@ pub struct Settings {
     /// Embedded broker, or external ones (then no engine runs in this process).
     pub brokers: Brokers,
     /// Tunnel routes (`--route`), matched by exact path before any WebSocket handling.
-    pub routes: Vec<crate::route::Route>,
+    pub routes: Vec<Route>,
     /// Time a tunnel's TCP connect to its upstream may take; past it the client gets 502.
     pub route_connect_timeout: Duration,
     /// Close a tunnel after this long without a byte either way; `None` (the default): never,
@@ -90,7 +108,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The defaults of spec §1-2 (used as the base that file, env and flags override).
+    /// The defaults (each flag's help states its own), the base that file, env and flags
+    /// override.
     pub fn defaults() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -114,5 +133,13 @@ impl Settings {
             route_connect_timeout: Duration::from_secs(5),
             route_idle_timeout: None,
         }
+    }
+}
+
+impl Settings {
+    /// Whether `path` is one of the WebSocket endpoints this process terminates (the protocol
+    /// path, or the echo path when on).
+    pub fn serves_path(&self, path: &str) -> bool {
+        path == self.ws_path || self.echo_path.as_deref() == Some(path)
     }
 }

@@ -4,8 +4,8 @@
 //!  accept ──> Routing ──upgrade──> Handshaking ──101──> Ws(Open) ──close sent──> Ws(Closing) ──> gone
 //!               │ │ not an upgrade:     │ 4xx/timeout/garbage  │ peer close acked, reset, I/O error
 //!               │ │ 426/405/404/400     └──────────> gone      └──────────────────────────────> gone
-//!               │ └──> gone        (Routing: the head peeked, see worker_tunnel.rs)
-//!               └──route──> Tunnel (tunnel.rs)
+//!               │ └──> gone        (Routing: the head peeked, see worker/routing.rs)
+//!               └──route──> Tunnel (tunnel/)
 //! ```
 //!
 //! The worker owns the sockets' readiness and the clock; it calls `on_ready`, `deliver`,
@@ -26,9 +26,10 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
-use crate::client::{push, Client, Ctx};
-use crate::handshake::{Admission, Endpoint, Gate};
-use crate::outbound::Outbound;
+use super::handshake::{Admission, Endpoint, Gate};
+use super::outbound::Outbound;
+use super::protocol::{push, ClientProtocol, SessionCx};
+use crate::next::{CloseReason, Next, ABNORMAL, NORMAL, NO_STATUS};
 use crate::settings::Settings;
 
 /// Messages read per readiness event before the session yields to others (it stays on the
@@ -37,49 +38,8 @@ const READ_BUDGET: usize = 64;
 /// Socket reads (4 KiB each) discarded per event while closing; a peer that keeps streaming past
 /// that is dropped.
 const DISCARD_BUDGET: usize = 64;
-/// Close code recorded when the connection ended without a close frame (RFC 6455 §7.1.5).
-pub const ABNORMAL: u16 = 1006;
-/// Close code for a client that cannot keep up (spec §2: 1008 `slow consumer`).
-pub const SLOW_CONSUMER: u16 = 1008;
-
-/// What the worker must do after a handler ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Nothing special: wait for the next event.
-    Continue,
-    /// The read budget ran out with input possibly still buffered: read again next tick.
-    MoreToRead,
-    /// Start the close handshake with this code and reason.
-    Close(u16, &'static str),
-    /// The connection is over (the code is for metrics): drop it now.
-    Drop(u16),
-}
-
 /// The tungstenite handshake in progress, with our routing callback.
 pub type Mid = MidHandshake<ServerHandshake<TcpStream, Gate>>;
-
-/// A connection in its slot.
-#[derive(Debug)]
-pub enum Conn {
-    /// The request head is being peeked at: a route, a WebSocket upgrade, or an HTTP answer?
-    Routing(Box<crate::tunnel::Routing>),
-    Handshaking(Box<Handshaking>),
-    Ws(Box<Session>),
-    /// A `--route` tunnel (`tunnel.rs`).
-    Tunnel(Box<crate::tunnel::Tunnel>),
-}
-
-impl Conn {
-    /// The client's socket before the connection was handed to a session or a tunnel (to
-    /// register it).
-    pub fn new_stream_mut(&mut self) -> Option<&mut TcpStream> {
-        match self {
-            Conn::Routing(r) => r.stream.as_mut(),
-            Conn::Handshaking(h) => h.mid.as_mut().map(|mid| mid.get_mut().get_mut()),
-            Conn::Ws(_) | Conn::Tunnel(_) => None,
-        }
-    }
-}
 
 /// HTTP upgrade in progress.
 #[derive(Debug)]
@@ -103,13 +63,15 @@ pub enum Step {
 }
 
 impl Handshaking {
-    /// Runs the handshake as far as the socket allows.
-    pub fn drive(&mut self) -> Step {
+    /// Runs the handshake as far as the socket allows; a token is checked against `now_unix`
+    /// (Unix seconds).
+    pub fn drive(&mut self, now_unix: u64) -> Step {
         let Some(mid) = self.mid.take() else {
             return Step::Failed(None);
         };
+        self.admission.lock().now_unix = now_unix;
         match mid.handshake() {
-            Ok(ws) => match self.admission.lock().take() {
+            Ok(ws) => match self.admission.lock().endpoint.take() {
                 Some(endpoint) => Step::Upgraded(Box::new(ws), endpoint),
                 None => Step::Failed(None),
             },
@@ -128,7 +90,7 @@ impl Handshaking {
 /// Which endpoint a session serves.
 #[derive(Debug)]
 enum Role {
-    Client(Client),
+    Client(ClientProtocol),
     Echo,
 }
 
@@ -183,29 +145,30 @@ pub enum Fate {
     Wait,
     /// The connection is finished or broken: drop it.
     Gone,
-    /// The peer broke the protocol: close with this code and reason.
-    Fail(u16, &'static str),
+    /// The peer broke the protocol: close for this reason.
+    Fail(CloseReason),
 }
 
-/// Maps a tungstenite read/write error to what the session does (spec §2 close codes).
+/// Maps a tungstenite read/write error to what the session does (the close codes of
+/// docs/protocol.md, "Limits and closing").
 pub fn fate(e: &WsError) -> Fate {
     match e {
         WsError::Io(io) if would_block(io) => Fate::Wait,
-        WsError::Capacity(_) => Fate::Fail(1009, "message too big"),
-        WsError::Utf8(_) => Fate::Fail(1007, "invalid UTF-8"),
+        WsError::Capacity(_) => Fate::Fail(CloseReason::MessageTooBig),
+        WsError::Utf8(_) => Fate::Fail(CloseReason::InvalidUtf8),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Fate::Gone,
-        WsError::Protocol(_) => Fate::Fail(1002, "protocol error"),
+        WsError::Protocol(_) => Fate::Fail(CloseReason::ProtocolError),
         _ => Fate::Gone,
     }
 }
 
 impl Session {
     /// A freshly upgraded session; a client session's welcome is queued.
-    pub fn open(ws: WebSocket<TcpStream>, endpoint: Endpoint, cx: &Ctx<'_>) -> (Self, Next) {
+    pub fn open(ws: WebSocket<TcpStream>, endpoint: Endpoint, cx: &SessionCx<'_>) -> (Self, Next) {
         let mut out = Outbound::new(cx.settings.max_outbound_bytes);
         let (role, next) = match endpoint {
             Endpoint::Client { user, device } => {
-                let client = Client::new(user, device);
+                let client = ClientProtocol::new(user, device);
                 let next = client.welcome(cx.key, &mut out);
                 (Role::Client(client), next)
             }
@@ -243,7 +206,7 @@ impl Session {
     }
 
     /// Socket readiness.
-    pub fn on_ready(&mut self, readable: bool, writable: bool, cx: &Ctx<'_>) -> Next {
+    pub fn on_ready(&mut self, readable: bool, writable: bool, cx: &SessionCx<'_>) -> Next {
         match &mut self.phase {
             Phase::Open(open) => {
                 // Also when not blocked: a pong tungstenite could not write during a read waits
@@ -265,7 +228,7 @@ impl Session {
     }
 
     /// A broker event for this session.
-    pub fn deliver(&mut self, event: Event, cx: &Ctx<'_>) -> Next {
+    pub fn deliver(&mut self, event: Event, cx: &SessionCx<'_>) -> Next {
         match &mut self.phase {
             Phase::Open(Open {
                 role: Role::Client(client),
@@ -296,7 +259,7 @@ impl Session {
     }
 
     /// Moves queued output into tungstenite and flushes once.
-    pub fn flush_out(&mut self, cx: &Ctx<'_>) -> Next {
+    pub fn flush_out(&mut self, cx: &SessionCx<'_>) -> Next {
         match &mut self.phase {
             Phase::Open(open) => open.flush_out(&mut self.ws, cx),
             Phase::Closing(_) => Next::Continue,
@@ -304,7 +267,7 @@ impl Session {
     }
 
     /// The session's timer fired (possibly early: deadlines move as traffic arrives).
-    pub fn on_timer(&mut self, cx: &Ctx<'_>) -> Next {
+    pub fn on_timer(&mut self, cx: &SessionCx<'_>) -> Next {
         match &mut self.phase {
             Phase::Open(open) => open.on_timer(cx),
             Phase::Closing(c) if cx.now >= c.deadline => Next::Drop(c.code),
@@ -325,14 +288,15 @@ impl Session {
     /// echo of the message before a protocol error, answers before a 1012), as far as
     /// tungstenite's write buffer takes it; a slow consumer's queue is dropped instead: what the
     /// client did not ack waits in its inbox.
-    pub fn begin_close(&mut self, code: u16, reason: &'static str, linger: Instant) -> Next {
+    pub fn begin_close(&mut self, reason: CloseReason, linger: Instant) -> Next {
         if let Phase::Open(open) = &mut self.phase {
-            if code != SLOW_CONSUMER {
+            if reason != CloseReason::SlowConsumer {
                 open.feed_before_close(&mut self.ws);
             }
+            let code = reason.code();
             let frame = CloseFrame {
                 code: CloseCode::from(code),
-                reason: reason.into(),
+                reason: reason.text().into(),
             };
             // Errors (WouldBlock, a dead socket) surface again in `Closing::drive`.
             let _ = self.ws.close(Some(frame));
@@ -351,7 +315,7 @@ impl Session {
 
 impl Open {
     /// Reads messages until WouldBlock or the budget runs out.
-    fn read(&mut self, ws: &mut WebSocket<TcpStream>, cx: &Ctx<'_>) -> Next {
+    fn read(&mut self, ws: &mut WebSocket<TcpStream>, cx: &SessionCx<'_>) -> Next {
         for _ in 0..READ_BUDGET {
             let msg = match ws.read() {
                 Ok(msg) => msg,
@@ -360,7 +324,7 @@ impl Open {
                     return match fate(&e) {
                         Fate::Wait => Next::Continue,
                         Fate::Gone => Next::Drop(self.peer_close.unwrap_or(ABNORMAL)),
-                        Fate::Fail(code, reason) => Next::Close(code, reason),
+                        Fate::Fail(reason) => Next::Close(reason),
                     }
                 }
             };
@@ -374,7 +338,7 @@ impl Open {
         Next::MoreToRead
     }
 
-    fn on_message(&mut self, msg: Message, cx: &Ctx<'_>) -> Next {
+    fn on_message(&mut self, msg: Message, cx: &SessionCx<'_>) -> Next {
         use std::sync::atomic::Ordering::Relaxed;
         if msg.is_text() || msg.is_binary() {
             cx.metrics.messages_in.fetch_add(1, Relaxed);
@@ -382,12 +346,10 @@ impl Open {
         }
         match (msg, &mut self.role) {
             (Message::Text(text), Role::Client(client)) => client.on_text(&text, cx, &mut self.out),
-            (Message::Binary(_), Role::Client(_)) => {
-                Next::Close(1003, "binary frames are not supported")
-            }
+            (Message::Binary(_), Role::Client(_)) => Next::Close(CloseReason::BinaryUnsupported),
             (msg @ (Message::Text(_) | Message::Binary(_)), Role::Echo) => push(&mut self.out, msg),
             (Message::Close(frame), _) => {
-                self.peer_close = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                self.peer_close = Some(frame.map_or(NO_STATUS, |f| u16::from(f.code)));
                 Next::Continue
             }
             // tungstenite answers pings itself; pongs only count as activity.
@@ -396,7 +358,7 @@ impl Open {
     }
 
     /// Feeds queued messages to tungstenite, then flushes once.
-    fn flush_out(&mut self, ws: &mut WebSocket<TcpStream>, cx: &Ctx<'_>) -> Next {
+    fn flush_out(&mut self, ws: &mut WebSocket<TcpStream>, cx: &SessionCx<'_>) -> Next {
         use std::sync::atomic::Ordering::Relaxed;
         if self.blocked {
             return Next::Continue;
@@ -451,15 +413,15 @@ impl Open {
 
     fn write_failed(&self, e: &WsError) -> Next {
         match e {
-            WsError::ConnectionClosed => Next::Drop(self.peer_close.unwrap_or(1000)),
+            WsError::ConnectionClosed => Next::Drop(self.peer_close.unwrap_or(NORMAL)),
             _ => Next::Drop(self.peer_close.unwrap_or(ABNORMAL)),
         }
     }
 
-    fn on_timer(&mut self, cx: &Ctx<'_>) -> Next {
+    fn on_timer(&mut self, cx: &SessionCx<'_>) -> Next {
         let s = cx.settings;
         if cx.now >= self.last_seen + s.idle_timeout {
-            return Next::Close(1001, "idle timeout");
+            return Next::Close(CloseReason::IdleTimeout);
         }
         if !self.pinged && cx.now >= self.last_seen + s.ping_interval {
             self.pinged = true;
@@ -528,21 +490,21 @@ mod tests {
     use tungstenite::error::CapacityError;
 
     #[test]
-    fn close_codes_follow_the_spec() {
+    fn close_codes_follow_the_protocol() {
         let too_long = CapacityError::MessageTooLong {
             size: 2,
             max_size: 1,
         };
         assert_eq!(
             fate(&WsError::Capacity(too_long)),
-            Fate::Fail(1009, "message too big")
+            Fate::Fail(CloseReason::MessageTooBig)
         );
         assert_eq!(
             fate(&WsError::Utf8("x".into())),
-            Fate::Fail(1007, "invalid UTF-8")
+            Fate::Fail(CloseReason::InvalidUtf8)
         );
         let masked = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
-        assert_eq!(fate(&masked), Fate::Fail(1002, "protocol error"));
+        assert_eq!(fate(&masked), Fate::Fail(CloseReason::ProtocolError));
         let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
         assert_eq!(fate(&reset), Fate::Gone);
         let wb = WsError::Io(io::Error::from(io::ErrorKind::WouldBlock));

@@ -1,5 +1,6 @@
-//! The link hub thread: one mio `Poll` with the workers' request mailbox (its waker), a socket
-//! per broker link, and the registry's Redis client. It feeds the sans-io [`Hub`] and executes
+//! The broker links thread, [`BrokerLinksLoop`]: one mio `Poll` with the workers' request mailbox
+//! (its waker), a socket per broker link, and the registry's Redis client. It feeds the sans-io
+//! [`BrokerPool`] and executes
 //! what it asks: commands into links (written once per loop turn), deliveries into the workers'
 //! sinks. A sink that refuses (mailbox full) overflows its session, as with the embedded broker.
 
@@ -14,15 +15,27 @@ use hermod_core::link::{decode_push, LinkPush};
 use hermod_core::reactor::interrupted;
 use hermod_core::reactor::mailbox::MailboxReceiver;
 use hermod_core::reactor::slots::Key;
+use hermod_core::redis::ClientConfig;
 use hermod_core::resp::RespLimits;
 use mio::{Events, Poll, Token};
 
-use super::conn::{BrokerConn, ConnEvent, Pending, OUTPUT_HIGH_WATER};
-use super::hub::{Hub, LinkState, Out};
+use super::link::{BrokerLink, LinkEvent, Pending, OUTPUT_HIGH_WATER};
+use super::pool::{BrokerPool, LinkState, Out};
 use super::registry::{Discovery, Entry};
-use super::session::LinkId;
+use super::rehome::LinkId;
 use super::status::{BrokerRow, LinkStatus};
-use super::{Sink, Upstream};
+
+/// Hands a delivery to a gateway worker; gives it back when the worker's mailbox is full.
+pub type Sink = hermod_broker::embedded::Sink;
+
+/// Where the brokers are.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// These `host:port` addresses (`--brokers`).
+    Static(Vec<String>),
+    /// Whatever the registry in this Redis lists (`--registry`).
+    Registry(Box<ClientConfig>),
+}
 
 /// The waker's token (the mailbox's).
 pub const WAKER: Token = Token(0);
@@ -40,13 +53,13 @@ const ROWS_EVERY: Duration = Duration::from_millis(250);
 /// Bytes read per `read()`.
 const READ_CHUNK: usize = 64 << 10;
 
-/// The hub thread's state.
-pub struct Runner {
+/// The broker links thread's loop and everything it owns.
+pub struct BrokerLinksLoop {
     poll: Poll,
     /// The placement and re-homing logic.
-    hub: Hub,
-    /// The link sockets, by the hub's link ids.
-    conns: BTreeMap<LinkId, BrokerConn>,
+    pool: BrokerPool,
+    /// The link sockets, by the pool's link ids.
+    conns: BTreeMap<LinkId, BrokerLink>,
     /// Registry members linked, to diff against each poll.
     by_name: HashMap<String, LinkId>,
     /// The registry poller (`--registry` only).
@@ -73,7 +86,7 @@ pub struct Runner {
     rows_due: Option<Instant>,
 }
 
-/// Marks the hub dead when the thread ends, even by a panic.
+/// Marks the links thread dead when the thread ends, even by a panic.
 struct AliveGuard(Arc<LinkStatus>);
 
 impl Drop for AliveGuard {
@@ -95,13 +108,13 @@ pub struct Parts {
     pub limits: RespLimits,
 }
 
-impl Runner {
+impl BrokerLinksLoop {
     /// The runner, with links to the static brokers (or the registry poller).
     pub fn new(parts: Parts) -> Self {
         let now = Instant::now();
-        let mut runner = Runner {
+        let mut runner = BrokerLinksLoop {
             poll: parts.poll,
-            hub: Hub::new(parts.request_timeout),
+            pool: BrokerPool::new(parts.request_timeout),
             conns: BTreeMap::new(),
             by_name: HashMap::new(),
             discovery: None,
@@ -130,8 +143,8 @@ impl Runner {
     }
 
     fn add_link(&mut self, name: String, addr: String, now: Instant) -> LinkId {
-        let id = self.hub.add_link(name);
-        let conn = BrokerConn::new(id, addr, self.limits.clone(), now);
+        let id = self.pool.add_link(name);
+        let conn = BrokerLink::new(id, addr, self.limits.clone(), now);
         self.conns.insert(id, conn);
         id
     }
@@ -145,7 +158,7 @@ impl Runner {
             let timeout = self.timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if !interrupted(&e) {
-                    tracing::error!(error = %e, "link hub poll failed");
+                    tracing::error!(error = %e, "broker links poll failed");
                     break;
                 }
             }
@@ -168,8 +181,8 @@ impl Runner {
         self.tick_discovery(now);
         if stopping || !self.backpressured() {
             let budget = if stopping { usize::MAX } else { REQUEST_BUDGET };
-            let hub = &mut self.hub;
-            self.requests.drain(budget, |r| hub.on_request(r, now));
+            let pool = &mut self.pool;
+            self.requests.drain(budget, |r| pool.on_request(r, now));
         }
         self.execute();
         self.retry_overflows();
@@ -220,15 +233,15 @@ impl Runner {
         }
     }
 
-    fn on_conn_events(&mut self, link: LinkId, events: Vec<ConnEvent>, now: Instant) {
+    fn on_conn_events(&mut self, link: LinkId, events: Vec<LinkEvent>, now: Instant) {
         for event in events {
-            let addr = || self.hub.name(link).unwrap_or_default().to_owned();
+            let addr = || self.pool.name(link).unwrap_or_default().to_owned();
             match event {
-                ConnEvent::Up => {
+                LinkEvent::Up => {
                     tracing::info!(broker = %addr(), "broker link up");
-                    self.hub.link_up(link, now);
+                    self.pool.link_up(link, now);
                 }
-                ConnEvent::Down {
+                LinkEvent::Down {
                     reason,
                     was_up,
                     first,
@@ -241,23 +254,23 @@ impl Runner {
                     } else {
                         tracing::debug!(broker = %addr(), reason, "broker link attempt failed");
                     }
-                    self.hub.link_down(link, now);
+                    self.pool.link_down(link, now);
                 }
-                ConnEvent::Push(value) => match decode_push(value) {
-                    Ok(LinkPush::Event { sid, event }) => self.hub.on_event(sid, event),
+                LinkEvent::Push(value) => match decode_push(value) {
+                    Ok(LinkPush::Event { sid, event }) => self.pool.on_event(sid, event),
                     Ok(LinkPush::Message { id, frame, sids }) => {
-                        self.hub.on_message(&id, &frame, &sids)
+                        self.pool.on_message(&id, &frame, &sids)
                     }
                     Ok(LinkPush::Draining) => {
                         tracing::info!(broker = %addr(), "broker draining; re-homing its sessions");
-                        self.hub.draining(link, now);
+                        self.pool.draining(link, now);
                     }
                     Err(e) => tracing::debug!(broker = %addr(), error = %e, "bad push ignored"),
                 },
-                ConnEvent::Refused { pending, message } => {
+                LinkEvent::Refused { pending, message } => {
                     self.on_refused(link, pending, &message, now)
                 }
-                ConnEvent::RoundTrip(rtt) => {
+                LinkEvent::RoundTrip(rtt) => {
                     self.status.round_trips.fetch_add(1, Relaxed);
                     let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
                     self.status.rtt_sum_us.fetch_add(us, Relaxed);
@@ -268,8 +281,8 @@ impl Runner {
 
     fn on_refused(&mut self, link: LinkId, pending: Pending, message: &str, now: Instant) {
         match pending {
-            Pending::Attach(_) if message.starts_with("DRAINING") => self.hub.draining(link, now),
-            Pending::Write(sid, cid) => self.hub.command_failed(sid, &cid, message),
+            Pending::Attach(_) if message.starts_with("DRAINING") => self.pool.draining(link, now),
+            Pending::Write(sid, cid) => self.pool.command_failed(sid, &cid, message),
             other => tracing::debug!(?other, message, "broker refused a command"),
         }
     }
@@ -295,7 +308,7 @@ impl Runner {
         for (name, link) in gone {
             tracing::info!(broker = %name, "broker left the registry; dropping its link");
             self.by_name.remove(&name);
-            self.hub.remove_link(link, now);
+            self.pool.remove_link(link, now);
             if let Some(mut conn) = self.conns.remove(&link) {
                 conn.close(self.poll.registry());
             }
@@ -314,9 +327,9 @@ impl Runner {
         self.conns.values().any(|c| c.backlog() > OUTPUT_HIGH_WATER)
     }
 
-    /// Carries out everything the hub queued.
+    /// Carries out everything the pool queued.
     fn execute(&mut self) {
-        while let Some(out) = self.hub.poll_out() {
+        while let Some(out) = self.pool.poll_out() {
             match out {
                 Out::Command { link, request } => {
                     if let Some(conn) = self.conns.get_mut(&link) {
@@ -335,12 +348,12 @@ impl Runner {
         };
         // Deliveries queued behind the one that overflowed must not reach the session either:
         // the client would see a gap just before its 1008 close.
-        if self.hub.is_overflowed(session) {
+        if self.pool.is_overflowed(session) {
             return;
         }
         if sink(delivery).is_err() {
             self.status.overflows.fetch_add(1, Relaxed);
-            self.hub.overflowed(session);
+            self.pool.overflowed(session);
             self.overflow_retry.push(session);
         }
     }
@@ -406,17 +419,17 @@ impl Runner {
     /// Publishes the figures: the cheap ones every turn, the per-broker rows (and the count of
     /// unplaced sessions, which walks them all) when they changed, at most every [`ROWS_EVERY`].
     fn publish(&mut self, now: Instant) {
-        self.status.links_up.store(self.hub.links_up(), Relaxed);
-        self.status.rehomed.store(self.hub.rehomed(), Relaxed);
+        self.status.links_up.store(self.pool.links_up(), Relaxed);
+        self.status.rehomed.store(self.pool.rehomed(), Relaxed);
         let shown: Vec<(LinkId, bool, usize)> = self
             .conns
             .keys()
             .map(|id| {
                 let up = matches!(
-                    self.hub.state(*id),
+                    self.pool.state(*id),
                     Some(LinkState::Up | LinkState::Draining)
                 );
-                (*id, up, self.hub.sessions_on(*id))
+                (*id, up, self.pool.sessions_on(*id))
             })
             .collect();
         if shown == self.rows_shown && self.rows_at.is_some() {
@@ -433,11 +446,11 @@ impl Runner {
         }
         self.status
             .unplaced
-            .store(self.hub.stats().unplaced, Relaxed);
+            .store(self.pool.stats().unplaced, Relaxed);
         let rows = shown
             .iter()
             .map(|(id, up, sessions)| BrokerRow {
-                name: self.hub.name(*id).unwrap_or_default().to_owned(),
+                name: self.pool.name(*id).unwrap_or_default().to_owned(),
                 up: *up,
                 sessions: *sessions,
             })

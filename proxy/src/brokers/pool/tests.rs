@@ -1,4 +1,4 @@
-//! The hub's placement and re-homing, without sockets.
+//! The broker pool's placement and re-homing, without sockets.
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ fn raw(s: &str) -> Box<RawValue> {
 /// Commands as (link, request debug text), deliveries as (session, event).
 type Drained = (Vec<(LinkId, String)>, Vec<(SessionKey, Event)>);
 
-fn drain(hub: &mut Hub) -> Drained {
+fn drain(hub: &mut BrokerPool) -> Drained {
     let mut commands = Vec::new();
     let mut deliveries = Vec::new();
     while let Some(out) = hub.poll_out() {
@@ -53,7 +53,7 @@ fn drain(hub: &mut Hub) -> Drained {
     (commands, deliveries)
 }
 
-fn two_links(hub: &mut Hub, now: Instant) -> (LinkId, LinkId) {
+fn two_links(hub: &mut BrokerPool, now: Instant) -> (LinkId, LinkId) {
     let a = hub.add_link("a@127.0.0.1:1".into());
     let b = hub.add_link("b@127.0.0.1:2".into());
     hub.link_up(a, now);
@@ -64,7 +64,7 @@ fn two_links(hub: &mut Hub, now: Instant) -> (LinkId, LinkId) {
 #[test]
 fn sessions_of_a_user_share_a_broker_and_users_spread() {
     let now = Instant::now();
-    let mut hub = Hub::new(TIMEOUT);
+    let mut hub = BrokerPool::new(TIMEOUT);
     let (a, b) = two_links(&mut hub, now);
     for i in 0..40 {
         hub.on_request(attach(i, &format!("user{}", i / 2)), now);
@@ -82,7 +82,7 @@ fn sessions_of_a_user_share_a_broker_and_users_spread() {
 #[test]
 fn no_broker_waits_then_attaches_with_its_requests() {
     let t0 = Instant::now();
-    let mut hub = Hub::new(TIMEOUT);
+    let mut hub = BrokerPool::new(TIMEOUT);
     let a = hub.add_link("a".into());
     hub.on_request(attach(1, "alice"), t0);
     hub.on_request(
@@ -129,7 +129,7 @@ fn no_broker_waits_then_attaches_with_its_requests() {
 #[test]
 fn a_dead_broker_s_sessions_move_with_rooms_and_in_flight() {
     let t0 = Instant::now();
-    let mut hub = Hub::new(TIMEOUT);
+    let mut hub = BrokerPool::new(TIMEOUT);
     let (a, b) = two_links(&mut hub, t0);
     for i in 0..20 {
         hub.on_request(attach(i, &format!("u{i}")), t0);
@@ -214,7 +214,7 @@ fn a_dead_broker_s_sessions_move_with_rooms_and_in_flight() {
 #[test]
 fn draining_detaches_from_the_old_broker_after_the_move() {
     let t0 = Instant::now();
-    let mut hub = Hub::new(TIMEOUT);
+    let mut hub = BrokerPool::new(TIMEOUT);
     let (a, b) = two_links(&mut hub, t0);
     for i in 0..10 {
         hub.on_request(attach(i, &format!("u{i}")), t0);
@@ -242,7 +242,7 @@ fn draining_detaches_from_the_old_broker_after_the_move() {
 #[test]
 fn the_last_broker_draining_keeps_its_sessions_until_another_comes() {
     let t0 = Instant::now();
-    let mut hub = Hub::new(TIMEOUT);
+    let mut hub = BrokerPool::new(TIMEOUT);
     let a = hub.add_link("a".into());
     hub.link_up(a, t0);
     hub.on_request(attach(1, "alice"), t0);
@@ -261,7 +261,7 @@ fn the_last_broker_draining_keeps_its_sessions_until_another_comes() {
 #[test]
 fn overflow_detaches_and_silences_until_the_worker_detaches() {
     let t0 = Instant::now();
-    let mut hub = Hub::new(TIMEOUT);
+    let mut hub = BrokerPool::new(TIMEOUT);
     let a = hub.add_link("a".into());
     hub.link_up(a, t0);
     hub.on_request(attach(1, "alice"), t0);
@@ -293,7 +293,7 @@ fn overflow_detaches_and_silences_until_the_worker_detaches() {
 #[test]
 fn unknown_sessions_and_refusals_answer_unavailable() {
     let t0 = Instant::now();
-    let mut hub = Hub::new(TIMEOUT);
+    let mut hub = BrokerPool::new(TIMEOUT);
     let a = hub.add_link("a".into());
     hub.link_up(a, t0);
     let send = |slot| Request::Send {
@@ -329,7 +329,7 @@ fn unknown_sessions_and_refusals_answer_unavailable() {
 #[test]
 fn removed_link_moves_its_sessions() {
     let t0 = Instant::now();
-    let mut hub = Hub::new(TIMEOUT);
+    let mut hub = BrokerPool::new(TIMEOUT);
     let (a, b) = two_links(&mut hub, t0);
     for i in 0..10 {
         hub.on_request(attach(i, &format!("u{i}")), t0);
@@ -345,7 +345,7 @@ fn removed_link_moves_its_sessions() {
 #[test]
 fn moves_rebuild_everyone_before_re_sending() {
     let t0 = Instant::now();
-    let mut hub = Hub::new(TIMEOUT);
+    let mut hub = BrokerPool::new(TIMEOUT);
     let a = hub.add_link("a".into());
     hub.link_up(a, t0);
     for slot in 0..3 {

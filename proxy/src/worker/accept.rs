@@ -1,0 +1,304 @@
+//! A new connection's way in: accept (with a budget, shedding when out of fds), register, then
+//! the first look at its request head to choose between a WebSocket handshake, a tunnel and an
+//! HTTP answer, and the handshake itself.
+//!
+//! The request head is read with `MSG_PEEK`, so for a WebSocket upgrade nothing was consumed and
+//! tungstenite's handshake reads the request as if the gateway had never looked. A head that is
+//! not an upgrade tungstenite would accept (a plain `GET`, a `POST`, garbage) gets its HTTP
+//! answer here instead ([`precheck`]), since tungstenite would close without one.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Shutdown};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use hermod_core::bus::Request;
+use hermod_core::reactor::interrupted;
+use hermod_core::reactor::listener::{is_fd_exhaustion, AcceptOutcome};
+use hermod_core::reactor::slots::Key;
+use mio::net::TcpStream;
+use mio::Interest;
+use parking_lot::Mutex;
+use tungstenite::handshake::server::ServerHandshake;
+
+use super::slot::{Conn, Routing, Slot};
+use super::{WorkerLoop, ACCEPT_BACKOFF, ACCEPT_BUDGET};
+use crate::metrics::Rejected;
+use crate::settings::Settings;
+use crate::tunnel::http::{classify, Head, MAX_HEAD};
+use crate::tunnel::{answer_and_close, discard_input};
+use crate::ws::handshake::{precheck, AdmissionCell, Gate, Precheck, Refusal};
+use crate::ws::session::{Handshaking, Session, Step};
+
+/// What looking at a request head decided.
+enum Decision {
+    Wait,
+    Drop,
+    /// A routed path (never [`Head::Local`]).
+    Route(Head),
+    /// Any other path.
+    Local(Precheck),
+}
+
+impl WorkerLoop {
+    pub(super) fn accept(&mut self, now: Instant) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let mut accepted = Vec::new();
+        // Sheds and per-connection errors use up the budget too: whenever it runs out (not only
+        // when it was all accepts), more may be pending and no new edge will come for them.
+        let mut budget_spent = true;
+        for _ in 0..ACCEPT_BUDGET {
+            match self.acceptor.accept(listener) {
+                AcceptOutcome::Accepted(stream, _) => accepted.push(stream),
+                AcceptOutcome::WouldBlock => {
+                    budget_spent = false;
+                    break;
+                }
+                AcceptOutcome::Shed => {
+                    self.cx.metrics.connections_refused.fetch_add(1, Relaxed);
+                }
+                AcceptOutcome::Error(e) if is_fd_exhaustion(&e) => {
+                    tracing::warn!("out of file descriptors; pausing accepts");
+                    self.accept_again = Some(now + ACCEPT_BACKOFF);
+                    budget_spent = false;
+                    break;
+                }
+                AcceptOutcome::Error(e) => tracing::debug!("accept: {e}"),
+            }
+        }
+        if budget_spent {
+            self.accept_again = Some(now);
+        }
+        for stream in accepted {
+            self.admit(stream, now);
+        }
+    }
+
+    fn admit(&mut self, stream: TcpStream, now: Instant) {
+        if !self.cx.metrics.try_open(self.cx.settings.max_connections) {
+            return;
+        }
+        let deadline = now + self.cx.settings.handshake_timeout;
+        let key = self.slots.insert(Slot {
+            conn: self.first_conn(stream, deadline),
+            timer: None,
+            flush_queued: false,
+            read_queued: false,
+        });
+        let stream = self
+            .slots
+            .get_mut(key)
+            .and_then(|s| s.conn.new_stream_mut());
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered = match stream {
+            Some(stream) => self.poll.registry().register(stream, key.token(), interest),
+            None => Err(std::io::Error::other("slot vanished")),
+        };
+        if let Err(e) = registered {
+            tracing::warn!("register: {e}");
+            self.remove(key, None);
+            return;
+        }
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.timer = Some(self.timers.insert(deadline, key));
+        }
+        self.first_step(key, now);
+    }
+
+    pub(super) fn drive_handshake(&mut self, key: Key, now: Instant) {
+        let Some(Slot {
+            conn: Conn::Handshaking(h),
+            ..
+        }) = self.slots.get_mut(key)
+        else {
+            return;
+        };
+        match h.drive(unix_now()) {
+            Step::Pending => {}
+            Step::Failed(status) => {
+                let why = status.map_or(Rejected::Failed, Rejected::Status);
+                self.cx.metrics.rejected(why);
+                self.remove(key, None);
+            }
+            Step::Upgraded(ws, endpoint) => {
+                self.cx.metrics.handshakes_ok.fetch_add(1, Relaxed);
+                let cx = self.cx.session_cx(key, now);
+                let (session, next) = Session::open(*ws, endpoint, &cx);
+                let attach = session.identity().map(|(user, device)| Request::Attach {
+                    session: cx.key,
+                    user: user.clone(),
+                    device: device.clone(),
+                });
+                if let Some(slot) = self.slots.get_mut(key) {
+                    slot.conn = Conn::Ws(Box::new(session));
+                    if let Some(id) = slot.timer.take() {
+                        self.timers.cancel(id);
+                    }
+                }
+                if let Some(attach) = attach {
+                    self.cx.broker.send_control(attach);
+                }
+                self.after(key, next, now);
+                // Input may have arrived right behind the request: no new edge would announce it.
+                self.on_socket(key, true, false, now);
+            }
+        }
+    }
+
+    /// A new connection's first state: the peek at its request head.
+    fn first_conn(&self, stream: TcpStream, deadline: Instant) -> Conn {
+        Conn::Routing(Box::new(Routing {
+            stream: Some(stream),
+            deadline,
+        }))
+    }
+
+    /// tungstenite's handshake with our routing and auth callback.
+    fn handshaking(&self, stream: TcpStream, deadline: Instant) -> Conn {
+        let admission = Arc::new(Mutex::new(AdmissionCell::default()));
+        let gate = Gate {
+            settings: Arc::clone(&self.cx.settings),
+            admission: Arc::clone(&admission),
+        };
+        let mid = ServerHandshake::start(stream, gate, Some(self.ws_config));
+        Conn::Handshaking(Box::new(Handshaking {
+            mid: Some(mid),
+            admission,
+            deadline,
+        }))
+    }
+
+    /// Runs whichever first step a just-registered connection is in.
+    fn first_step(&mut self, key: Key, now: Instant) {
+        match self.slots.get(key).map(|s| &s.conn) {
+            Some(Conn::Routing(_)) => self.on_routing(key, now),
+            _ => self.drive_handshake(key, now),
+        }
+    }
+
+    /// Hands a peeked connection to tungstenite's handshake, which reads the head itself.
+    fn start_handshake(&mut self, key: Key, now: Instant) {
+        let Some((stream, deadline)) = self.take_routing(key) else {
+            return;
+        };
+        let conn = self.handshaking(stream, deadline);
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.conn = conn;
+        }
+        // The head is already buffered: no new edge would announce it.
+        self.drive_handshake(key, now);
+    }
+
+    /// Answers a request that is no WebSocket upgrade, then closes: the head is consumed (so
+    /// the close sends no reset before the client read the answer), the answer written in one
+    /// go (a fresh socket's send buffer holds it) and the write side shut down.
+    fn refuse_local(&mut self, key: Key, refusal: &Refusal, head_only: bool) {
+        self.cx
+            .metrics
+            .rejected(Rejected::Status(refusal.status.as_u16()));
+        if let Some((mut stream, _)) = self.take_routing(key) {
+            discard_input(&mut stream);
+            match refusal.to_http(head_only) {
+                Ok(answer) => {
+                    let _ = stream.write_all(&answer);
+                }
+                Err(e) => tracing::debug!("cannot render a refusal: {e}"),
+            }
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        self.remove(key, None);
+    }
+
+    /// Peeks at the request head and acts on what it asks for.
+    pub(super) fn on_routing(&mut self, key: Key, now: Instant) {
+        let decision = match self.slots.get(key).map(|s| &s.conn) {
+            Some(Conn::Routing(r)) => match &r.stream {
+                Some(stream) => peek_head(stream, &self.cx.settings),
+                None => Decision::Drop,
+            },
+            _ => return,
+        };
+        match decision {
+            Decision::Wait
+            | Decision::Route(Head::Partial)
+            | Decision::Local(Precheck::Partial) => {}
+            Decision::Drop => {
+                self.cx.metrics.rejected(Rejected::Failed);
+                self.remove(key, None);
+            }
+            Decision::Route(Head::Local) | Decision::Local(Precheck::Upgrade) => {
+                self.start_handshake(key, now);
+            }
+            Decision::Local(Precheck::Refuse { refusal, head_only }) => {
+                self.refuse_local(key, &refusal, head_only);
+            }
+            Decision::Route(Head::Refuse(status)) => {
+                self.cx.metrics.rejected(Rejected::Status(status));
+                if let Some((mut stream, _)) = self.take_routing(key) {
+                    discard_input(&mut stream);
+                    answer_and_close(&mut stream, status);
+                }
+                self.remove(key, None);
+            }
+            Decision::Route(Head::Tunnel {
+                route,
+                len,
+                request,
+            }) => self.open_tunnel(key, route, len, request, now),
+        }
+    }
+
+    pub(super) fn take_routing(&mut self, key: Key) -> Option<(TcpStream, Instant)> {
+        match self.slots.get_mut(key).map(|s| &mut s.conn) {
+            Some(Conn::Routing(r)) => r.stream.take().map(|s| (s, r.deadline)),
+            _ => None,
+        }
+    }
+}
+
+/// Peeks at up to [`MAX_HEAD`] bytes of the request and classifies them: a route (only with
+/// `--route`), else one of the endpoints served here.
+fn peek_head(stream: &TcpStream, settings: &Settings) -> Decision {
+    let mut buf = [0u8; MAX_HEAD];
+    loop {
+        return match stream.peek(&mut buf) {
+            Ok(0) => Decision::Drop,
+            Ok(n) => {
+                let (input, full) = (&buf[..n], n == MAX_HEAD);
+                let peer = || {
+                    stream
+                        .peer_addr()
+                        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+                };
+                let head = if settings.routes.is_empty() {
+                    Head::Local
+                } else {
+                    classify(input, full, &settings.routes, peer)
+                };
+                match head {
+                    Head::Local => Decision::Local(precheck(input, full, settings)),
+                    // Input that cannot be HTTP is answered before a path shows up.
+                    Head::Partial => match precheck(input, full, settings) {
+                        refuse @ Precheck::Refuse { .. } => Decision::Local(refuse),
+                        _ => Decision::Route(Head::Partial),
+                    },
+                    head => Decision::Route(head),
+                }
+            }
+            Err(e) if interrupted(&e) => continue,
+            Err(e) if hermod_core::reactor::would_block(&e) => Decision::Wait,
+            Err(_) => Decision::Drop,
+        };
+    }
+}
+
+/// The wall clock in Unix seconds, which tokens are checked against (the loop reads it once per
+/// handshake step; the handshake itself reads no clock).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,15 @@
+//! One WebSocket connection of the gateway, from the upgrade request to the close handshake.
+//!
+//! - [`handshake`]: routing and auth of the upgrade request (pure functions; the time tokens are
+//!   checked against comes in).
+//! - [`session`]: one upgraded connection's state machine (tungstenite on the socket).
+//! - [`protocol`]: the v1 client protocol of one session: client frames become broker requests,
+//!   broker events become server frames (sans-io: requests go out through [`RequestPort`]).
+//! - [`outbound`]: the per-session output queue, bounded in bytes.
+
+pub mod handshake;
+pub mod outbound;
+pub mod protocol;
+pub mod session;
+
+pub use protocol::RequestPort;
