@@ -48,7 +48,7 @@ mod tests {
     fn every_family_is_in_the_table_and_the_text_is_valid() {
         let mut out = String::new();
         crate::metrics::Metrics::default().render(&mut out);
-        crate::link::LinkStatus::default().render(&mut out);
+        crate::brokers::LinkStatus::default().render(&mut out);
         render_engine(&mut out, true, &hermod_broker::EngineStats::default());
         render_process(&mut out);
         let families = hermod_core::metrics::check(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
