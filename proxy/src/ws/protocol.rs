@@ -52,6 +52,12 @@ pub struct ClientProtocol {
     /// `send`/`publish` awaiting `sent`, oldest first, with when they were sent to the broker.
     /// All share one timeout, so the front is always the first to expire.
     in_flight: VecDeque<(Cid, Instant)>,
+    /// Requests answered `unavailable` here (past the request timeout) whose broker answer may
+    /// still come, oldest first, each with when it stops being awaited. A client retries with the
+    /// same `cid`, so without this list the first attempt's late answer would take the retry's
+    /// place in `in_flight`, and the retry would never time out: the client would wait for the
+    /// broker however long it takes. At most [`MAX_IN_FLIGHT`] entries.
+    late: VecDeque<(Cid, Instant)>,
     /// The broker paused a replay (inbox backlog, room history) and waits for `ResumeReplay`,
     /// which goes out once what it sent so far has been written to the socket.
     replay_paused: bool,
@@ -63,6 +69,7 @@ impl ClientProtocol {
             user,
             device,
             in_flight: VecDeque::new(),
+            late: VecDeque::new(),
             replay_paused: false,
         }
     }
@@ -178,8 +185,12 @@ impl ClientProtocol {
         std::mem::take(&mut self.replay_paused)
     }
 
-    /// Answers `unavailable` for every request in flight past the request timeout.
+    /// Answers `unavailable` for every request in flight past the request timeout; its broker
+    /// answer is awaited one more request timeout (see `late`).
     pub fn expire(&mut self, cx: &SessionCx<'_>, out: &mut Outbound) -> Next {
+        while self.late.front().is_some_and(|(_, until)| *until <= cx.now) {
+            self.late.pop_front();
+        }
         while let Some((_, sent_at)) = self.in_flight.front() {
             if *sent_at + cx.settings.request_timeout > cx.now {
                 break;
@@ -187,6 +198,11 @@ impl ClientProtocol {
             let Some((cid, _)) = self.in_flight.pop_front() else {
                 break;
             };
+            if self.late.len() >= MAX_IN_FLIGHT {
+                self.late.pop_front();
+            }
+            self.late
+                .push_back((cid.clone(), cx.now + cx.settings.request_timeout));
             cx.metrics
                 .request_timeouts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -199,9 +215,14 @@ impl ClientProtocol {
         Next::Continue
     }
 
-    /// The broker answered `cid`: it is no longer in flight (a late answer after a timeout finds
-    /// nothing and is still passed on to the client).
+    /// The broker answered `cid`. The answer is the oldest attempt's: a late answer to an
+    /// attempt that timed out here only leaves `late` (and is still passed on to the client); any
+    /// other ends the attempt in flight.
     fn answered(&mut self, cid: &Cid, cx: &SessionCx<'_>) {
+        if let Some(pos) = self.late.iter().position(|(c, _)| c == cid) {
+            self.late.remove(pos);
+            return;
+        }
         if let Some(pos) = self.in_flight.iter().position(|(c, _)| c == cid) {
             if let Some((_, sent_at)) = self.in_flight.remove(pos) {
                 let latency = cx.now.saturating_duration_since(sent_at);
@@ -319,6 +340,69 @@ mod tests {
             "{answers:?}"
         );
         assert_eq!(c.next_deadline(&settings), None);
+    }
+
+    /// A client retries a timed-out `send` with the same cid; the broker's late answer to the
+    /// first attempt must not end the retry, which still times out on its own deadline.
+    #[test]
+    fn a_late_answer_to_a_timed_out_attempt_leaves_the_retry_in_flight() {
+        let settings = Settings::defaults();
+        let metrics = Metrics::default();
+        let port = Port::new(8);
+        let t0 = Instant::now();
+        let timeout = settings.request_timeout;
+        let mut cx = SessionCx {
+            now: t0,
+            key: key(),
+            settings: &settings,
+            metrics: &metrics,
+            broker: &port,
+        };
+        let mut out = Outbound::new(1 << 20);
+        let mut c = client();
+        let f = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
+        let c1 = || Cid::parse("c1").expect("valid");
+        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
+        cx.now = t0 + timeout;
+        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
+        assert_eq!(
+            texts(&mut out).len(),
+            1,
+            "the first attempt is answered unavailable"
+        );
+        cx.now = t0 + timeout + Duration::from_millis(100);
+        let retry_at = cx.now;
+        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
+        cx.now = t0 + timeout + Duration::from_millis(150);
+        let late = Event::Error {
+            cid: Some(c1()),
+            code: ErrorCode::Unavailable,
+            message: "storage unavailable".into(),
+        };
+        assert_eq!(c.on_event(late, &cx, &mut out), Next::Continue);
+        assert_eq!(texts(&mut out).len(), 1, "the late answer is passed on");
+        assert_eq!(c.next_deadline(&settings), Some(retry_at + timeout));
+        cx.now = retry_at + timeout;
+        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
+        let answers = texts(&mut out);
+        assert_eq!(answers.len(), 1, "the retry times out: {answers:?}");
+        assert!(answers[0].contains(r#""cid":"c1","code":"unavailable""#));
+        // The retry's own late answer, then a third attempt answered in time.
+        let sent = || Event::Sent {
+            cid: c1(),
+            id: MsgId::new("1-0"),
+        };
+        assert_eq!(c.on_event(sent(), &cx, &mut out), Next::Continue);
+        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
+        assert_eq!(c.on_event(sent(), &cx, &mut out), Next::Continue);
+        assert_eq!(c.next_deadline(&settings), None);
+        // A late answer awaited past its second timeout is forgotten.
+        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
+        cx.now += timeout;
+        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
+        cx.now += timeout;
+        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
+        assert!(c.late.is_empty());
     }
 
     #[test]
