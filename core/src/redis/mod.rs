@@ -20,17 +20,18 @@
 //! `backoff_min` and `backoff_max`; with Sentinel every reconnect re-resolves the master.
 
 mod client;
-mod client_lanes;
-mod client_sentinel;
-mod conn;
+#[cfg(any(test, feature = "testkit"))]
+pub mod scripted;
 mod secret;
 pub mod sentinel;
+mod sockets;
 mod url;
 
 use std::time::Duration;
 
-pub use client::RedisClient;
+pub use client::{Action, ClientCore, Closed, ConnId};
 pub use secret::Secret;
+pub use sockets::{RedisClient, RedisSockets};
 pub use url::{parse_redis_url, UrlError};
 
 /// Where the master is.
