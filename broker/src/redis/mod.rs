@@ -25,18 +25,19 @@
 //!   every message stored in them (its own included) through `poll_live`.
 
 mod batch;
+mod deadlines;
 mod gate;
 mod ids;
 mod live;
 mod ops;
 mod replies;
 
-use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use hermod_core::ids::MsgId;
-use hermod_core::redis::{ClientConfig, CommandError, RedisClient};
+use hermod_core::redis::{ClientConfig, ClientCore, CommandError};
 
 use crate::engine::{Channel, Completion, Done, Engine, EngineError, EngineStats, Live, Op, Token};
 use crate::history::MAX_CURSORS_PER_INBOX;
@@ -161,8 +162,10 @@ struct Trim {
 pub struct RedisEngine {
     /// Settings.
     config: RedisEngineConfig,
-    /// The client, created when the runner registers the engine (it needs its tokens).
-    client: Option<RedisClient>,
+    /// The sans-io client; the broker loop's sockets move its bytes.
+    client: ClientCore,
+    /// The loop turn's clock (`handle_tick`): operations submitted are dated by it.
+    now: Instant,
     /// Lane of appends, acks and WAIT (1, or 0 with a single connection).
     write_lane: usize,
     /// Where the engine stands.
@@ -171,6 +174,10 @@ pub struct RedisEngine {
     next_tag: u64,
     /// Commands in flight.
     sent: HashMap<u64, Sent>,
+    /// Commands carrying operations (and replica appends parked on their WAIT, by their
+    /// batch's tag), by the earliest deadline of those operations: whatever the client does,
+    /// they complete `Unavailable` by then (`deadlines.rs`).
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Per-channel ordering of reads and writes.
     gates: Gates,
     /// Operations submitted while loading, in order.
@@ -208,16 +215,20 @@ impl std::fmt::Debug for RedisEngine {
 }
 
 impl RedisEngine {
-    /// An engine for `config`; it connects once registered with a runner's Poll.
-    pub fn new(config: RedisEngineConfig, _now: Instant) -> Self {
+    /// An engine for `config`; its client connects at the first `handle_tick`.
+    pub fn new(config: RedisEngineConfig, now: Instant) -> Self {
         let write_lane = usize::from(config.client.connections > 1);
+        let mut subs = live::Subs::default();
+        let client = ClientCore::new(live::client_config(&config, &mut subs), now);
         RedisEngine {
             config,
-            client: None,
+            client,
+            now,
             write_lane,
             phase: Phase::Down,
             next_tag: 0,
             sent: HashMap::new(),
+            deadlines: BinaryHeap::new(),
             gates: Gates::default(),
             held: VecDeque::new(),
             done: VecDeque::new(),
@@ -229,8 +240,13 @@ impl RedisEngine {
             args: Args::default(),
             work: Vec::new(),
             unavailable: 0,
-            subs: live::Subs::default(),
+            subs,
         }
+    }
+
+    /// The sans-io client core, for the shell that moves its bytes (also [`Engine::redis`]).
+    pub fn core(&mut self) -> &mut ClientCore {
+        &mut self.client
     }
 
     /// Operations accepted and not completed yet (tests drive the loop until this is 0).
@@ -277,7 +293,7 @@ impl RedisEngine {
     fn send(&mut self, lane: usize, sent: Sent, now: Instant) -> bool {
         match self.send_args(lane, now) {
             Some(tag) => {
-                self.sent.insert(tag, sent);
+                self.track(tag, sent);
                 true
             }
             None => false,
@@ -287,8 +303,7 @@ impl RedisEngine {
     /// Sends the command in `self.args` on `lane`: its tag, or `None` when the client refused it.
     fn send_args(&mut self, lane: usize, now: Instant) -> Option<u64> {
         let tag = self.tag();
-        let client = self.client.as_mut()?;
-        match client.send(lane, &self.args.slices(), tag, now) {
+        match self.client.send(lane, &self.args.slices(), tag, now) {
             Ok(()) => Some(tag),
             Err(e) => {
                 tracing::debug!(error = %e, "redis command not sent");
@@ -431,8 +446,10 @@ impl RedisEngine {
                 )),
             );
         }
+        self.expire_sent(now);
+        self.expire_parked_reads(now);
         if let Phase::Retry { at } = self.phase {
-            if at <= now && self.client.as_ref().is_some_and(RedisClient::is_up) {
+            if at <= now && self.client.is_up() {
                 self.start_setup(now);
             }
         }
@@ -469,7 +486,7 @@ impl RedisEngine {
 
 impl Engine for RedisEngine {
     fn submit(&mut self, token: Token, op: Op, now_ms: u64) {
-        let now = Instant::now();
+        let now = self.now;
         let q = Queued {
             token,
             op,
@@ -507,7 +524,7 @@ impl Engine for RedisEngine {
         if self.phase != Phase::Ready {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let due: Vec<Channel> = self
             .trims
             .iter()
@@ -536,41 +553,24 @@ impl Engine for RedisEngine {
         }
     }
 
-    fn register(&mut self, _registry: &mio::Registry, first_token: usize) -> io::Result<()> {
-        let client = live::client_config(&self.config, &mut self.subs);
-        let client = RedisClient::new(client, first_token, Instant::now());
-        self.client = Some(client);
-        Ok(())
+    fn redis(&mut self) -> Option<&mut ClientCore> {
+        Some(&mut self.client)
     }
 
-    fn owns(&self, token: mio::Token) -> bool {
-        self.client.as_ref().is_some_and(|c| c.owns(token))
-    }
-
-    fn on_event(&mut self, registry: &mio::Registry, event: &mio::event::Event, now: Instant) {
-        if let Some(client) = self.client.as_mut() {
-            client.on_event(registry, event, now);
-        }
-        self.pump(now);
-    }
-
-    fn on_tick(&mut self, registry: &mio::Registry, now: Instant) {
-        if let Some(client) = self.client.as_mut() {
-            client.on_tick(registry, now);
-        }
+    fn handle_tick(&mut self, now: Instant) {
+        self.now = now;
+        self.client.handle_timeout(now);
         self.pump(now);
         self.expire(now);
         self.retry_subscriptions(now);
         self.dispatch(now);
     }
 
-    fn flush(&mut self, registry: &mio::Registry) {
-        let now = Instant::now();
+    fn flush(&mut self) {
+        let now = self.now;
         self.send_batch_now(now);
         self.send_wait(now);
-        if let Some(client) = self.client.as_mut() {
-            client.flush(registry);
-        }
+        self.client.flush();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -579,11 +579,12 @@ impl Engine for RedisEngine {
             _ => None,
         };
         [
-            self.client.as_ref().and_then(RedisClient::next_deadline),
+            self.client.next_deadline(),
             self.held.front().map(|q| q.deadline),
             self.gates.next_deadline(),
             retry,
             self.subs.next_deadline(),
+            self.deadlines.peek().map(|Reverse((at, _))| *at),
         ]
         .into_iter()
         .flatten()
@@ -611,11 +612,7 @@ impl Engine for RedisEngine {
     }
 
     fn stats(&self) -> EngineStats {
-        let client = self
-            .client
-            .as_ref()
-            .map(RedisClient::stats)
-            .unwrap_or_default();
+        let client = self.client.stats();
         EngineStats {
             round_trips: client.round_trips,
             pipeline_depth: client.in_flight as u64,
