@@ -67,7 +67,8 @@ impl RedisEngine {
                 self.on_reply(tag, Err(CommandError::Timeout), now);
             }
             for (token, channel, _) in self.parked.remove(&tag).unwrap_or_default() {
-                let err = EngineError::Unavailable("write not confirmed by a replica in time".into());
+                let err =
+                    EngineError::Unavailable("write not confirmed by a replica in time".into());
                 self.finish_gated(token, &channel, Class::Write, Err(err));
             }
         }

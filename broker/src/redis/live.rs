@@ -260,7 +260,10 @@ impl RedisEngine {
         if watched.state == State::Subscribed {
             return Some(q);
         }
-        let due = self.subs.parked_deadline.map_or(q.deadline, |d| d.min(q.deadline));
+        let due = self
+            .subs
+            .parked_deadline
+            .map_or(q.deadline, |d| d.min(q.deadline));
         self.subs.parked_deadline = Some(due);
         watched.parked.push(q);
         self.subscribe(&channel, now);

@@ -631,3 +631,6 @@ fn unavailable(e: &CommandError) -> EngineError {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

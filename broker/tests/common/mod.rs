@@ -324,7 +324,8 @@ impl Harness {
         let now = Instant::now();
         for event in io.events.iter() {
             if let Some(core) = engine.redis() {
-                io.sockets.handle_event(core, io.poll.registry(), event, now);
+                io.sockets
+                    .handle_event(core, io.poll.registry(), event, now);
             }
         }
         engine.handle_tick(now);
