@@ -8,9 +8,14 @@
 //! setup, or by a subscription) just before its deadline would get a whole new timeout. So the
 //! engine keeps its own index: every command carrying operations is filed under the earliest
 //! deadline of its operations ([`RedisEngine::track`]), and at each tick the ones past it are
-//! completed `Unavailable` as if timed out ([`RedisEngine::expire_sent`]); the late reply, if
-//! any, finds nothing and is dropped. A replica append answered by Redis but still waiting for
-//! its WAIT stays filed under its batch's tag, so it too is failed by then.
+//! completed `Unavailable` ([`RedisEngine::expire_sent`]). Their gate slots stay taken until
+//! the command is answered, times out in the client or its connection is lost, so a read and
+//! a write of one channel are never at Redis together; the operations waiting behind them fail
+//! by their own deadline in the gate. A replica append answered by Redis but still waiting for
+//! its WAIT stays filed under its batch's tag, so it too is failed by then (its slot is freed
+//! by the WAIT's answer). An operation released past its deadline is not sent at all
+//! (`RedisEngine::start`). Completions made at the turn's flush make
+//! `next_deadline` answer "now", so they are routed at once, not a sweep later.
 //!
 //! The index is a min-heap with lazy deletion: commands answered in time are not looked for;
 //! their entries are dropped when they come up, or all at once when dead entries outnumber
@@ -19,9 +24,7 @@
 use std::cmp::Reverse;
 use std::time::Instant;
 
-use hermod_core::redis::CommandError;
-
-use super::gate::Class;
+use super::gate::{Class, Queued};
 use super::{RedisEngine, Sent};
 use crate::engine::EngineError;
 
@@ -55,23 +58,50 @@ impl RedisEngine {
     }
 
     /// Completes `Unavailable` every operation whose command (or WAIT) is still unanswered at
-    /// its deadline.
+    /// its deadline. Their gate slots stay taken until the command is answered (or times out,
+    /// or its connection is lost): a read and a write of one channel are never at Redis together.
     pub(super) fn expire_sent(&mut self, now: Instant) {
         while let Some(&Reverse((at, tag))) = self.deadlines.peek() {
             if at > now {
                 break;
             }
             self.deadlines.pop();
-            if self.sent.contains_key(&tag) {
+            let slots = match self.sent.remove(&tag) {
+                Some(Sent::Op { q }) => {
+                    self.expire_op(&q);
+                    vec![(q.channel(), q.class())]
+                }
+                Some(Sent::Appends { appends, .. }) => appends
+                    .iter()
+                    .map(|q| {
+                        self.expire_op(q);
+                        (q.channel(), Class::Write)
+                    })
+                    .collect(),
+                Some(other) => {
+                    self.sent.insert(tag, other);
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            if !slots.is_empty() {
                 tracing::debug!(tag, "redis command past its operations' deadline");
-                self.on_reply(tag, Err(CommandError::Timeout), now);
+                self.sent.insert(tag, Sent::Expired(slots));
             }
-            for (token, channel, _) in self.parked.remove(&tag).unwrap_or_default() {
-                let err =
-                    EngineError::Unavailable("write not confirmed by a replica in time".into());
-                self.finish_gated(token, &channel, Class::Write, Err(err));
+            if let Some(parked) = self.parked.remove(&tag) {
+                let mut slots = Vec::with_capacity(parked.len());
+                for (token, channel, _) in parked {
+                    let err = "write not confirmed by a replica in time";
+                    self.finish(token, Err(EngineError::Unavailable(err.into())));
+                    slots.push(channel);
+                }
+                self.expired_parked.insert(tag, slots);
             }
         }
-        self.dispatch(now);
+    }
+
+    fn expire_op(&mut self, q: &Queued) {
+        let err = EngineError::Unavailable("redis did not answer in time".into());
+        self.finish(q.token, Err(err));
     }
 }

@@ -144,6 +144,9 @@ enum Sent {
     Tip(Channel),
     /// `WAIT 1` after these appends (their tags).
     Wait(Vec<u64>),
+    /// A command whose operations were completed `Unavailable` at their deadline while it was
+    /// still unanswered (`deadlines.rs`): its answer only releases these gate slots.
+    Expired(Vec<(Channel, Class)>),
 }
 
 /// A replica append whose FCALL was answered, waiting for its WAIT.
@@ -188,6 +191,9 @@ pub struct RedisEngine {
     unwaited: Vec<u64>,
     /// Replica appends answered, by their batch's tag, until their WAIT answers.
     parked: HashMap<u64, Vec<Parked>>,
+    /// Replica appends completed at their deadline before their WAIT answered, by their
+    /// batch's tag: the WAIT's answer releases their gate slots.
+    expired_parked: HashMap<u64, Vec<Channel>>,
     /// Appends admitted this loop turn, sent at the turn's flush as one command.
     batch: Batch,
     /// Channel -> highest stream id issued and when (ms): the rollback check's input.
@@ -234,6 +240,7 @@ impl RedisEngine {
             done: VecDeque::new(),
             unwaited: Vec::new(),
             parked: HashMap::new(),
+            expired_parked: HashMap::new(),
             batch: Batch::default(),
             tips: HashMap::new(),
             trims: HashMap::new(),
@@ -353,6 +360,11 @@ impl RedisEngine {
 
     /// Sends an admitted operation (or completes it without Redis when nothing is to be read).
     fn start(&mut self, q: Queued, now: Instant) {
+        if q.deadline <= now {
+            // Released (by its gate, the setup, a subscription) too late to be sent.
+            let err = EngineError::Unavailable("redis did not answer in time".into());
+            return self.finish_gated(q.token, &q.channel(), q.class(), Err(err));
+        }
         let Some(q) = self.park_read(q, now) else {
             return; // sent once its channel's subscription is in place (`live.rs`)
         };
@@ -574,6 +586,9 @@ impl Engine for RedisEngine {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        if !self.done.is_empty() {
+            return Some(self.now); // completions made at the flush: route them now
+        }
         let retry = match self.phase {
             Phase::Retry { at } => Some(at),
             _ => None,

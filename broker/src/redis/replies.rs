@@ -141,6 +141,11 @@ impl RedisEngine {
                 self.subscribe_reply(tag, channel, ok, now);
             }
             Sent::Unsubscribe => {}
+            Sent::Expired(slots) => {
+                for (channel, class) in slots {
+                    self.gates.finish(&channel, class, &mut self.work);
+                }
+            }
             Sent::Tip(channel) => match &result {
                 Ok(value) => self.tip_reply(&channel, value),
                 Err(e) => tracing::debug!(?channel, error = %e, "tip read failed"),
@@ -231,6 +236,9 @@ impl RedisEngine {
             );
         }
         for tag in members {
+            for channel in self.expired_parked.remove(tag).unwrap_or_default() {
+                self.gates.finish(&channel, Class::Write, &mut self.work);
+            }
             for (token, channel, outcome) in self.parked.remove(tag).unwrap_or_default() {
                 let outcome = match outcome {
                     Ok(_) if !confirmed => Err(EngineError::Unavailable(

@@ -501,3 +501,56 @@ fn a_slow_promotion_never_leaves_an_op_unanswered_past_the_timeout() {
     rig.serve(|c| redis.answer(c, M2));
     assert!(rig.outcome(last).is_ok(), "served by the new master");
 }
+
+#[test]
+fn an_op_queued_behind_its_channels_other_class_is_never_late() {
+    let mut redis = FakeRedis::default();
+    let mut rig = Rig::new(direct());
+    rig.ready_on(M1, &mut redis);
+    let start = rig.now;
+    rig.submit(read("r", "7.1-0"));
+    rig.now += TIMEOUT / 5;
+    rig.submit(append("r", "c1"));
+    // Redis never answers.
+    rig.run_until(start + TIMEOUT * 3, Duration::from_millis(500), |_| {});
+    assert_never_late(&rig);
+}
+
+#[test]
+fn an_op_held_while_the_library_loads_is_never_late() {
+    let mut redis = FakeRedis::default();
+    let mut rig = Rig::new(direct());
+    for (conn, _) in rig.net.opening() {
+        rig.net.accept(rig.engine.core(), conn, rig.now);
+    }
+    rig.serve(|c| healthy(c, M1));
+    assert!(!rig.engine.is_ready(), "FUNCTION LOAD unanswered");
+    let start = rig.now;
+    rig.now += TIMEOUT / 10;
+    rig.submit(append("r", "c1"));
+    rig.run_until(start + TIMEOUT * 8 / 10, Duration::from_millis(100), |_| {});
+    rig.serve(|c| (c.name() == "FUNCTION").then(|| bulk("hermod")));
+    assert!(rig.engine.is_ready());
+    // The append goes out now, and is never answered.
+    rig.run_until(start + TIMEOUT * 3, Duration::from_millis(500), |_| {});
+    assert_never_late(&rig);
+    let _ = &mut redis;
+}
+
+#[test]
+fn a_replica_append_whose_wait_is_silent_is_never_late() {
+    let mut redis = FakeRedis::default();
+    let mut config = direct();
+    config.durability = Durability::Replica;
+    let mut rig = Rig::new(config);
+    rig.ready_on(M1, &mut redis);
+    let start = rig.now;
+    rig.submit(append("r", "c1"));
+    rig.serve(|c| {
+        c.is_fcall("hermod_append")
+            .then(|| redis.answer(c, M1))
+            .flatten()
+    });
+    rig.run_until(start + TIMEOUT * 3, Duration::from_millis(500), |_| {});
+    assert_never_late(&rig);
+}
