@@ -1,6 +1,12 @@
-//! The broker hosted in the proxy's process: one thread that takes [`Request`]s from a bounded
-//! channel, runs them through the [`Broker`], and hands each [`Delivery`] to the sink of the
-//! gateway worker that owns its session (`sinks[session.worker]`).
+//! The broker hosted in the proxy's process: one thread (`BrokerLoop`) that takes [`Request`]s
+//! from a bounded channel, runs them through the [`Broker`], and hands each [`Delivery`] to the
+//! sink of the gateway worker that owns its session (`sinks[session.worker]`).
+//!
+//! `BrokerLoop` is the engine's I/O shell too: it owns one mio `Poll` (the mailbox's waker and
+//! the engine's Redis sockets, a [`RedisSockets`] for the engine's sans-io client core, if it
+//! has one: [`Engine::redis`]). A turn: socket input into the core, [`Engine::handle_tick`]
+//! (the turn's clock), the mailbox's requests, completions to the sinks, the sweep,
+//! [`Engine::flush`], then the core's actions (connects, one write per socket, closes).
 //!
 //! A sink that refuses a delivery (its worker's mailbox is full) makes that session *overflowed*:
 //! the broker drops its subscriptions at once, later deliveries for it are dropped, and
@@ -48,10 +54,10 @@ const FIRST_ENGINE_TOKEN: usize = 1;
 /// Readiness events taken per `poll`.
 const EVENTS: usize = 256;
 
-/// What the runner publishes for the proxy's `/readyz` and `/metrics`.
+/// What the broker loop publishes for the proxy's `/readyz` and `/metrics`.
 #[derive(Debug, Default)]
 struct Shared {
-    /// Set by `shutdown`: the runner stops at its next turn.
+    /// Set by `shutdown`: the broker loop stops at its next turn.
     stop: AtomicBool,
     /// The engine's `is_ready`, refreshed every loop turn.
     ready: AtomicBool,
@@ -93,11 +99,11 @@ impl Shared {
 pub struct EmbeddedBroker {
     /// Where the gateway sends requests (cloned out by [`EmbeddedBroker::sender`]).
     requests: MailboxSender<Request>,
-    /// Wakes the runner on shutdown, even while gateway workers still hold request senders.
+    /// Wakes the broker loop on shutdown, even while gateway workers still hold request senders.
     waker: Arc<Waker>,
-    /// Stop flag, readiness and counters shared with the runner.
+    /// Stop flag, readiness and counters shared with the broker loop.
     shared: Arc<Shared>,
-    /// The runner thread.
+    /// The broker loop's thread.
     thread: JoinHandle<()>,
 }
 
@@ -113,12 +119,12 @@ impl EmbeddedBroker {
         self.shared.ready.load(Ordering::Relaxed)
     }
 
-    /// The engine's counters as of the runner's last loop turn.
+    /// The engine's counters as of the broker loop's last loop turn.
     pub fn stats(&self) -> EngineStats {
         self.shared.read()
     }
 
-    /// Stops the runner and waits for it.
+    /// Stops the broker loop and waits for it.
     pub fn shutdown(self) {
         self.shared.stop.store(true, Ordering::Release);
         if let Err(e) = self.waker.wake() {

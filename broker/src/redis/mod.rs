@@ -1,5 +1,9 @@
 //! The Redis engine: every operation is one FCALL of the `hermod` function library
-//! (`hermod.lua`), pipelined on [`RedisClient`] lanes that run on the broker's own mio Poll.
+//! (`hermod.lua`), pipelined on the lanes of a sans-io [`ClientCore`]. The engine reads no clock
+//! and owns no socket: the broker loop (`BrokerLoop`, `embedded.rs`) owns the core's sockets
+//! ([`RedisSockets`](hermod_core::redis::RedisSockets)), feeds it their input, calls
+//! `handle_tick(now)` (the turn's clock) and `flush`, and carries out the core's actions. So the
+//! whole engine runs against a scripted Redis in the unit tests (`tests.rs`).
 //!
 //! - Lanes: reads (and age trims) on lane 0; appends and acks on lane 1, followed, with
 //!   [`Durability::Replica`], by one `WAIT 1 <timeout>` per loop turn covering every append sent
@@ -18,11 +22,16 @@
 //! - Down: operations in flight fail with `Unavailable` as the client reports them lost (or
 //!   timed out), held and waiting ones at once, and new ones are refused at once until the client
 //!   is up again and the setup is done.
+//! - Deadlines: every operation accepted completes within the command timeout of its submit,
+//!   whatever the phase, gate, batch, subscription or WAIT it waits in (`deadlines.rs`).
 //! - Ids are `"<epoch>.<stream id>"` (`ids.rs`); message frames are rebuilt from the stored
 //!   parts (`ops.rs`), byte for byte what the memory engine produces.
 //! - Cross-broker live fan-out (`publish`, `live.rs`): appends PUBLISH what they store; the
 //!   engine SUBSCRIBEs, on a lane of its own, to the channels the broker watches and reports
 //!   every message stored in them (its own included) through `poll_live`.
+//!
+//! Files: `send.rs` (admitted operations to commands), `batch.rs`, `gate.rs`, `deadlines.rs`,
+//! `replies.rs` (client events, setup, replies), `live.rs`, `ops.rs`, `ids.rs`.
 
 mod batch;
 mod deadlines;
