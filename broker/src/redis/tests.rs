@@ -170,6 +170,14 @@ impl Rig {
         self.turn();
     }
 
+    /// Answers `command` (the oldest of its connection) with `value`, then a turn.
+    fn answer(&mut self, command: &Command, value: Option<Value>) {
+        let value = value.expect("an answer");
+        self.net
+            .answer(self.engine.core(), command.conn, &value, self.now);
+        self.turn();
+    }
+
     /// Accepts connects to `master` and serves it healthily until the engine is ready.
     fn ready_on(&mut self, master: &str, redis: &mut FakeRedis) {
         for _ in 0..10 {
@@ -249,15 +257,11 @@ fn replies_reordered_across_lanes_keep_each_channels_completion_order() {
         "reads and writes on their own lanes"
     );
     // The read lane answers first.
-    let reply = redis.answer(&read_q, M1).expect("read");
-    rig.net
-        .answer(rig.engine.core(), read_q.conn, &reply, rig.now);
-    rig.turn();
+    let reply = redis.answer(&read_q, M1);
+    rig.answer(&read_q, reply);
     assert_eq!(rig.order(), [other]);
-    let reply = redis.answer(&write, M1).expect("append");
-    rig.net
-        .answer(rig.engine.core(), write.conn, &reply, rig.now);
-    rig.turn();
+    let reply = redis.answer(&write, M1);
+    rig.answer(&write, reply);
     // The read of `r` goes out only now, and the second append (queued behind it, in arrival
     // order) only once the read completed.
     assert_eq!(rig.order(), [other, a1]);
@@ -267,10 +271,8 @@ fn replies_reordered_across_lanes_keep_each_channels_completion_order() {
         .unanswered()
         .iter()
         .all(|c| !c.is_fcall("hermod_append")));
-    let reply = redis.answer(&read_r, M1).expect("read");
-    rig.net
-        .answer(rig.engine.core(), read_r.conn, &reply, rig.now);
-    rig.turn();
+    let reply = redis.answer(&read_r, M1);
+    rig.answer(&read_r, reply);
     rig.serve(|c| redis.answer(c, M1));
     assert_eq!(rig.order(), [other, a1, r1, a2]);
     assert!(rig.outcome(r1).is_ok());
@@ -368,9 +370,7 @@ fn a_failover_rollback_is_checked_before_any_op_and_gives_a_new_epoch() {
         .unanswered()
         .iter()
         .all(|c| !c.is_fcall("hermod_read_room")));
-    rig.net
-        .answer(rig.engine.core(), check.conn, &Value::Int(1), rig.now);
-    rig.turn();
+    rig.answer(&check, Some(Value::Int(1)));
     assert!(rig.engine.is_ready());
     // The Lua side bumped the epoch: a position of epoch 7 is not covered any more.
     let read_cmd = rig.command(|c| c.is_fcall("hermod_read_room"));
