@@ -455,9 +455,10 @@ fn a_slow_promotion_never_leaves_an_op_unanswered_past_the_timeout() {
     let t0 = rig.now;
     let promoted = t0 + Duration::from_secs(20);
     let hung_until = t0 + Duration::from_secs(8);
+    let nil_from = t0 + Duration::from_secs(14);
     let mut i = 0u64;
     // M1 hangs (accepts, never answers) for 8 s, then is gone (connects refused); the
-    // sentinels keep naming M1 until the promotion of M2 after 20 s.
+    // sentinels keep naming M1, then no master from 14 s, until the promotion of M2 at 20 s.
     rig.run_until(
         promoted + Duration::from_secs(10),
         Duration::from_millis(100),
@@ -490,8 +491,10 @@ fn a_slow_promotion_never_leaves_an_op_unanswered_past_the_timeout() {
             } else {
                 Vec::new()
             };
+            let no_master = (nil_from..promoted).contains(&now);
             rig.serve(|c| match hung.contains(&c.conn) {
                 true => None,
+                false if no_master && c.name() == "SENTINEL" => Some(Value::Nil),
                 false => redis.answer(c, master),
             });
         },
