@@ -6,10 +6,12 @@
 
 use std::time::Instant;
 
+use hermod_core::ids::MsgId;
+
 use super::gate::Queued;
 use super::ids::{ClientId, StreamId};
 use super::{millis, ops, RedisEngine, Sent, READ_LANE};
-use crate::engine::{Done, EngineError, Op};
+use crate::engine::{Done, EngineError, Op, Page};
 use crate::history::MAX_CURSORS_PER_INBOX;
 
 impl RedisEngine {
@@ -76,14 +78,13 @@ impl RedisEngine {
             } => {
                 ops::fcall(a, "hermod_read_inbox", &q.channel(), 1);
                 ops::cursors_key(a, user).arg(device.as_str());
-                match after.as_ref().and_then(ClientId::parse) {
-                    Some(id) => a
-                        .fmt(format_args!("{}", id.epoch))
-                        .fmt(format_args!("{}", id.stream)),
-                    None => a.arg("").arg(""),
-                };
-                a.fmt(format_args!("{}", ops::read_count(*page)))
-                    .fmt(format_args!("{}", ops::max_len(limits, &q.channel())));
+                read_args(
+                    a,
+                    after.as_ref(),
+                    "",
+                    *page,
+                    ops::max_len(limits, &q.channel()),
+                );
                 READ_LANE
             }
             Op::Ack { user, device, id } => {
@@ -102,14 +103,13 @@ impl RedisEngine {
             }
             Op::ReadRoom { since, page, .. } => {
                 ops::fcall(a, "hermod_read_room", &q.channel(), 0);
-                match since.as_ref().and_then(ClientId::parse) {
-                    Some(id) => a
-                        .fmt(format_args!("{}", id.epoch))
-                        .fmt(format_args!("{}", id.stream)),
-                    None => a.arg("").arg("0-0"),
-                };
-                a.fmt(format_args!("{}", ops::read_count(*page)))
-                    .fmt(format_args!("{}", ops::max_len(limits, &q.channel())));
+                read_args(
+                    a,
+                    since.as_ref(),
+                    "0-0",
+                    *page,
+                    ops::max_len(limits, &q.channel()),
+                );
                 READ_LANE
             }
         };
@@ -143,4 +143,17 @@ impl RedisEngine {
             }
         }
     }
+}
+
+/// A read's position (`epoch stream`, or `"" none` without one this engine issued), count and
+/// length limit.
+fn read_args(a: &mut ops::Args, position: Option<&MsgId>, none: &str, page: Page, max_len: usize) {
+    match position.and_then(ClientId::parse) {
+        Some(id) => a
+            .fmt(format_args!("{}", id.epoch))
+            .fmt(format_args!("{}", id.stream)),
+        None => a.arg("").arg(none),
+    };
+    a.fmt(format_args!("{}", ops::read_count(page)))
+        .fmt(format_args!("{max_len}"));
 }
