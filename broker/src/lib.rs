@@ -1,7 +1,7 @@
 //! # hermod-broker
 //!
 //! The message processor: takes [`Request`](hermod_core::bus::Request)s from gateways and answers
-//! with [`Delivery`](hermod_core::bus::Delivery)s (spec §2: inboxes, acks, rooms, dedupe).
+//! with [`Delivery`](hermod_core::bus::Delivery)s (inboxes, acks, rooms, dedupe: docs/protocol.md).
 //!
 //! - [`Broker`] (`broker.rs`): sessions, subscriptions and fan-out. Sans-io:
 //!   `handle(request, now_ms, &mut out)`, `sweep(now_ms)`; no clock, no threads.
@@ -9,7 +9,8 @@
 //!   [`Token`] and collects completions, so an asynchronous, pipelined engine (Redis) fits.
 //! - [`MemoryEngine`] (`memory.rs`, with `history.rs` and `dedupe.rs`): the in-memory engine.
 //! - [`RedisEngine`] (`redis/`): the durable engine, one FCALL of the `hermod` Redis function
-//!   library per operation, pipelined on the broker thread's own Poll.
+//!   library per operation, pipelined on a sans-io Redis client core whose sockets the
+//!   broker loop owns.
 //! - [`embedded`]: the broker on its own thread inside the proxy, fed by a bounded channel,
 //!   delivering through one sink per gateway worker.
 //! - `replay.rs`: paged replay with flow control. A replay (inbox backlog on attach, room

@@ -318,3 +318,25 @@ fn a_silent_sentinel_is_given_up_after_the_connect_timeout() {
     net.pump(&mut core);
     assert_eq!(net.opening().first().map(|(_, a)| a.as_str()), Some("s2:2"));
 }
+
+#[test]
+fn input_for_a_closed_connection_is_ignored() {
+    let (mut core, mut net, t0) = start(direct());
+    come_up(&mut core, &mut net, MASTER, t0);
+    events(&mut core);
+    let old = net.open_to(MASTER)[0];
+    net.drop_conn(&mut core, old, t0);
+    let later = t0 + Duration::from_millis(100);
+    core.handle_timeout(later);
+    net.pump(&mut core);
+    come_up(&mut core, &mut net, MASTER, later);
+    events(&mut core);
+    core.send(0, &[b"PING"], 1, later).expect("send");
+    // A late reply, connect or close from the old connection changes nothing.
+    core.handle_input(old, b"+PONG\r\n", later);
+    core.handle_connected(old, later);
+    core.handle_closed(old, Closed::Read("gone".into()), later);
+    assert!(core.is_up());
+    assert!(events(&mut core).is_empty());
+    assert_eq!(core.stats().in_flight, 1);
+}
