@@ -96,6 +96,7 @@ impl FakeRedis {
                 Some(Value::Array(ids.collect()))
             }
             "FCALL" if c.arg(1) == "hermod_check" => Some(Value::Int(0)),
+            "FCALL" if c.arg(1) == "hermod_tip" => Some(Value::Array(Vec::new())),
             "FCALL" if c.arg(1).starts_with("hermod_read") => Some(Value::Array(vec![
                 Value::Int(1),
                 bulk("7"),
@@ -450,8 +451,27 @@ fn assert_never_late(rig: &Rig) {
 
 #[test]
 fn a_slow_promotion_never_leaves_an_op_unanswered_past_the_timeout() {
+    slow_promotion(false);
+}
+
+#[test]
+fn a_slow_promotion_with_live_subscriptions_never_leaves_an_op_unanswered() {
+    slow_promotion(true);
+}
+
+/// A promotion that takes 20 s under a steady load of appends and reads of two rooms (watched
+/// through pub/sub with `publish`): every op completes, none later than the timeout.
+fn slow_promotion(publish: bool) {
     let mut redis = FakeRedis::default();
-    let mut rig = sentinel_rig(M1, &mut redis);
+    let mut config = sentinels();
+    config.publish = publish;
+    let mut rig = Rig::new(config);
+    rig.ready_on(M1, &mut redis);
+    for r in ["r", "s"] {
+        rig.engine.watch(&room(r));
+    }
+    rig.turn();
+    rig.serve(|c| redis.answer(c, M1));
     let t0 = rig.now;
     let promoted = t0 + Duration::from_secs(20);
     let hung_until = t0 + Duration::from_secs(8);
