@@ -98,7 +98,7 @@ impl RedisSockets {
                 }
             }
         }
-        if let Err(reason) = self.read(core, slot, now) {
+        if let Err(reason) = self.read(core, registry, slot, now) {
             return self.lost(core, registry, slot, Closed::Read(reason), now);
         }
         if event.is_writable() {
@@ -164,7 +164,13 @@ impl RedisSockets {
 
     /// Reads until `WouldBlock`, feeding the core. `Err` with a reason when the peer closed or
     /// the socket failed.
-    fn read(&mut self, core: &mut ClientCore, slot: usize, now: Instant) -> Result<(), String> {
+    fn read(
+        &mut self,
+        core: &mut ClientCore,
+        registry: &Registry,
+        slot: usize,
+        now: Instant,
+    ) -> Result<(), String> {
         loop {
             let Some(sock) = self.socks[slot].as_mut() else {
                 return Ok(());
@@ -174,6 +180,7 @@ impl RedisSockets {
                 Ok(0) => return Err("connection closed by the server".into()),
                 Ok(n) => {
                     core.handle_input(conn, self.scratch.get(..n).unwrap_or_default(), now);
+                    self.run(core, registry, now);
                     if self.find(conn).is_none() {
                         return Ok(()); // closed by the core meanwhile
                     }
