@@ -1,6 +1,6 @@
 //! Messages stored per second through the Redis engine: `N` room appends with `WINDOW` kept in
 //! flight, spread round-robin over `ROOMS` rooms (default 1), driven on one mio Poll like the
-//! embedded runner does (one flush per loop turn). The appends of one room admitted in a turn go
+//! broker loop (`BrokerLoop`) does (one flush per loop turn). The appends of one room admitted in a turn go
 //! out as one `FCALL hermod_append` (dedupe + XADD per message, up to 64 messages per call):
 //! with one room and a window of 256 that is about 1/64 command per message; with as many
 //! rooms as the window, about one command per message.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hermod_broker::{Channel, Engine, Limits, Op, RedisEngine, RedisEngineConfig, Token};
 use hermod_core::ids::{Cid, Name};
-use hermod_core::redis::{ClientConfig, Target};
+use hermod_core::redis::{ClientConfig, RedisSockets, Target};
 use serde_json::value::RawValue;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,10 +31,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut engine = RedisEngine::new(config, Instant::now());
     let mut poll = mio::Poll::new()?;
     let mut events = mio::Events::with_capacity(1024);
-    engine.register(poll.registry(), 1)?;
+    let mut io = Io {
+        poll: &mut poll,
+        events: &mut events,
+        sockets: RedisSockets::new(1),
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !engine.is_ready() {
-        turn(&mut engine, &mut poll, &mut events)?;
+        turn(&mut engine, &mut io)?;
         if Instant::now() > deadline {
             return Err("redis engine not ready".into());
         }
@@ -61,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             submitted += 1;
         }
         max_depth = max_depth.max(engine.stats().pending_ops);
-        turn(&mut engine, &mut poll, &mut events)?;
+        turn(&mut engine, &mut io)?;
         while let Some((_, result)) = engine.poll_completion() {
             done += 1;
             failed += u64::from(result.is_err());
@@ -78,20 +82,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn turn(
-    engine: &mut RedisEngine,
-    poll: &mut mio::Poll,
-    events: &mut mio::Events,
-) -> std::io::Result<()> {
-    engine.flush(poll.registry());
-    poll.poll(events, Some(Duration::from_millis(10)))?;
+/// The loop's side: the Poll and the engine's sockets.
+struct Io<'a> {
+    poll: &'a mut mio::Poll,
+    events: &'a mut mio::Events,
+    sockets: RedisSockets,
+}
+
+/// One loop turn: flush, write, wait, feed the input, tick.
+fn turn(engine: &mut RedisEngine, io: &mut Io<'_>) -> std::io::Result<()> {
+    engine.flush();
+    io.sockets
+        .run(engine.core(), io.poll.registry(), Instant::now());
+    io.poll.poll(io.events, Some(Duration::from_millis(10)))?;
     let now = Instant::now();
-    for event in events.iter() {
-        if engine.owns(event.token()) {
-            engine.on_event(poll.registry(), event, now);
-        }
+    for event in io.events.iter() {
+        io.sockets
+            .handle_event(engine.core(), io.poll.registry(), event, now);
     }
-    engine.on_tick(poll.registry(), now);
+    engine.handle_tick(now);
     Ok(())
 }
 

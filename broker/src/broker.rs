@@ -124,7 +124,7 @@ impl<E: Engine> Broker<E> {
         &self.engine
     }
 
-    /// The storage engine, for its driver (the embedded runner feeds it I/O events).
+    /// The storage engine, for its driver (the broker loop pumps its Redis client core).
     pub fn engine_mut(&mut self) -> &mut E {
         &mut self.engine
     }

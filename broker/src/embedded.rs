@@ -1,6 +1,12 @@
-//! The broker hosted in the proxy's process: one thread that takes [`Request`]s from a bounded
-//! channel, runs them through the [`Broker`], and hands each [`Delivery`] to the sink of the
-//! gateway worker that owns its session (`sinks[session.worker]`).
+//! The broker hosted in the proxy's process: one thread (`BrokerLoop`) that takes [`Request`]s
+//! from a bounded channel, runs them through the [`Broker`], and hands each [`Delivery`] to the
+//! sink of the gateway worker that owns its session (`sinks[session.worker]`).
+//!
+//! `BrokerLoop` is the engine's I/O shell too: it owns one mio `Poll` (the mailbox's waker and
+//! the engine's Redis sockets, a [`RedisSockets`] for the engine's sans-io client core, if it
+//! has one: [`Engine::redis`]). A turn: socket input into the core, [`Engine::handle_tick`]
+//! (the turn's clock), the mailbox's requests, completions to the sinks, the sweep,
+//! [`Engine::flush`], then the core's actions (connects, one write per socket, closes).
 //!
 //! A sink that refuses a delivery (its worker's mailbox is full) makes that session *overflowed*:
 //! the broker drops its subscriptions at once, later deliveries for it are dropped, and
@@ -19,6 +25,7 @@ use mio::{Events, Poll, Waker};
 
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
 use hermod_core::reactor::mailbox::{mailbox, MailboxReceiver, MailboxSender};
+use hermod_core::redis::RedisSockets;
 
 use crate::broker::Broker;
 use crate::engine::{Engine, EngineStats};
@@ -26,7 +33,7 @@ use crate::engine::{Engine, EngineStats};
 /// Hands a delivery to a gateway worker; gives it back when the worker's mailbox is full.
 pub type Sink = Box<dyn Fn(Delivery) -> Result<(), Delivery> + Send>;
 
-/// Called on the runner thread after each loop turn's deliveries went to the sinks (see
+/// Called on the broker thread after each loop turn's deliveries went to the sinks (see
 /// [`spawn_with_flush`]): lets sinks that only queue wake their consumer once per batch, so a
 /// room fan-out is seen whole.
 pub type Flush = Box<dyn FnMut() + Send>;
@@ -42,15 +49,15 @@ const BATCH: usize = 256;
 const MAX_OVERFLOWED: usize = 65_536;
 /// The waker's token; the engine's sockets use the tokens from [`FIRST_ENGINE_TOKEN`] up.
 const WAKE: mio::Token = mio::Token(0);
-/// The first token the engine may use.
+/// The first token of the engine's Redis sockets.
 const FIRST_ENGINE_TOKEN: usize = 1;
 /// Readiness events taken per `poll`.
 const EVENTS: usize = 256;
 
-/// What the runner publishes for the proxy's `/readyz` and `/metrics`.
+/// What the broker loop publishes for the proxy's `/readyz` and `/metrics`.
 #[derive(Debug, Default)]
 struct Shared {
-    /// Set by `shutdown`: the runner stops at its next turn.
+    /// Set by `shutdown`: the broker loop stops at its next turn.
     stop: AtomicBool,
     /// The engine's `is_ready`, refreshed every loop turn.
     ready: AtomicBool,
@@ -92,11 +99,11 @@ impl Shared {
 pub struct EmbeddedBroker {
     /// Where the gateway sends requests (cloned out by [`EmbeddedBroker::sender`]).
     requests: MailboxSender<Request>,
-    /// Wakes the runner on shutdown, even while gateway workers still hold request senders.
+    /// Wakes the broker loop on shutdown, even while gateway workers still hold request senders.
     waker: Arc<Waker>,
-    /// Stop flag, readiness and counters shared with the runner.
+    /// Stop flag, readiness and counters shared with the broker loop.
     shared: Arc<Shared>,
-    /// The runner thread.
+    /// The broker loop's thread.
     thread: JoinHandle<()>,
 }
 
@@ -112,12 +119,12 @@ impl EmbeddedBroker {
         self.shared.ready.load(Ordering::Relaxed)
     }
 
-    /// The engine's counters as of the runner's last loop turn.
+    /// The engine's counters as of the broker loop's last loop turn.
     pub fn stats(&self) -> EngineStats {
         self.shared.read()
     }
 
-    /// Stops the runner and waits for it.
+    /// Stops the broker loop and waits for it.
     pub fn shutdown(self) {
         self.shared.stop.store(true, Ordering::Release);
         if let Err(e) = self.waker.wake() {
@@ -141,7 +148,7 @@ pub fn spawn<E: Engine + Send + 'static>(
 
 /// [`spawn`], with `flush` called after every loop turn's deliveries were handed to the sinks.
 pub fn spawn_with_flush<E: Engine + Send + 'static>(
-    mut broker: Broker<E>,
+    broker: Broker<E>,
     queue: usize,
     sinks: Vec<Sink>,
     flush: Option<Flush>,
@@ -149,13 +156,14 @@ pub fn spawn_with_flush<E: Engine + Send + 'static>(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let (requests, rx) = mailbox(queue.max(1), Arc::clone(&waker));
-    broker
-        .engine_mut()
-        .register(poll.registry(), FIRST_ENGINE_TOKEN)?;
     let shared = Arc::new(Shared::default());
     shared.publish(broker.engine().is_ready(), &broker.engine().stats());
-    let mut runner = Runner {
+    let broker_loop = BrokerLoop {
         broker,
+        poll,
+        rx,
+        requests: Vec::new(),
+        sockets: RedisSockets::new(FIRST_ENGINE_TOKEN),
         sinks,
         flush,
         overflowed: HashMap::new(),
@@ -165,7 +173,7 @@ pub fn spawn_with_flush<E: Engine + Send + 'static>(
     };
     let thread = std::thread::Builder::new()
         .name("hermod-broker".into())
-        .spawn(move || runner.run(poll, &rx))?;
+        .spawn(move || broker_loop.run())?;
     Ok(EmbeddedBroker {
         requests,
         waker,
@@ -183,9 +191,17 @@ enum Overflowed {
     Told,
 }
 
-/// The runner thread's state.
-struct Runner<E: Engine> {
+/// The broker thread: one mio `Poll` for the request mailbox and the engine's Redis sockets.
+struct BrokerLoop<E: Engine> {
     broker: Broker<E>,
+    /// Waits for requests (the mailbox's waker) and socket readiness.
+    poll: Poll,
+    /// The request mailbox.
+    rx: MailboxReceiver<Request>,
+    /// The requests of the current turn (the allocation is kept).
+    requests: Vec<Request>,
+    /// The sockets of the engine's Redis client core (none for in-process engines).
+    sockets: RedisSockets,
     /// One per gateway worker, indexed by `SessionKey::worker`.
     sinks: Vec<Sink>,
     /// Called after each turn's deliveries (batching sinks wake their consumer here).
@@ -200,28 +216,41 @@ struct Runner<E: Engine> {
     shared: Arc<Shared>,
 }
 
-impl<E: Engine> Runner<E> {
-    fn run(&mut self, mut poll: Poll, rx: &MailboxReceiver<Request>) {
+impl<E: Engine> BrokerLoop<E> {
+    /// Runs turns until shutdown, or until every request sender is gone. A turn: wait; feed
+    /// socket input to the engine's client core; the engine's tick (client events, timeouts);
+    /// the mailbox's requests; completions routed to the sinks; sweep; the engine's flush and
+    /// the core's actions (connects, one write per socket, closes).
+    fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
             let timeout = self.timeout(next_sweep);
-            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "embedded broker poll failed");
                     break;
                 }
             }
             let now = Instant::now();
-            let registry = poll.registry();
+            let mut woken = false;
             for event in events.iter() {
                 if event.token() == WAKE {
-                    rx.drain(BATCH, |req| self.on_request(req));
-                } else if self.broker.engine().owns(event.token()) {
-                    self.broker.engine_mut().on_event(registry, event, now);
+                    woken = true;
+                } else if let Some(core) = self.broker.engine_mut().redis() {
+                    self.sockets
+                        .handle_event(core, self.poll.registry(), event, now);
                 }
             }
-            self.broker.engine_mut().on_tick(registry, now);
+            self.broker.engine_mut().handle_tick(now);
+            if woken {
+                let mut requests = std::mem::take(&mut self.requests);
+                self.rx.drain(BATCH, |req| requests.push(req));
+                for req in requests.drain(..) {
+                    self.on_request(req);
+                }
+                self.requests = requests;
+            }
             self.broker.poll_completions(&mut self.out);
             self.route();
             self.retry_overflows();
@@ -232,10 +261,14 @@ impl<E: Engine> Runner<E> {
                 self.broker.sweep(unix_ms());
                 next_sweep = now + SWEEP_EVERY;
             }
-            self.broker.engine_mut().flush(registry);
+            self.broker.engine_mut().flush();
+            if let Some(core) = self.broker.engine_mut().redis() {
+                self.sockets.run(core, self.poll.registry(), now);
+            }
             let engine = self.broker.engine();
             self.shared.publish(engine.is_ready(), &engine.stats());
-            if self.shared.stop.load(Ordering::Acquire) || (rx.is_disconnected() && rx.is_empty()) {
+            let gone = self.rx.is_disconnected() && self.rx.is_empty();
+            if self.shared.stop.load(Ordering::Acquire) || gone {
                 break;
             }
         }

@@ -6,23 +6,29 @@
 //! ids. An operation goes in with [`Engine::submit`] under a [`Token`]; its result comes out of
 //! [`Engine::poll_completion`] under the same token.
 //!
-//! The in-memory engine completes every operation inside `submit`. The Redis engine (next step)
-//! will pipeline the operation to Redis and complete it when the reply arrives; the broker is
-//! written for that already: it keeps per-token context, buffers live messages for a session whose
-//! replay read is still in flight, and requires only that completions of one channel come out in
-//! the order the engine applied them. Replays are read a [`Page`] at a time.
+//! The in-memory engine completes every operation inside `submit`. The Redis engine pipelines the
+//! operation to Redis and completes it when the reply arrives (or `Unavailable` within the
+//! command timeout of its submit, whatever happens); the broker keeps per-token context, buffers
+//! live messages for a session whose replay read is still in flight, and requires only that
+//! completions of one channel come out in the order the engine applied them. Replays are read a
+//! [`Page`] at a time.
+//!
+//! The trait holds no I/O type: an engine that talks to Redis exposes its sans-io client core
+//! ([`Engine::redis`]), and the broker loop (`embedded.rs`, `BrokerLoop`) owns the sockets and
+//! pumps them: socket input into the core, then [`Engine::handle_tick`], the turn's
+//! requests, [`Engine::flush`], then the core's actions out to the sockets.
 //!
 //! An engine shared by several brokers (Redis with `publish`) also reports the messages other
 //! brokers store in the channels this broker's sessions watch ([`Engine::watch`],
 //! [`Engine::poll_live`]); see `broker/live.rs` for how they reach sessions exactly once.
 
-use std::io;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use hermod_core::ids::{Cid, MsgId, Name};
+use hermod_core::redis::ClientCore;
 
 /// Matches a completion to the operation the broker submitted. Unique per broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,27 +193,23 @@ pub trait Engine {
     /// and not `in_use` (no session subscribed), so storage follows what is live.
     fn sweep(&mut self, now_ms: u64, in_use: &dyn Fn(&Channel) -> bool);
 
-    /// Hands the engine the runner's Poll: its sockets may use the tokens at and above
-    /// `first_token` (the runner keeps those below for itself). No-op for in-process engines.
-    fn register(&mut self, _registry: &mio::Registry, _first_token: usize) -> io::Result<()> {
-        Ok(())
+    /// The sans-io Redis client the engine drives, if it talks to Redis: the broker loop's
+    /// socket shell ([`RedisSockets`](hermod_core::redis::RedisSockets)) feeds it what the
+    /// sockets did and carries out its actions. `None` for in-process engines.
+    fn redis(&mut self) -> Option<&mut ClientCore> {
+        None
     }
 
-    /// Whether `token` belongs to this engine (the runner routes the event to `on_event`).
-    fn owns(&self, _token: mio::Token) -> bool {
-        false
-    }
+    /// Called once per loop turn, after the turn's socket input was fed to [`Engine::redis`]
+    /// and before the turn's requests are submitted: client events, timeouts, retries. `now`
+    /// is the turn's clock; operations submitted in this turn are dated by it.
+    fn handle_tick(&mut self, _now: Instant) {}
 
-    /// A readiness event for one of the engine's sockets.
-    fn on_event(&mut self, _registry: &mio::Registry, _event: &mio::event::Event, _now: Instant) {}
+    /// End of the loop turn: queue what the turn gathered (batched appends, the WAIT) on the
+    /// client; the loop then has the sockets written (one write per socket per turn).
+    fn flush(&mut self) {}
 
-    /// Called once per loop turn after events: connects, timeouts, retries.
-    fn on_tick(&mut self, _registry: &mio::Registry, _now: Instant) {}
-
-    /// Writes what the turn queued (one write per socket per turn).
-    fn flush(&mut self, _registry: &mio::Registry) {}
-
-    /// When `on_tick` next has something to do, if ever.
+    /// When [`Engine::handle_tick`] next has something to do, if ever.
     fn next_deadline(&self) -> Option<Instant> {
         None
     }

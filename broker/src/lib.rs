@@ -10,7 +10,8 @@
 //!   [`Token`] and collects completions, so an asynchronous, pipelined engine (Redis) fits.
 //! - [`MemoryEngine`] (`memory.rs`, with `history.rs` and `dedupe.rs`): the in-memory engine.
 //! - [`RedisEngine`] (`redis/`): the durable engine, one FCALL of the `hermod` Redis function
-//!   library per operation, pipelined on the broker thread's own Poll.
+//!   library per operation, pipelined on a sans-io Redis client core whose sockets the
+//!   broker loop owns.
 //! - [`embedded`]: the broker on its own thread inside the proxy, fed by a bounded channel,
 //!   delivering through one sink per gateway worker.
 //! - `replay.rs`: paged replay with flow control. A replay (inbox backlog on attach, room

@@ -14,7 +14,7 @@ use hermod_broker::redis::ClientId;
 use hermod_broker::{Broker, Engine, Limits, RedisEngine, RedisEngineConfig};
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
 use hermod_core::ids::{Cid, MsgId, Name};
-use hermod_core::redis::{ClientConfig, Target};
+use hermod_core::redis::{ClientConfig, RedisSockets, Target};
 use hermod_core::testkit::RedisServer;
 use serde_json::value::RawValue;
 
@@ -26,6 +26,8 @@ struct Node {
     broker: Broker<RedisEngine>,
     poll: mio::Poll,
     events: mio::Events,
+    /// The engine's Redis sockets.
+    sockets: RedisSockets,
     /// Deliveries so far, in order.
     out: Vec<Delivery>,
 }
@@ -49,12 +51,12 @@ impl Node {
         let mut config = RedisEngineConfig::new(client, limits.clone());
         config.publish = true;
         let poll = mio::Poll::new().unwrap();
-        let mut broker = Broker::new(RedisEngine::new(config, Instant::now()), limits);
-        broker.engine_mut().register(poll.registry(), 1).unwrap();
+        let broker = Broker::new(RedisEngine::new(config, Instant::now()), limits);
         let mut node = Node {
             broker,
             poll,
             events: mio::Events::with_capacity(256),
+            sockets: RedisSockets::new(1),
             out: Vec::new(),
         };
         node.drive_until("ready", |n| n.broker.engine().is_ready());
@@ -64,18 +66,20 @@ impl Node {
     /// One short loop turn.
     fn turn(&mut self) {
         let engine = self.broker.engine_mut();
-        engine.flush(self.poll.registry());
+        let registry = self.poll.registry();
+        engine.flush();
+        self.sockets.run(engine.core(), registry, Instant::now());
         self.poll
             .poll(&mut self.events, Some(Duration::from_millis(2)))
             .unwrap();
         let now = Instant::now();
         for event in self.events.iter() {
-            if engine.owns(event.token()) {
-                engine.on_event(self.poll.registry(), event, now);
-            }
+            self.sockets
+                .handle_event(engine.core(), self.poll.registry(), event, now);
         }
-        engine.on_tick(self.poll.registry(), now);
-        engine.flush(self.poll.registry());
+        engine.handle_tick(now);
+        engine.flush();
+        self.sockets.run(engine.core(), self.poll.registry(), now);
         self.broker.poll_completions(&mut self.out);
     }
 

@@ -16,8 +16,8 @@
 //!   encode/decode.
 //! - [`metrics`]: the one table of every Prometheus metric the server binaries export, and the
 //!   one writer of the text exposition format (plus a checker that reads it back).
-//! - [`redis`]: the Redis client shell on the caller's mio `Poll`: lanes of pipelined
-//!   connections, timeouts, reconnect with backoff, and Sentinel discovery.
+//! - [`redis`]: the Redis client: a sans-io core (lanes of pipelined connections, timeouts,
+//!   reconnect with backoff, Sentinel discovery) and the mio shell that moves its bytes.
 //! - `settings`, `admin_http`, `startup` (feature `server`): what the two server binaries,
 //!   `hermod-proxy` and `hermod-broker`, share: settings resolution (flag > env > file >
 //!   default) with its value parsers and one-line errors, the blocking admin HTTP listener, and

@@ -101,7 +101,7 @@ impl RedisEngine {
                     appends,
                     wait: None,
                 };
-                self.sent.insert(tag, sent);
+                self.track(tag, sent);
             }
             None => {
                 for q in appends {

@@ -86,6 +86,8 @@ pub struct Subs {
     /// gateway re-homing thousands of sessions at once): idle channels are subscribed again
     /// then, and their parked reads past their deadline fail.
     retry_at: Option<Instant>,
+    /// No parked read has a deadline before this (a lower bound: reads may have left since).
+    parked_deadline: Option<Instant>,
 }
 
 impl Subs {
@@ -99,9 +101,12 @@ impl Subs {
         self.live.pop_front()
     }
 
-    /// When idle subscriptions are retried, if any wait.
+    /// When idle subscriptions are retried, or a parked read may be due, if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.retry_at
+        [self.retry_at, self.parked_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -177,7 +182,7 @@ impl RedisEngine {
             mark: None,
         };
         self.subs.watched.insert(channel.clone(), watched);
-        self.subscribe(channel, Instant::now());
+        self.subscribe(channel, self.now);
     }
 
     /// The broker's last session on `channel` left: unsubscribe, and send its parked reads
@@ -186,7 +191,7 @@ impl RedisEngine {
         let Some(watched) = self.subs.watched.remove(channel) else {
             return;
         };
-        let now = Instant::now();
+        let now = self.now;
         if watched.state != State::Idle {
             self.args
                 .clear()
@@ -200,7 +205,7 @@ impl RedisEngine {
 
     /// Sends SUBSCRIBE for an idle watched channel, if the client is up.
     fn subscribe(&mut self, channel: &Channel, now: Instant) {
-        let up = self.client.as_ref().is_some_and(|c| c.is_up());
+        let up = self.client.is_up();
         let idle = self
             .subs
             .watched
@@ -255,9 +260,35 @@ impl RedisEngine {
         if watched.state == State::Subscribed {
             return Some(q);
         }
+        let due = self
+            .subs
+            .parked_deadline
+            .map_or(q.deadline, |d| d.min(q.deadline));
+        self.subs.parked_deadline = Some(due);
         watched.parked.push(q);
         self.subscribe(&channel, now);
         None
+    }
+
+    /// Fails the parked reads whose deadline passed (a subscription slow to be confirmed must
+    /// not make a read late).
+    pub(super) fn expire_parked_reads(&mut self, now: Instant) {
+        if self.subs.parked_deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for w in self.subs.watched.values_mut() {
+            let (late, waiting): (Vec<Queued>, Vec<Queued>) =
+                w.parked.drain(..).partition(|q| q.deadline <= now);
+            w.parked = waiting;
+            expired.extend(late);
+            for q in &w.parked {
+                next = Some(next.map_or(q.deadline, |d| d.min(q.deadline)));
+            }
+        }
+        self.subs.parked_deadline = next;
+        self.fail_parked(expired);
     }
 
     /// The client is up again: subscribe to every watched channel.

@@ -1,5 +1,9 @@
 //! The Redis engine: every operation is one FCALL of the `hermod` function library
-//! (`hermod.lua`), pipelined on [`RedisClient`] lanes that run on the broker's own mio Poll.
+//! (`hermod.lua`), pipelined on the lanes of a sans-io [`ClientCore`]. The engine reads no clock
+//! and owns no socket: the broker loop (`BrokerLoop`, `embedded.rs`) owns the core's sockets
+//! ([`RedisSockets`](hermod_core::redis::RedisSockets)), feeds it their input, calls
+//! `handle_tick(now)` (the turn's clock) and `flush`, and carries out the core's actions. So the
+//! whole engine runs against a scripted Redis in the unit tests (`tests.rs`).
 //!
 //! - Lanes: reads (and age trims) on lane 0; appends and acks on lane 1, followed, with
 //!   [`Durability::Replica`], by one `WAIT 1 <timeout>` per loop turn covering every append sent
@@ -18,28 +22,34 @@
 //! - Down: operations in flight fail with `Unavailable` as the client reports them lost (or
 //!   timed out), held and waiting ones at once, and new ones are refused at once until the client
 //!   is up again and the setup is done.
+//! - Deadlines: every operation accepted completes within the command timeout of its submit,
+//!   whatever the phase, gate, batch, subscription or WAIT it waits in (`deadlines.rs`).
 //! - Ids are `"<epoch>.<stream id>"` (`ids.rs`); message frames are rebuilt from the stored
 //!   parts (`ops.rs`), byte for byte what the memory engine produces.
 //! - Cross-broker live fan-out (`publish`, `live.rs`): appends PUBLISH what they store; the
 //!   engine SUBSCRIBEs, on a lane of its own, to the channels the broker watches and reports
 //!   every message stored in them (its own included) through `poll_live`.
+//!
+//! Files: `send.rs` (admitted operations to commands), `batch.rs`, `gate.rs`, `deadlines.rs`,
+//! `replies.rs` (client events, setup, replies), `live.rs`, `ops.rs`, `ids.rs`.
 
 mod batch;
+mod deadlines;
 mod gate;
 mod ids;
 mod live;
 mod ops;
 mod replies;
+mod send;
 
-use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use hermod_core::ids::MsgId;
-use hermod_core::redis::{ClientConfig, CommandError, RedisClient};
+use hermod_core::redis::{ClientConfig, ClientCore, CommandError};
 
 use crate::engine::{Channel, Completion, Done, Engine, EngineError, EngineStats, Live, Op, Token};
-use crate::history::MAX_CURSORS_PER_INBOX;
 use crate::Limits;
 use batch::Batch;
 use gate::{Class, Gates, Queued};
@@ -143,6 +153,9 @@ enum Sent {
     Tip(Channel),
     /// `WAIT 1` after these appends (their tags).
     Wait(Vec<u64>),
+    /// A command whose operations were completed `Unavailable` at their deadline while it was
+    /// still unanswered (`deadlines.rs`): its answer only releases these gate slots.
+    Expired(Vec<(Channel, Class)>),
 }
 
 /// A replica append whose FCALL was answered, waiting for its WAIT.
@@ -161,8 +174,10 @@ struct Trim {
 pub struct RedisEngine {
     /// Settings.
     config: RedisEngineConfig,
-    /// The client, created when the runner registers the engine (it needs its tokens).
-    client: Option<RedisClient>,
+    /// The sans-io client; the broker loop's sockets move its bytes.
+    client: ClientCore,
+    /// The loop turn's clock (`handle_tick`): operations submitted are dated by it.
+    now: Instant,
     /// Lane of appends, acks and WAIT (1, or 0 with a single connection).
     write_lane: usize,
     /// Where the engine stands.
@@ -171,6 +186,10 @@ pub struct RedisEngine {
     next_tag: u64,
     /// Commands in flight.
     sent: HashMap<u64, Sent>,
+    /// Commands carrying operations (and replica appends parked on their WAIT, by their
+    /// batch's tag), by the earliest deadline of those operations: whatever the client does,
+    /// they complete `Unavailable` by then (`deadlines.rs`).
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Per-channel ordering of reads and writes.
     gates: Gates,
     /// Operations submitted while loading, in order.
@@ -181,6 +200,9 @@ pub struct RedisEngine {
     unwaited: Vec<u64>,
     /// Replica appends answered, by their batch's tag, until their WAIT answers.
     parked: HashMap<u64, Vec<Parked>>,
+    /// Replica appends completed at their deadline before their WAIT answered, by their
+    /// batch's tag: the WAIT's answer releases their gate slots.
+    expired_parked: HashMap<u64, Vec<Channel>>,
     /// Appends admitted this loop turn, sent at the turn's flush as one command.
     batch: Batch,
     /// Channel -> highest stream id issued and when (ms): the rollback check's input.
@@ -208,29 +230,39 @@ impl std::fmt::Debug for RedisEngine {
 }
 
 impl RedisEngine {
-    /// An engine for `config`; it connects once registered with a runner's Poll.
-    pub fn new(config: RedisEngineConfig, _now: Instant) -> Self {
+    /// An engine for `config`; its client connects at the first `handle_tick`.
+    pub fn new(config: RedisEngineConfig, now: Instant) -> Self {
         let write_lane = usize::from(config.client.connections > 1);
+        let mut subs = live::Subs::default();
+        let client = ClientCore::new(live::client_config(&config, &mut subs), now);
         RedisEngine {
             config,
-            client: None,
+            client,
+            now,
             write_lane,
             phase: Phase::Down,
             next_tag: 0,
             sent: HashMap::new(),
+            deadlines: BinaryHeap::new(),
             gates: Gates::default(),
             held: VecDeque::new(),
             done: VecDeque::new(),
             unwaited: Vec::new(),
             parked: HashMap::new(),
+            expired_parked: HashMap::new(),
             batch: Batch::default(),
             tips: HashMap::new(),
             trims: HashMap::new(),
             args: Args::default(),
             work: Vec::new(),
             unavailable: 0,
-            subs: live::Subs::default(),
+            subs,
         }
+    }
+
+    /// The sans-io client core, for the shell that moves its bytes (also [`Engine::redis`]).
+    pub fn core(&mut self) -> &mut ClientCore {
+        &mut self.client
     }
 
     /// Operations accepted and not completed yet (tests drive the loop until this is 0).
@@ -277,7 +309,7 @@ impl RedisEngine {
     fn send(&mut self, lane: usize, sent: Sent, now: Instant) -> bool {
         match self.send_args(lane, now) {
             Some(tag) => {
-                self.sent.insert(tag, sent);
+                self.track(tag, sent);
                 true
             }
             None => false,
@@ -287,8 +319,7 @@ impl RedisEngine {
     /// Sends the command in `self.args` on `lane`: its tag, or `None` when the client refused it.
     fn send_args(&mut self, lane: usize, now: Instant) -> Option<u64> {
         let tag = self.tag();
-        let client = self.client.as_mut()?;
-        match client.send(lane, &self.args.slices(), tag, now) {
+        match self.client.send(lane, &self.args.slices(), tag, now) {
             Ok(()) => Some(tag),
             Err(e) => {
                 tracing::debug!(error = %e, "redis command not sent");
@@ -318,104 +349,6 @@ impl RedisEngine {
         self.gates.finish(channel, class, &mut self.work);
     }
 
-    /// Sends the operations in `self.work` (already counted in flight by their gates), in order;
-    /// iterative, as a refused send releases further ones.
-    fn dispatch(&mut self, now: Instant) {
-        while !self.work.is_empty() {
-            for q in std::mem::take(&mut self.work) {
-                self.start(q, now);
-            }
-        }
-    }
-
-    /// Admits a new operation through its channel's gate and sends it if it may go.
-    fn admit(&mut self, q: Queued, now: Instant) {
-        if let Some(q) = self.gates.admit(q) {
-            self.start(q, now);
-            self.dispatch(now);
-        }
-    }
-
-    /// Sends an admitted operation (or completes it without Redis when nothing is to be read).
-    fn start(&mut self, q: Queued, now: Instant) {
-        let Some(q) = self.park_read(q, now) else {
-            return; // sent once its channel's subscription is in place (`live.rs`)
-        };
-        let (channel, class) = (q.channel(), q.class());
-        if let Op::ReadRoom { since: None, .. } = q.op {
-            let done = Done::Room {
-                recovered: true,
-                messages: Vec::new(),
-                more: false,
-            };
-            return self.finish_gated(q.token, &channel, class, Ok(done));
-        }
-        let Some(lane) = self.build(&q) else {
-            return self.queue_append(q, now);
-        };
-        let token = q.token;
-        if self.send(lane, Sent::Op { q }, now) {
-            return;
-        }
-        let err = EngineError::Unavailable("redis not connected".into());
-        self.finish_gated(token, &channel, class, Err(err));
-    }
-
-    /// Builds the FCALL of a read or an ack into `self.args` and returns its lane; `None` for
-    /// an append, which goes out in the turn's batch (`batch.rs`).
-    fn build(&mut self, q: &Queued) -> Option<usize> {
-        let limits = &self.config.limits;
-        let a = &mut self.args;
-        let lane = match &q.op {
-            Op::Append { .. } => return None,
-            Op::ReadInbox {
-                user,
-                device,
-                after,
-                page,
-            } => {
-                ops::fcall(a, "hermod_read_inbox", &q.channel(), 1);
-                ops::cursors_key(a, user).arg(device.as_str());
-                match after.as_ref().and_then(ClientId::parse) {
-                    Some(id) => a
-                        .fmt(format_args!("{}", id.epoch))
-                        .fmt(format_args!("{}", id.stream)),
-                    None => a.arg("").arg(""),
-                };
-                a.fmt(format_args!("{}", ops::read_count(*page)))
-                    .fmt(format_args!("{}", ops::max_len(limits, &q.channel())));
-                READ_LANE
-            }
-            Op::Ack { user, device, id } => {
-                // Parsed before admission: an unparsable id never gets here.
-                let id = ClientId::parse(id).unwrap_or(ClientId {
-                    epoch: 0,
-                    stream: StreamId::default(),
-                });
-                ops::fcall(a, "hermod_ack", &q.channel(), 1);
-                ops::cursors_key(a, user).arg(device.as_str());
-                a.fmt(format_args!("{}", id.epoch))
-                    .fmt(format_args!("{}", id.stream));
-                a.fmt(format_args!("{}", millis(limits.inbox_max_age).max(1)))
-                    .fmt(format_args!("{MAX_CURSORS_PER_INBOX}"));
-                self.write_lane
-            }
-            Op::ReadRoom { since, page, .. } => {
-                ops::fcall(a, "hermod_read_room", &q.channel(), 0);
-                match since.as_ref().and_then(ClientId::parse) {
-                    Some(id) => a
-                        .fmt(format_args!("{}", id.epoch))
-                        .fmt(format_args!("{}", id.stream)),
-                    None => a.arg("").arg("0-0"),
-                };
-                a.fmt(format_args!("{}", ops::read_count(*page)))
-                    .fmt(format_args!("{}", ops::max_len(limits, &q.channel())));
-                READ_LANE
-            }
-        };
-        Some(lane)
-    }
-
     /// Fails held and gate-waiting operations whose deadline passed; retries a failed setup.
     fn expire(&mut self, now: Instant) {
         let mut failed = Vec::new();
@@ -431,37 +364,11 @@ impl RedisEngine {
                 )),
             );
         }
+        self.expire_sent(now);
+        self.expire_parked_reads(now);
         if let Phase::Retry { at } = self.phase {
-            if at <= now && self.client.as_ref().is_some_and(RedisClient::is_up) {
+            if at <= now && self.client.is_up() {
                 self.start_setup(now);
-            }
-        }
-    }
-
-    /// Sends the turn's WAIT for the replica appends sent in it.
-    fn send_wait(&mut self, now: Instant) {
-        if self.unwaited.is_empty() {
-            return;
-        }
-        let members = std::mem::take(&mut self.unwaited);
-        let timeout = millis(self.config.wait_timeout).max(1);
-        self.args
-            .clear()
-            .arg("WAIT")
-            .arg("1")
-            .fmt(format_args!("{timeout}"));
-        let live: Vec<u64> = members
-            .into_iter()
-            .filter(|t| self.sent.contains_key(t))
-            .collect();
-        if !self.send(self.write_lane, Sent::Wait(live.clone()), now) {
-            // Without a WAIT they cannot be confirmed: their replies complete them Unavailable.
-            return;
-        }
-        let wait = self.next_tag;
-        for t in live {
-            if let Some(Sent::Appends { wait: w, .. }) = self.sent.get_mut(&t) {
-                *w = Some(wait);
             }
         }
     }
@@ -469,7 +376,7 @@ impl RedisEngine {
 
 impl Engine for RedisEngine {
     fn submit(&mut self, token: Token, op: Op, now_ms: u64) {
-        let now = Instant::now();
+        let now = self.now;
         let q = Queued {
             token,
             op,
@@ -507,7 +414,7 @@ impl Engine for RedisEngine {
         if self.phase != Phase::Ready {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let due: Vec<Channel> = self
             .trims
             .iter()
@@ -536,54 +443,41 @@ impl Engine for RedisEngine {
         }
     }
 
-    fn register(&mut self, _registry: &mio::Registry, first_token: usize) -> io::Result<()> {
-        let client = live::client_config(&self.config, &mut self.subs);
-        let client = RedisClient::new(client, first_token, Instant::now());
-        self.client = Some(client);
-        Ok(())
+    fn redis(&mut self) -> Option<&mut ClientCore> {
+        Some(&mut self.client)
     }
 
-    fn owns(&self, token: mio::Token) -> bool {
-        self.client.as_ref().is_some_and(|c| c.owns(token))
-    }
-
-    fn on_event(&mut self, registry: &mio::Registry, event: &mio::event::Event, now: Instant) {
-        if let Some(client) = self.client.as_mut() {
-            client.on_event(registry, event, now);
-        }
-        self.pump(now);
-    }
-
-    fn on_tick(&mut self, registry: &mio::Registry, now: Instant) {
-        if let Some(client) = self.client.as_mut() {
-            client.on_tick(registry, now);
-        }
+    fn handle_tick(&mut self, now: Instant) {
+        self.now = now;
+        self.client.handle_timeout(now);
         self.pump(now);
         self.expire(now);
         self.retry_subscriptions(now);
         self.dispatch(now);
     }
 
-    fn flush(&mut self, registry: &mio::Registry) {
-        let now = Instant::now();
+    fn flush(&mut self) {
+        let now = self.now;
         self.send_batch_now(now);
         self.send_wait(now);
-        if let Some(client) = self.client.as_mut() {
-            client.flush(registry);
-        }
+        self.client.flush();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        if !self.done.is_empty() {
+            return Some(self.now); // completions made at the flush: route them now
+        }
         let retry = match self.phase {
             Phase::Retry { at } => Some(at),
             _ => None,
         };
         [
-            self.client.as_ref().and_then(RedisClient::next_deadline),
+            self.client.next_deadline(),
             self.held.front().map(|q| q.deadline),
             self.gates.next_deadline(),
             retry,
             self.subs.next_deadline(),
+            self.deadlines.peek().map(|Reverse((at, _))| *at),
         ]
         .into_iter()
         .flatten()
@@ -611,11 +505,7 @@ impl Engine for RedisEngine {
     }
 
     fn stats(&self) -> EngineStats {
-        let client = self
-            .client
-            .as_ref()
-            .map(RedisClient::stats)
-            .unwrap_or_default();
+        let client = self.client.stats();
         EngineStats {
             round_trips: client.round_trips,
             pipeline_depth: client.in_flight as u64,
@@ -634,3 +524,6 @@ fn unavailable(e: &CommandError) -> EngineError {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

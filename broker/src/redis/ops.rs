@@ -51,7 +51,7 @@ impl Args {
         self
     }
 
-    /// The arguments as slices, for `RedisClient::send`.
+    /// The arguments as slices, for `ClientCore::send`.
     pub fn slices(&self) -> Vec<&[u8]> {
         let mut start = 0;
         self.ends

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use hermod_core::redis::{ClientEvent, CommandError, RedisClient};
+use hermod_core::redis::{ClientEvent, CommandError};
 use hermod_core::resp::Value;
 
 use super::gate::{Class, Queued};
@@ -18,7 +18,7 @@ use crate::engine::{Channel, Done, EngineError, Op};
 impl RedisEngine {
     /// Drains the client's events.
     pub(super) fn pump(&mut self, now: Instant) {
-        while let Some(event) = self.client.as_mut().and_then(RedisClient::poll_event) {
+        while let Some(event) = self.client.poll_event() {
             match event {
                 ClientEvent::Reply { tag, result } => {
                     self.on_reply(tag, result, now);
@@ -99,7 +99,7 @@ impl RedisEngine {
         }
     }
 
-    fn on_reply(&mut self, tag: u64, result: Result<Value, CommandError>, now: Instant) {
+    pub(super) fn on_reply(&mut self, tag: u64, result: Result<Value, CommandError>, now: Instant) {
         let Some(sent) = self.sent.remove(&tag) else {
             return;
         };
@@ -141,6 +141,11 @@ impl RedisEngine {
                 self.subscribe_reply(tag, channel, ok, now);
             }
             Sent::Unsubscribe => {}
+            Sent::Expired(slots) => {
+                for (channel, class) in slots {
+                    self.gates.finish(&channel, class, &mut self.work);
+                }
+            }
             Sent::Tip(channel) => match &result {
                 Ok(value) => self.tip_reply(&channel, value),
                 Err(e) => tracing::debug!(?channel, error = %e, "tip read failed"),
@@ -231,6 +236,9 @@ impl RedisEngine {
             );
         }
         for tag in members {
+            for channel in self.expired_parked.remove(tag).unwrap_or_default() {
+                self.gates.finish(&channel, Class::Write, &mut self.work);
+            }
             for (token, channel, outcome) in self.parked.remove(tag).unwrap_or_default() {
                 let outcome = match outcome {
                     Ok(_) if !confirmed => Err(EngineError::Unavailable(

@@ -12,7 +12,7 @@ use hermod_broker::{
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
 use hermod_core::ids::{Cid, MsgId, Name};
 use hermod_core::protocol::ErrorCode;
-use hermod_core::redis::{ClientConfig, Target};
+use hermod_core::redis::{ClientConfig, ClientCore, RedisSockets, Target};
 use hermod_core::resp::Value;
 use hermod_core::testkit::RedisServer;
 use serde_json::value::RawValue;
@@ -127,34 +127,22 @@ impl Engine for AnyEngine {
             AnyEngine::Redis(e, _) => e.sweep(now_ms, in_use),
         }
     }
-    fn register(&mut self, registry: &mio::Registry, first: usize) -> std::io::Result<()> {
+    fn redis(&mut self) -> Option<&mut ClientCore> {
         match self {
-            AnyEngine::Memory(e) => e.register(registry, first),
-            AnyEngine::Redis(e, _) => e.register(registry, first),
+            AnyEngine::Memory(e) => e.redis(),
+            AnyEngine::Redis(e, _) => e.redis(),
         }
     }
-    fn owns(&self, token: mio::Token) -> bool {
+    fn handle_tick(&mut self, now: Instant) {
         match self {
-            AnyEngine::Memory(e) => e.owns(token),
-            AnyEngine::Redis(e, _) => e.owns(token),
+            AnyEngine::Memory(e) => e.handle_tick(now),
+            AnyEngine::Redis(e, _) => e.handle_tick(now),
         }
     }
-    fn on_event(&mut self, registry: &mio::Registry, event: &mio::event::Event, now: Instant) {
+    fn flush(&mut self) {
         match self {
-            AnyEngine::Memory(e) => e.on_event(registry, event, now),
-            AnyEngine::Redis(e, _) => e.on_event(registry, event, now),
-        }
-    }
-    fn on_tick(&mut self, registry: &mio::Registry, now: Instant) {
-        match self {
-            AnyEngine::Memory(e) => e.on_tick(registry, now),
-            AnyEngine::Redis(e, _) => e.on_tick(registry, now),
-        }
-    }
-    fn flush(&mut self, registry: &mio::Registry) {
-        match self {
-            AnyEngine::Memory(e) => e.flush(registry),
-            AnyEngine::Redis(e, _) => e.flush(registry),
+            AnyEngine::Memory(e) => e.flush(),
+            AnyEngine::Redis(e, _) => e.flush(),
         }
     }
     fn next_deadline(&self) -> Option<Instant> {
@@ -211,6 +199,8 @@ pub fn shared() -> bool {
 /// The Redis side of a harness: the Poll the engine runs on, and the server.
 pub struct Io {
     pub poll: mio::Poll,
+    /// The engine's Redis sockets, as the broker loop owns them.
+    sockets: RedisSockets,
     events: mio::Events,
     pub server: RedisServer,
 }
@@ -291,15 +281,11 @@ impl Harness {
             now: 1_000_000,
             io: Some(Io {
                 poll,
+                sockets: RedisSockets::new(1),
                 events: mio::Events::with_capacity(256),
                 server,
             }),
         };
-        let io = h.io.as_ref().unwrap();
-        h.broker
-            .engine_mut()
-            .register(io.poll.registry(), 1)
-            .unwrap();
         h.wait_ready();
         h
     }
@@ -328,18 +314,25 @@ impl Harness {
             return;
         };
         let engine = self.broker.engine_mut();
-        engine.flush(io.poll.registry());
+        engine.flush();
+        if let Some(core) = engine.redis() {
+            io.sockets.run(core, io.poll.registry(), Instant::now());
+        }
         io.poll
             .poll(&mut io.events, Some(Duration::from_millis(5)))
             .unwrap();
         let now = Instant::now();
         for event in io.events.iter() {
-            if engine.owns(event.token()) {
-                engine.on_event(io.poll.registry(), event, now);
+            if let Some(core) = engine.redis() {
+                io.sockets
+                    .handle_event(core, io.poll.registry(), event, now);
             }
         }
-        engine.on_tick(io.poll.registry(), now);
-        engine.flush(io.poll.registry());
+        engine.handle_tick(now);
+        engine.flush();
+        if let Some(core) = engine.redis() {
+            io.sockets.run(core, io.poll.registry(), now);
+        }
         self.broker.poll_completions(out);
     }
 

@@ -1,36 +1,39 @@
-//! The Redis client shell: lanes of pipelined RESP3 connections on the *caller's* mio `Poll`.
+//! The Redis client: lanes of pipelined RESP3 connections to a master (direct, or found through
+//! Sentinel), split into a sans-io core and a thin mio shell.
 //!
-//! [`RedisClient`] never blocks and never owns a thread: the caller (the broker's loop) hands
-//! it the events of its tokens ([`RedisClient::owns`]), calls [`RedisClient::on_tick`] when
-//! [`RedisClient::next_deadline`] passes, [`RedisClient::flush`] once per loop turn, and pulls
-//! [`ClientEvent`]s. The protocol work is done by the sans-io [`crate::resp::RespConn`] (one per
-//! connection) and, for Sentinel targets, by the sans-io [`sentinel::Discovery`] machine.
+//! - [`ClientCore`] (`client/`): every decision (phases, backoff, the `HELLO 3 [AUTH]` /
+//!   `SELECT` / `ROLE` handshake, lanes, per-command timeouts, stall resets, Sentinel rules,
+//!   `ConnectionLost` exactly once). No socket, no clock, no DNS: each connection is a
+//!   [`ConnId`]; inputs `handle_connected` / `handle_input` / `handle_closed` /
+//!   `handle_timeout` / `send` / `flush`, outputs [`Action`]s (open, write, close), the
+//!   [`ClientEvent`]s and `next_deadline`. Its module docs draw the lifecycle.
+//! - [`sentinel::Discovery`] (`sentinel/`): which sentinel to ask, what its answers mean; the
+//!   core runs it on its sentinel connection.
+//! - [`RedisSockets`] (`sockets.rs`): the mio shell. It owns the `TcpStream` of each `ConnId`
+//!   (tokens with generations), resolves the address, reads until `WouldBlock` into the core,
+//!   writes once per socket per turn, closes. [`RedisClient`] is a core and its sockets
+//!   together, for a loop that runs nothing else (registry heartbeats, tests).
+//! - `scripted` (feature `testkit`): a scripted network that plays the sockets for tests; the
+//!   test answers every command and owns the clock.
 //!
-//! Lifecycle (one phase for the whole client; every lane connects to the same master):
-//!
-//! ```text
-//!  Waiting(backoff) --tick--> [Resolving via sentinels] --> Connecting(all lanes:
-//!      ^                                                     connect, HELLO 3 [AUTH], SELECT, ROLE)
-//!      |                                                          | all lanes ready
-//!      +--- any lane lost / handshake failed / ROLE != master ---+-- Up --(+switch-master)--> Connecting
-//! ```
-//!
-//! Leaving `Up` emits [`ClientEvent::Down`] and fails every in-flight tag with
-//! [`CommandError::ConnectionLost`] exactly once. Reconnects back off exponentially between
-//! `backoff_min` and `backoff_max`; with Sentinel every reconnect re-resolves the master.
+//! A loop turn with the split: socket events into [`RedisSockets::handle_event`], then
+//! [`ClientCore::handle_timeout`] when [`ClientCore::next_deadline`] passed, the caller's
+//! `send`s and `poll_event`s, then [`ClientCore::flush`] and [`RedisSockets::run`] (the
+//! core's actions: connects, one write per socket, closes).
 
 mod client;
-mod client_lanes;
-mod client_sentinel;
-mod conn;
+#[cfg(any(test, feature = "testkit"))]
+pub mod scripted;
 mod secret;
 pub mod sentinel;
+mod sockets;
 mod url;
 
 use std::time::Duration;
 
-pub use client::RedisClient;
+pub use client::{Action, ClientCore, Closed, ConnId};
 pub use secret::Secret;
+pub use sockets::{RedisClient, RedisSockets};
 pub use url::{parse_redis_url, UrlError};
 
 /// Where the master is.
@@ -130,7 +133,7 @@ pub enum CommandError {
     Protocol(String),
 }
 
-/// What happened, pulled with [`RedisClient::poll_event`].
+/// What happened, pulled with [`ClientCore::poll_event`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientEvent {
     /// The outcome of the command sent with `tag` (exactly one per successful `send`).
@@ -141,7 +144,7 @@ pub enum ClientEvent {
     /// Every lane is connected to `master` (`host:port`), a verified master.
     Up { master: String },
     /// The client left `Up`, or (before the first `Up`) the first attempt failed: one per
-    /// outage; [`RedisClient::last_error`] has the latest reason.
+    /// outage; [`ClientCore::last_error`] has the latest reason.
     Down { reason: String },
     /// The master moved (Sentinel `+switch-master`, or re-resolution after a failed ROLE
     /// check gave another address).

@@ -1,69 +1,28 @@
-//! The [`RedisClient`]'s lanes: connect, handshake (`HELLO 3 [AUTH]`, `SELECT`, `ROLE`),
-//! replies to user commands, timeouts and stall detection.
+//! The [`ClientCore`]'s lanes: handshake (`HELLO 3 [AUTH]`, `SELECT`, `ROLE`), replies to user
+//! commands, timeouts and stall detection.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use mio::event::Event;
-use mio::Registry;
-
-use super::client::{LaneState, Phase, RedisClient, Step, STALL_FACTOR};
-use super::{ClientEvent, CommandError};
+use super::{ClientCore, LaneState, Phase, Step, STALL_FACTOR};
+use crate::redis::{ClientEvent, CommandError};
 use crate::resp::{RespEvent, Value};
 
-impl RedisClient {
-    /// A lane's socket is ready.
-    pub(super) fn on_lane_event(
-        &mut self,
-        registry: &Registry,
-        i: usize,
-        event: &Event,
-        now: Instant,
-    ) {
+impl ClientCore {
+    /// Bytes arrived on lane `i`.
+    pub(super) fn lane_input(&mut self, i: usize, data: &[u8], now: Instant) {
         let Some(lane) = self.lanes.get_mut(i) else {
             return;
         };
-        if !lane.conn.connected {
-            match lane.conn.check_connected() {
-                Ok(true) => {
-                    let steps = self.handshake_commands(i);
-                    if let Some(lane) = self.lanes.get_mut(i) {
-                        lane.state = LaneState::Handshake(steps);
-                    }
-                }
-                Ok(false) => return,
-                Err(e) => {
-                    let reason = format!("connect to {}: {e}", self.master_name());
-                    self.fail(registry, reason, now);
-                    return;
-                }
-            }
+        if let Err(e) = lane.resp.handle_input(data) {
+            let reason = format!("{}: {e}", self.master_name());
+            return self.fail(reason, now);
         }
-        let Some(lane) = self.lanes.get_mut(i) else {
-            return;
-        };
-        if event.is_writable() {
-            lane.conn.on_writable();
-        }
-        let read = lane.conn.read(&mut self.scratch);
-        match read {
-            Ok(0) => {}
-            Ok(_) => lane.last_progress = now,
-            Err(reason) => {
-                let reason = format!("{}: {reason}", self.master_name());
-                self.fail(registry, reason, now);
-                return;
-            }
+        if !data.is_empty() {
+            lane.last_progress = now;
         }
         if let Err(reason) = self.drain_lane(i, now) {
-            self.fail(registry, reason, now);
-            return;
-        }
-        if event.is_writable() {
-            let failed = self.lanes.get_mut(i).and_then(|l| l.conn.flush().err());
-            if let Some(reason) = failed {
-                self.fail(registry, reason, now);
-            }
+            self.fail(reason, now);
         }
     }
 
@@ -80,21 +39,21 @@ impl RedisClient {
             hello.extend([&b"AUTH"[..], user.as_bytes(), password.expose().as_bytes()]);
         }
         hello.extend([&b"SETNAME"[..], b"hermod"]);
-        lane.conn.resp.queue(&hello, 0);
+        lane.resp.queue(&hello, 0);
         steps.push_back(Step::Hello);
         if config.db != 0 {
             let db = config.db.to_string();
-            lane.conn.resp.queue(&[b"SELECT", db.as_bytes()], 0);
+            lane.resp.queue(&[b"SELECT", db.as_bytes()], 0);
             steps.push_back(Step::Select);
         }
-        lane.conn.resp.queue(&[b"ROLE"], 0);
+        lane.resp.queue(&[b"ROLE"], 0);
         steps.push_back(Step::Role);
         steps
     }
 
     /// Handles every decoded event of lane `i`; `Err` when the lane must go.
-    pub(super) fn drain_lane(&mut self, i: usize, now: Instant) -> Result<(), String> {
-        while let Some(event) = self.lanes.get_mut(i).and_then(|l| l.conn.resp.poll_event()) {
+    fn drain_lane(&mut self, i: usize, now: Instant) -> Result<(), String> {
+        while let Some(event) = self.lanes.get_mut(i).and_then(|l| l.resp.poll_event()) {
             let (tag, value) = match event {
                 RespEvent::Reply { tag, value } => (tag, value),
                 RespEvent::Push(value) => {
@@ -125,7 +84,7 @@ impl RedisClient {
     }
 
     /// Checks one handshake reply.
-    pub(super) fn handshake_reply(&self, step: Option<Step>, value: Value) -> Result<(), String> {
+    fn handshake_reply(&mut self, step: Option<Step>, value: Value) -> Result<(), String> {
         let master = self.master_name();
         match (step, value.error_message()) {
             (Some(Step::Hello), Some(msg)) => {
@@ -155,7 +114,7 @@ impl RedisClient {
     }
 
     /// A user command's reply.
-    pub(super) fn user_reply(&mut self, i: usize, tag: u64, value: Value, now: Instant) {
+    fn user_reply(&mut self, i: usize, tag: u64, value: Value, now: Instant) {
         let Some(lane) = self.lanes.get_mut(i) else {
             return;
         };
@@ -195,7 +154,7 @@ impl RedisClient {
     }
 
     /// Goes up once every lane is ready.
-    pub(super) fn maybe_up(&mut self) {
+    fn maybe_up(&mut self) {
         let all_ready = self
             .lanes
             .iter()
@@ -221,7 +180,7 @@ impl RedisClient {
                     break;
                 }
                 lane.sent.pop_front();
-                lane.conn.resp.abandon(tag);
+                lane.resp.abandon(tag);
                 self.stats.timeouts += 1;
                 self.events.push_back(ClientEvent::Reply {
                     tag,
@@ -236,7 +195,7 @@ impl RedisClient {
         let limit = self.config.command_timeout * STALL_FACTOR;
         self.lanes
             .iter()
-            .any(|l| l.conn.resp.in_flight() > 0 && now >= l.last_progress + limit)
+            .any(|l| l.resp.in_flight() > 0 && now >= l.last_progress + limit)
             .then(|| format!("{}: no reply for {limit:?}", self.master_name()))
     }
 }

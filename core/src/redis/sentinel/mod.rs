@@ -310,5 +310,4 @@ fn join_host_port(host: &str, port: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "sentinel_tests.rs"]
 mod tests;
