@@ -1,6 +1,8 @@
 //! Remembers `(user, cid) -> id` for the dedupe window, so a retried `send`/`publish` is stored
 //! once and answered with the same id.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{HashMap, VecDeque};
 
 use hermod_core::ids::{Cid, MsgId, Name};

@@ -22,6 +22,8 @@
 //! brokers store in the channels this broker's sessions watch ([`Engine::watch`],
 //! [`Engine::poll_live`]); see `broker/live.rs` for how they reach sessions exactly once.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::time::Instant;
 
 use bytes::Bytes;

@@ -1,6 +1,8 @@
 //! The in-memory channel: an ordered, bounded run of stored messages, plus the inbox's per-device
 //! cursors.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;

@@ -10,6 +10,8 @@
 //! devices are served from their own cursors, so a device that acked sees only newer messages,
 //! and a device that never acked gets everything still retained.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;

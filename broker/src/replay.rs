@@ -38,6 +38,8 @@
 //! paused, the next page starts from the oldest message retained: the client gets what is left,
 //! with a gap (`recovered` was already answered in `Joined`; the gap is only logged).
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{HashSet, VecDeque};
 
 use hermod_core::bus::{Delivery, Event, SessionKey};

@@ -6,7 +6,7 @@
 //!  main.rs ── server.rs ──────────────── admin.rs (/healthz /readyz /metrics)
 //!                │ starts
 //!                ├── worker/   WorkerLoop: one reactor thread (mio Poll, slots, timers)
-//!                │     ├── routing.rs: the first look at a connection (route? upgrade? answer)
+//!                │     ├── accept.rs: the first look at a connection (route? upgrade? answer)
 //!                │     ├── tunnels.rs: the loop's side of tunnels (upstream socket, verdicts)
 //!                │     └── context.rs: what handlers borrow (settings, metrics, broker port)
 //!                ├── brokers/  with --brokers/--registry: BrokerLinksLoop, the links to brokers

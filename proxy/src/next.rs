@@ -2,6 +2,8 @@
 //! and the reasons the gateway closes a WebSocket ([`CloseReason`]: the close code and its text,
 //! as the client sees them in the close frame).
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 /// Close code recorded when the peer's close frame had no code (RFC 6455, "Status Codes").
 pub const NO_STATUS: u16 = 1005;
 /// Close code recorded when the connection ended without a close frame (RFC 6455, "Status

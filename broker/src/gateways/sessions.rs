@@ -12,6 +12,8 @@
 //! once. A session joins an open group only if nothing else was queued for it after the group
 //! opened, so every session still sees its events in the order the broker produced them.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -185,6 +185,7 @@ impl Gates {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a real `Instant` is each test's origin
 mod tests {
     use super::*;
     use hermod_core::ids::Name;

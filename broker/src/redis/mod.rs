@@ -33,6 +33,8 @@
 //! Files: `send.rs` (admitted operations to commands), `batch.rs`, `gate.rs`, `deadlines.rs`,
 //! `replies.rs` (client events, setup, replies), `live.rs`, `ops.rs`, `ids.rs`.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod batch;
 mod deadlines;
 mod gate;

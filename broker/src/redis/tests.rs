@@ -2,6 +2,8 @@
 //! the test owns the clock and answers every command, in any order across connections, with
 //! any reply. Each test runs in milliseconds.
 
+#![allow(clippy::disallowed_methods)] // a real `Instant` is each test's origin
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

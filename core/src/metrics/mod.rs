@@ -19,6 +19,8 @@
 //! [`Exposition`], then regenerate the list in docs/operations.md
 //! (`HERMOD_BLESS_DOCS=1 cargo test -p hermod-core --lib metrics`).
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod check;
 pub mod docs;
 mod family;

@@ -16,6 +16,8 @@
 //! Pure: the channel is a closure the shell passes in (`|item| sender.try_send(item)`), so this
 //! holds no channel, wakes no one and reads no clock.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::VecDeque;
 
 pub use crossbeam_channel::TrySendError;

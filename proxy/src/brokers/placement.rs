@@ -7,6 +7,8 @@
 //! (each to its second-best broker), spread evenly over the rest. The hash is fixed (FNV-1a
 //! with a 64-bit finaliser), not `RandomState`: placement must agree across processes.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 /// The score of `broker` (its registry name or address) for `user`.
 pub fn score(user: &str, broker: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

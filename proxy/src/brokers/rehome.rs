@@ -3,6 +3,8 @@
 //! waiting for their `sent`. Pure state, no I/O: [`SessionState::rehome_plan`] lists the requests
 //! that rebuild the session on a broker that has never seen it.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -245,6 +247,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a real `Instant` is each test's origin
 mod tests {
     use super::*;
     use hermod_core::protocol::{encode_direct_msg, encode_room_msg};

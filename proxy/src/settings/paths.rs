@@ -3,6 +3,8 @@
 //! starts with `/`, has at most [`MAX_PATH`] printable ASCII characters and no `?` or `#` (the
 //! query is not part of it). Two endpoints never share a path.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 /// Longest path of an endpoint or route.
 pub const MAX_PATH: usize = 256;
 

@@ -4,6 +4,8 @@
 //! system resolver (`resolve::lookup_host`), once per route at startup (as nginx resolves a
 //! `proxy_pass` host): no DNS lookup ever blocks a reactor.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::net::{IpAddr, SocketAddr};
 
 use super::paths::{is_path, parse_path};

@@ -7,6 +7,8 @@
 //! the upstream's response head; [`status_response`] makes the gateway's own short answers (400,
 //! 431, 502, 504). Nothing here touches a socket.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::net::IpAddr;
 
 use crate::settings::routes::{Route, Upstream};

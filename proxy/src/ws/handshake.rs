@@ -10,6 +10,8 @@
 //!   tungstenite's handshake callback and hands the outcome to the worker through a shared cell,
 //!   because tungstenite consumes the callback.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::sync::Arc;
 
 use hermod_core::ids::Name;

@@ -5,6 +5,8 @@
 //! refused, and the session then closes 1008 `slow consumer` (nothing is lost: what the client
 //! did not ack waits in its inbox).
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::VecDeque;
 
 use tungstenite::Message;

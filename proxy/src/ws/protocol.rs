@@ -5,6 +5,8 @@
 //! Sans-io: frames go into the session's [`Outbound`] queue and requests to the broker through
 //! the [`RequestPort`] the worker implements; no socket, no channel, no clock (`now` comes in).
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -248,6 +250,7 @@ fn error(out: &mut Outbound, cid: Option<&Cid>, code: ErrorCode, message: &str) 
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a real `Instant` is each test's origin
 mod tests {
     use super::*;
     use std::cell::RefCell;

@@ -32,6 +32,8 @@
 //!   be asked again; `+switch-master` (or an answer naming another master) moves every lane at
 //!   once, without backoff. A lost sentinel watch is retried after `backoff_max`.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod discovery;
 mod lanes;
 #[cfg(test)]

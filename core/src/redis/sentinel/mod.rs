@@ -17,6 +17,8 @@
 //! least one sentinel answered nil (it does not monitor that name) and none gave an address is
 //! [`SentinelError::UnknownMaster`]. Verifying the master with `ROLE` is the lanes' job.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::VecDeque;
 
 use super::Secret;

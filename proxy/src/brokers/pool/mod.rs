@@ -18,6 +18,8 @@
 //! it safe), then DETACH on the old broker if that link is still connected. With no `Up` link a
 //! session waits unplaced and is attached as soon as one comes up.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! and the time go in, deliveries come out; no clock, no threads. Replays are paged under flow
 //! control (`replay.rs`).
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{HashMap, HashSet};
 
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
