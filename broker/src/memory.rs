@@ -23,7 +23,7 @@ use hermod_core::protocol::{encode_direct_msg, encode_room_msg};
 use crate::dedupe::{Dedupe, MAX_DEDUPE_ENTRIES};
 use crate::engine::{Channel, Completion, Done, Engine, EngineError, Op, Page, Stored, Token};
 use crate::history::{History, Inbox};
-use crate::Limits;
+use crate::limits::Limits;
 
 /// The in-memory engine.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use crate::replay::{message, Feed, Offer, Replays, Sub};
 mod live;
 mod paging;
 
-use crate::Limits;
+use crate::limits::Limits;
 use paging::PageOf;
 
 /// Rooms one session may be in at once. Room names are the client's choice; without a cap one

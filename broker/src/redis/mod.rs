@@ -52,7 +52,7 @@ use hermod_core::ids::MsgId;
 use hermod_core::redis::{ClientConfig, ClientCore, CommandError};
 
 use crate::engine::{Channel, Completion, Done, Engine, EngineError, EngineStats, Live, Op, Token};
-use crate::Limits;
+use crate::limits::Limits;
 use batch::Batch;
 use gate::{Class, Gates, Queued};
 pub use ids::{ClientId, StreamId};

@@ -13,7 +13,7 @@ use hermod_core::resp::Value;
 use super::gate::Queued;
 use super::ids::{ClientId, StreamId};
 use crate::engine::{Channel, Done, EngineError, Op, Page, Stored};
-use crate::Limits;
+use crate::limits::Limits;
 
 /// Most entries one read asks for, whatever the page size says (bounds the reply).
 const MAX_READ_COUNT: usize = 10_000;

@@ -1,4 +1,4 @@
-//! Settings resolution shared by `hermod-proxy` and `hermod-broker` (spec §1): the command line,
+//! Settings resolution shared by `hermod-proxy` and `hermod-broker`: the command line,
 //! the environment and the `--config` TOML file merged, flag beats env beats file beats default.
 //!
 //! Every setting has one name used three ways: `--admin-listen` on the command line,

@@ -1,4 +1,4 @@
-//! The Redis settings both server binaries read the same way (spec §1): `--redis URL`, or
+//! The Redis settings both server binaries read the same way: `--redis URL`, or
 //! `--sentinel H:P,...` with `--sentinel-master NAME`, tuned by `--redis-timeout` and
 //! `--redis-connections`, with credentials from `--redis-user` / `--redis-password` (the Redis
 //! servers) and `--sentinel-password` (the sentinels themselves). What "none of them" means is
