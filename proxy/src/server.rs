@@ -88,8 +88,10 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
     let metrics = Arc::new(Metrics::default());
     let mut workers = Vec::with_capacity(listeners.len());
     let mut handles: Vec<WorkerHandle> = Vec::with_capacity(listeners.len());
+    let limits = worker::SharedLimits::new(&settings);
     for (id, listener) in (0u16..).zip(listeners) {
-        let (w, h) = worker::prepare(id, Arc::clone(&settings), listener, Arc::clone(&metrics))
+        let shared = (Arc::clone(&metrics), limits.clone());
+        let (w, h) = worker::prepare(id, Arc::clone(&settings), listener, shared)
             .map_err(resource("a worker"))?;
         workers.push(w);
         handles.push(h);

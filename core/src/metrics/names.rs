@@ -36,6 +36,19 @@ pub const HANDSHAKES_REJECTED: Family = Family::counter(
     "Handshakes refused, by HTTP status (failed: no response).",
 )
 .with_labels(&["status"]);
+// Issue 11, bounded connections (i11-conn): refusals by reason, head deadlines by stage.
+pub const ADMISSION_REFUSED: Family = Family::counter(
+    Gateway,
+    "hermod_admission_refused_total",
+    "Connections answered 503 at accept or 429 at the handshake, by reason.",
+)
+.with_labels(&["reason"]);
+pub const HANDSHAKE_TIMEOUTS: Family = Family::counter(
+    Gateway,
+    "hermod_handshake_timeouts_total",
+    "Connections closed for no first byte, or no whole request head, in time.",
+)
+.with_labels(&["stage"]);
 
 // The gateway: messages and sessions.
 pub const MESSAGES_IN: Family = Family::counter(
@@ -283,6 +296,8 @@ pub const ALL: &[Family] = &[
     CONNECTIONS_REFUSED,
     HANDSHAKES,
     HANDSHAKES_REJECTED,
+    ADMISSION_REFUSED,
+    HANDSHAKE_TIMEOUTS,
     MESSAGES_IN,
     MESSAGES_OUT,
     BYTES_IN,

@@ -25,7 +25,7 @@ use hermod_core::settings::{count, duration, log_filter, one_of, socket_addr, So
 
 use super::paths::parse_path;
 use super::routes::{parse_route, Route};
-use super::{storage, AuthMode, Settings};
+use super::{storage, AddressLimit, AuthMode, Settings};
 
 /// Routes one process may have (each is matched by a linear scan of short strings).
 const MAX_ROUTES: usize = 64;
@@ -87,12 +87,23 @@ hermod_core::setting_args! {
     idle_timeout: "DURATION",
     /// Ping a quiet peer this often; must be shorter than --idle-timeout (default 20s).
     ping_interval: "DURATION",
-    /// Time allowed for the HTTP upgrade (default 10s).
+    /// Time a new connection has to send its first byte; silent ones are closed (default 2s).
+    first_byte_timeout: "DURATION",
+    /// Time from connect to a whole request head and finished upgrade (default 5s).
     handshake_timeout: "DURATION",
     /// Bytes queued for a client that is not reading before it is closed with 1008 (default 1048576).
     max_outbound_bytes: "BYTES",
-    /// Open client connections per process; more are refused (default 19000).
+    /// Open client connections per process; more are answered 503 (default 19000).
     max_connections: "N",
+    /// Concurrent connections per client address (IPv6: per /64), 0 = off; more are answered
+    /// 503. The default exempts loopback; a value set explicitly applies to it (default 256).
+    max_connections_per_ip: "N",
+    /// New connections per second per client address, 0 = off; faster is answered 503. Same
+    /// loopback rule (default 50).
+    max_connects_per_ip_per_sec: "N",
+    /// Sessions one user may hold at once, all workers, 0 = off; more are answered 429
+    /// (default 64).
+    max_sessions_per_user: "N",
     /// Time a send/publish waits for the broker before `unavailable` (default 5s).
     request_timeout: "DURATION",
     /// Time graceful shutdown waits for closes and flushes (default 5s).
@@ -244,6 +255,25 @@ fn resolve_network(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigErro
     })?;
     src.set(&mut s.max_connections, "max_connections", |v| {
         count(v, 1, 1_000_000)
+    })?;
+    let per_address = |v: &str| count(v, 0, 1_000_000).map(|n| n as u32);
+    // Set explicitly (any source), a per-address limit applies to loopback addresses too.
+    for (slot, key) in [
+        (&mut s.max_connections_per_ip, "max_connections_per_ip"),
+        (
+            &mut s.max_connects_per_ip_per_sec,
+            "max_connects_per_ip_per_sec",
+        ),
+    ] {
+        if let Some(max) = src.get(key, per_address)? {
+            *slot = AddressLimit {
+                max,
+                loopback: true,
+            };
+        }
+    }
+    src.set(&mut s.max_sessions_per_user, "max_sessions_per_user", |v| {
+        count(v, 0, 1_000_000).map(|n| n as u32)
     })
 }
 
@@ -264,6 +294,9 @@ fn resolve_timing(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigError
         );
         return Err(ConfigError::new("ping_interval", Origin::Flag, problem));
     }
+    src.set(&mut s.first_byte_timeout, "first_byte_timeout", |v| {
+        duration(v, MIN, HOUR)
+    })?;
     src.set(&mut s.handshake_timeout, "handshake_timeout", |v| {
         duration(v, MIN, HOUR)
     })?;

@@ -1,6 +1,7 @@
 //! One reactor thread, [`WorkerLoop`]: a mio `Poll`, this worker's SO_REUSEPORT listener, a slab
 //! of connections, a timer wheel and a mailbox for broker deliveries. Nothing here is shared with
-//! other workers except the [`Metrics`] atomics.
+//! other workers except the [`Metrics`] atomics and the admission limits ([`SharedLimits`],
+//! touched at accept, handshake and close only).
 //!
 //! One loop iteration: poll; serve socket events (accept, handshake, read, writable); drain the
 //! mailbox (deliveries queue output); continue capped reads; fire timers; retry Attach/Detach
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hermod_core::bus::{Delivery, Request};
+use hermod_core::reactor::admission::{AddressTable, UserSessions};
 use hermod_core::reactor::interrupted;
 use hermod_core::reactor::listener::Acceptor;
 use hermod_core::reactor::mailbox::{mailbox, MailboxReceiver, MailboxSender};
@@ -36,7 +38,7 @@ use tungstenite::protocol::WebSocketConfig;
 pub use context::{BrokerPort, WorkerContext};
 pub use slot::{Conn, Routing};
 
-use crate::metrics::{Metrics, Rejected};
+use crate::metrics::{HeadTimeout, Metrics, Rejected};
 use crate::next::{CloseReason, Next, ABNORMAL};
 use crate::settings::Settings;
 use crate::tunnel::relay::{BufPool, Ready};
@@ -50,6 +52,27 @@ pub enum WorkerMsg {
     Deliver(Delivery),
     /// Close every session with 1012 and return from `run`.
     Shutdown,
+}
+
+/// The admission limits every worker shares, built once per process.
+#[derive(Debug, Clone)]
+pub struct SharedLimits {
+    /// `--max-connections-per-ip`, `--max-connects-per-ip-per-sec`.
+    pub addresses: Arc<AddressTable>,
+    /// `--max-sessions-per-user`.
+    pub users: Arc<UserSessions>,
+}
+
+impl SharedLimits {
+    pub fn new(settings: &Settings) -> Self {
+        SharedLimits {
+            addresses: Arc::new(AddressTable::new(
+                settings.max_connections_per_ip,
+                settings.max_connects_per_ip_per_sec,
+            )),
+            users: Arc::new(UserSessions::new(settings.max_sessions_per_user)),
+        }
+    }
 }
 
 const LISTENER: Token = Token(0);
@@ -116,18 +139,19 @@ pub struct PreparedWorker {
     id: u16,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
+    limits: SharedLimits,
     poll: Poll,
     listener: TcpListener,
     mailbox: MailboxReceiver<WorkerMsg>,
     stop: Arc<AtomicBool>,
 }
 
-/// Builds worker `id` around its listener.
+/// Builds worker `id` around its listener, with what every worker shares.
 pub fn prepare(
     id: u16,
     settings: Arc<Settings>,
     mut listener: TcpListener,
-    metrics: Arc<Metrics>,
+    (metrics, limits): (Arc<Metrics>, SharedLimits),
 ) -> std::io::Result<(PreparedWorker, WorkerHandle)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -139,6 +163,7 @@ pub fn prepare(
         id,
         settings,
         metrics,
+        limits,
         poll,
         listener,
         mailbox: rx,
@@ -180,6 +205,10 @@ pub struct WorkerLoop {
     ws_config: WebSocketConfig,
     /// Relay buffers for tunnels, lent only while bytes are in flight.
     pool: BufPool,
+    /// Admission limits shared with the other workers.
+    limits: SharedLimits,
+    /// Slots in [`Conn::Refusing`] (at most `accept::MAX_REFUSING`).
+    refusing: usize,
 }
 
 impl WorkerLoop {
@@ -211,6 +240,8 @@ impl WorkerLoop {
             shutdown_deadline: None,
             ws_config,
             pool: BufPool::new(POOL_KEEP),
+            limits: w.limits,
+            refusing: 0,
         })
     }
 
@@ -338,6 +369,7 @@ impl WorkerLoop {
             Some(Conn::Ws(session)) => session.on_ready(readable, writable, &cx),
             Some(Conn::Handshaking(_)) => return self.drive_handshake(key, now),
             Some(Conn::Routing(_)) => return self.on_routing(key, now),
+            Some(Conn::Refusing(_)) => return self.on_refusing(key),
             Some(Conn::Tunnel(_)) => {
                 let ready = Ready {
                     readable,
@@ -377,6 +409,7 @@ impl WorkerLoop {
         let next = match &mut slot.conn {
             Conn::Handshaking(h) if now >= h.deadline => {
                 self.cx.metrics.rejected(Rejected::Failed);
+                self.cx.metrics.head_timeout(HeadTimeout::Head);
                 return self.remove(key, None);
             }
             Conn::Handshaking(h) => {
@@ -385,6 +418,12 @@ impl WorkerLoop {
             }
             Conn::Routing(r) if now >= r.deadline => {
                 self.cx.metrics.rejected(Rejected::Failed);
+                let stage = if r.started {
+                    HeadTimeout::Head
+                } else {
+                    HeadTimeout::FirstByte
+                };
+                self.cx.metrics.head_timeout(stage);
                 return self.remove(key, None);
             }
             Conn::Routing(r) => {
@@ -392,6 +431,7 @@ impl WorkerLoop {
                 return;
             }
             Conn::Tunnel(_) => return self.on_tunnel_timer(key, now),
+            Conn::Refusing(_) => return self.remove(key, None),
             Conn::Ws(session) => session.on_timer(&cx),
         };
         self.after(key, next, now);
@@ -405,7 +445,7 @@ impl WorkerLoop {
         slot.flush_queued = false;
         let next = match &mut slot.conn {
             Conn::Ws(session) => session.flush_out(&cx),
-            Conn::Handshaking(_) | Conn::Routing(_) | Conn::Tunnel(_) => return,
+            Conn::Handshaking(_) | Conn::Routing(_) | Conn::Tunnel(_) | Conn::Refusing(_) => return,
         };
         self.after(key, next, now);
     }
@@ -457,6 +497,11 @@ impl WorkerLoop {
         if let Some(id) = slot.timer {
             self.timers.cancel(id);
         }
+        if let Conn::Refusing(_) = slot.conn {
+            // Never counted as a connection.
+            self.refusing -= 1;
+            return;
+        }
         self.cx.metrics.connections_open.fetch_sub(1, Relaxed);
         match slot.conn {
             Conn::Ws(session) => {
@@ -470,7 +515,7 @@ impl WorkerLoop {
                 tunnel.release(&mut self.pool);
                 self.cx.metrics.tunnels_open.fetch_sub(1, Relaxed);
             }
-            Conn::Handshaking(_) | Conn::Routing(_) => {}
+            Conn::Handshaking(_) | Conn::Routing(_) | Conn::Refusing(_) => {}
         }
     }
 
@@ -490,7 +535,9 @@ impl WorkerLoop {
         let keys: Vec<Key> = self.slots.keys().collect();
         for key in keys {
             match self.slots.get(key).map(|s| &s.conn) {
-                Some(Conn::Handshaking(_) | Conn::Routing(_)) => self.remove(key, None),
+                Some(Conn::Handshaking(_) | Conn::Routing(_) | Conn::Refusing(_)) => {
+                    self.remove(key, None)
+                }
                 Some(Conn::Ws(_)) => {
                     self.after(key, Next::Close(CloseReason::ServiceRestart), now);
                 }

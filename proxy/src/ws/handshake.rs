@@ -8,7 +8,10 @@
 //! - [`admit`] decides what an upgrade request gets: the client protocol (with an identity), the
 //!   echo endpoint, or 401 bad token, 400 bad identity, 404 unknown path. [`Gate`] plugs it into
 //!   tungstenite's handshake callback and hands the outcome to the worker through a shared cell,
-//!   because tungstenite consumes the callback.
+//!   because tungstenite consumes the callback; it also counts the session against its user's
+//!   cap (`--max-sessions-per-user`), answering 429 past it.
+//! - [`Refusal::server_full`] and [`Refusal::address_limit`]: the 503s a connection refused at
+//!   accept gets (`--max-connections`, the per-address limits), with `Retry-After`.
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -16,6 +19,7 @@ use std::sync::Arc;
 
 use hermod_core::ids::Name;
 use hermod_core::jwt;
+use hermod_core::reactor::admission::{AddressRefusal, UserPermit, UserSessions};
 use parking_lot::Mutex;
 use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::handshake::headers::MAX_HEADERS;
@@ -60,6 +64,9 @@ pub enum Hint {
     /// A version other than 13: `Sec-WebSocket-Version: 13` (RFC 6455, "Supporting Multiple
     /// Versions of WebSocket Protocol").
     Version,
+    /// 503 and 429: `Retry-After: 1` (RFC 7231, "Retry-After"; RFC 6585, "429 Too Many
+    /// Requests").
+    RetryAfter,
 }
 
 impl Refusal {
@@ -74,6 +81,30 @@ impl Refusal {
     fn hinted(mut self, hint: Hint) -> Self {
         self.hint = hint;
         self
+    }
+
+    /// 503 to a connection accepted past `--max-connections`.
+    pub fn server_full() -> Self {
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server full, retry later")
+            .hinted(Hint::RetryAfter)
+    }
+
+    /// 503 to a connection from an address over one of its limits.
+    pub fn address_limit(why: AddressRefusal) -> Self {
+        let reason = match why {
+            AddressRefusal::Connections => "too many connections from this address",
+            AddressRefusal::Rate => "connecting too fast from this address",
+        };
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).hinted(Hint::RetryAfter)
+    }
+
+    /// 429 to a handshake of a user who has `--max-sessions-per-user` sessions already.
+    pub fn user_sessions() -> Self {
+        Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many sessions for this user",
+        )
+        .hinted(Hint::RetryAfter)
     }
 
     /// The response bytes when the refusal is written before tungstenite's handshake ran:
@@ -110,6 +141,9 @@ impl Refusal {
             }
             Hint::Version => {
                 headers.insert(header::SEC_WEBSOCKET_VERSION, version());
+            }
+            Hint::RetryAfter => {
+                headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             }
         }
         headers.insert(
@@ -310,6 +344,9 @@ pub struct AdmissionCell {
     pub now_unix: u64,
     /// The admitted endpoint, once the callback ran and admitted the request.
     pub endpoint: Option<Endpoint>,
+    /// The admitted user's place under its session cap, for the worker to keep with the
+    /// session (dropped with a handshake that fails after all).
+    pub permit: Option<UserPermit>,
 }
 
 /// The cell shared by the worker and [`Gate`] (tungstenite consumes the callback).
@@ -322,14 +359,27 @@ pub struct Gate {
     pub settings: Arc<Settings>,
     /// Where the time comes from and the endpoint goes; read by the worker after the upgrade.
     pub admission: Admission,
+    /// Sessions per user, shared by every worker.
+    pub users: Arc<UserSessions>,
 }
 
 impl Callback for Gate {
     fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
         let mut cell = self.admission.lock();
-        match admit(&self.settings, request, cell.now_unix) {
-            Ok(endpoint) => {
+        let admitted = admit(&self.settings, request, cell.now_unix).and_then(|endpoint| {
+            let permit = match &endpoint {
+                Endpoint::Client { user, .. } => self
+                    .users
+                    .try_take(user.as_str())
+                    .map_err(|_| Refusal::user_sessions())?,
+                Endpoint::Echo => None,
+            };
+            Ok((endpoint, permit))
+        });
+        match admitted {
+            Ok((endpoint, permit)) => {
                 cell.endpoint = Some(endpoint);
+                cell.permit = permit;
                 Ok(response)
             }
             Err(refusal) => Err(refusal.into_response()),
