@@ -42,7 +42,7 @@ use crate::metrics::{HeadTimeout, Metrics, Rejected};
 use crate::next::{CloseReason, Next, ABNORMAL};
 use crate::settings::Settings;
 use crate::tunnel::relay::{BufPool, Ready};
-use crate::tunnel::Side;
+use crate::tunnel::{discard_input, Side};
 use slot::{upstream_key, Slot};
 
 /// A message for a worker.
@@ -410,6 +410,10 @@ impl WorkerLoop {
             Conn::Handshaking(h) if now >= h.deadline => {
                 self.cx.metrics.rejected(Rejected::Failed);
                 self.cx.metrics.head_timeout(HeadTimeout::Head);
+                // Read what the peer sent so the close is a FIN, not a reset.
+                if let Some(mid) = h.mid.as_mut() {
+                    discard_input(mid.get_mut().get_mut());
+                }
                 return self.remove(key, None);
             }
             Conn::Handshaking(h) => {
@@ -424,6 +428,9 @@ impl WorkerLoop {
                     HeadTimeout::FirstByte
                 };
                 self.cx.metrics.head_timeout(stage);
+                if let Some(stream) = r.stream.as_mut() {
+                    discard_input(stream);
+                }
                 return self.remove(key, None);
             }
             Conn::Routing(r) => {
