@@ -104,6 +104,14 @@ fn registry_admin_and_drain_after_the_gateway_detaches() {
 
     let admin = broker.admin.unwrap();
     assert!(http_get(admin, "/healthz").starts_with("HTTP/1.1 200 "));
+    // 100 idle admin connections do not starve a probe (the admin server is the proxy's).
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(admin).unwrap())
+        .collect();
+    for _ in 0..20 {
+        assert!(http_get(admin, "/healthz").starts_with("HTTP/1.1 200 "));
+    }
+    drop(idle);
     wait_until("/readyz 200", || {
         http_get(admin, "/readyz").starts_with("HTTP/1.1 200 ")
     });
