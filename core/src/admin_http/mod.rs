@@ -8,7 +8,8 @@
 //! ([`MAX_HEAD`]) and per-connection deadlines ([`IO_TIMEOUT`]). No peer can hold it: idle or
 //! dribbling connections cost a slot of [`server::MAX_CONNECTIONS`] until their deadline, and a
 //! full table closes the connection nearest its deadline to make room, so `/healthz` is served
-//! whatever other admin clients do.
+//! whatever other admin clients do. Connections closed by a limit are counted in
+//! `hermod_admin_connections_closed_total{reason}` ([`render_process`]).
 //!
 //! - `server.rs`: the mio loop and one connection's buffers.
 //! - This file: parsing a head and routing it to an answer.
@@ -206,6 +207,15 @@ pub fn render_process(out: &mut String) {
     }
     w.header(&names::BUILD_INFO);
     w.sample(&names::BUILD_INFO, &[&env!("CARGO_PKG_VERSION")], 1);
+    let closed = &names::ADMIN_CONNECTIONS_CLOSED;
+    w.header(closed);
+    for (reason, n) in server::CLOSED_REASONS.iter().zip(&server::CLOSED) {
+        w.sample(
+            closed,
+            &[reason],
+            n.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
 }
 
 /// The first number after `key` in /proc/self/status (e.g. `VmRSS:   1234 kB` → 1234).

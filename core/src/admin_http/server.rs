@@ -7,6 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -25,6 +26,16 @@ const ACCEPT_BUDGET: usize = 64;
 /// Pause after running out of file descriptors with no spare to shed with.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const LISTENER: Token = Token(usize::MAX - 1);
+
+/// Admin connections closed by a limit, process-wide (one admin server per process), by reason
+/// in [`CLOSED_REASONS`] order.
+pub(super) static CLOSED: [AtomicU64; 3] =
+    [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+/// The `reason` labels of [`CLOSED`].
+pub(super) const CLOSED_REASONS: [&str; 3] = ["deadline", "evicted", "bad_request"];
+const DEADLINE: usize = 0;
+const EVICTED: usize = 1;
+const BAD_REQUEST: usize = 2;
 
 /// One admin connection.
 struct Conn {
@@ -173,6 +184,7 @@ impl AdminLoop {
             .min_by_key(|(_, c)| c.deadline)
             .map(|(k, _)| k);
         if let Some(key) = oldest {
+            CLOSED[EVICTED].fetch_add(1, Relaxed);
             self.close(key);
         }
     }
@@ -184,6 +196,7 @@ impl AdminLoop {
             .filter(|(_, c)| c.deadline <= now)
             .map(|(k, _)| k)
             .collect();
+        CLOSED[DEADLINE].fetch_add(late.len() as u64, Relaxed);
         for key in late {
             self.close(key);
         }
@@ -267,12 +280,15 @@ impl Conn {
                 (respond(&method, &path, state), method == "HEAD", keep_alive)
             }
             Head::Partial if self.input.len() < MAX_HEAD => return false,
-            Head::Partial | Head::TooLarge => (too_large(), false, false),
-            Head::Bad => (
-                Response::text((400, "Bad Request"), "bad request"),
-                false,
-                false,
-            ),
+            Head::Partial | Head::TooLarge => {
+                CLOSED[BAD_REQUEST].fetch_add(1, Relaxed);
+                (too_large(), false, false)
+            }
+            Head::Bad => {
+                CLOSED[BAD_REQUEST].fetch_add(1, Relaxed);
+                let bad = Response::text((400, "Bad Request"), "bad request");
+                (bad, false, false)
+            }
         };
         if !keep_alive {
             self.input = Vec::new();

@@ -234,6 +234,13 @@ pub const PROCESS_MAX_FDS: Family = Family::gauge(
 pub const BUILD_INFO: Family =
     Family::gauge(Process, "hermod_build_info", "Build of the running binary.")
         .with_labels(&["version"]);
+// Issue 11, bounded connections (i11-conn): the admin server's limits.
+pub const ADMIN_CONNECTIONS_CLOSED: Family = Family::counter(
+    Process,
+    "hermod_admin_connections_closed_total",
+    "Admin connections closed by a limit: deadline, evicted (table full), bad_request.",
+)
+.with_labels(&["reason"]);
 
 // The broker (`hermod-broker`): its gateway links and its place in the cluster.
 pub const BROKER_GATEWAY_LINKS: Family =
@@ -334,6 +341,7 @@ pub const ALL: &[Family] = &[
     PROCESS_OPEN_FDS,
     PROCESS_MAX_FDS,
     BUILD_INFO,
+    ADMIN_CONNECTIONS_CLOSED,
     BROKER_GATEWAY_LINKS,
     BROKER_SESSIONS,
     BROKER_DRAINING,
