@@ -118,6 +118,61 @@ fn idle_sockets_are_closed_at_their_deadlines_while_a_client_is_served() {
 }
 
 #[test]
+fn idle_sockets_that_fill_the_server_get_503s_then_their_deadline_frees_it() {
+    let proxy = Proxy::start_open(&[
+        "--max-connections",
+        "100",
+        "--first-byte-timeout",
+        "3s",
+        "--handshake-timeout",
+        "5s",
+    ]);
+    // 200 sockets that send nothing: 100 take every place, the others are answered 503.
+    let mut idle: Vec<TcpStream> = (0..200).map(|_| common::tcp(proxy.client)).collect();
+    // A real client meanwhile: a 503, not a reset.
+    assert_eq!(
+        handshake_status(&proxy.ws_url("early", "d"), proxy.client),
+        Err("503".to_owned())
+    );
+    let mut answered = 0;
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        if s.read_exact(&mut head).is_ok() {
+            assert_eq!(&head, b"HTTP/1.1 503");
+            answered += 1;
+        }
+    }
+    assert!(
+        answered >= 99,
+        "{answered} of the 100 over the cap were answered 503"
+    );
+    // Past the first-byte deadline the places are free again: a client is served.
+    let url_a = proxy.ws_url("alice", "d");
+    let start = Instant::now();
+    let mut alice = loop {
+        match Client::handshake(&url_a, common::tcp(proxy.client)) {
+            Ok(c) => break c,
+            Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                assert!(e.contains("503"), "{e}");
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("never admitted: {e}"),
+        }
+    };
+    alice.expect_welcome("alice", "d");
+    let mut bob = proxy.connect("bob");
+    exchange(&mut alice, &mut bob, "after-idle");
+    for s in &mut idle {
+        assert!(
+            closed_within(s, Duration::from_secs(15)),
+            "an idle socket stayed open"
+        );
+    }
+}
+
+#[test]
 fn a_full_server_answers_503_and_serves_again_once_a_place_frees() {
     let proxy = Proxy::start_open(&["--max-connections", "10"]);
     let mut held: Vec<Client> = (0..8).map(|i| proxy.connect(&format!("u{i}"))).collect();
