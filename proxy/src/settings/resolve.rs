@@ -457,3 +457,46 @@ pub fn lookup_host(host: &str, port: u16) -> Option<SocketAddr> {
         .ok()
         .and_then(|mut addrs| addrs.next())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)], text: Option<&str>) -> Result<Settings, String> {
+        let cli = parse_cli(["hermod-proxy"].iter().chain(args)).map_err(|e| e.to_string())?;
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let file = text.map(|t| ConfigFile::parse("t.toml", t, SETTING_KEYS).expect("parses"));
+        resolve(&cli.run, &lookup, file.as_ref(), || "s".to_owned())
+            .map(|r| r.settings)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A per-address limit left at its default spares loopback; set from any source, it does
+    /// not.
+    #[test]
+    fn per_address_limits_apply_to_loopback_only_when_set() {
+        let d = run(&[], &[], None).unwrap();
+        assert_eq!(d.max_connections_per_ip.max, 256);
+        assert!(!d.max_connections_per_ip.loopback);
+        assert!(!d.max_connects_per_ip_per_sec.loopback);
+        assert_eq!(d.max_sessions_per_user, 64);
+        assert_eq!(d.first_byte_timeout, Duration::from_secs(2));
+        assert_eq!(d.handshake_timeout, Duration::from_secs(5));
+        let s = run(
+            &["--max-connections-per-ip", "3"],
+            &[("HERMOD_MAX_CONNECTS_PER_IP_PER_SEC", "0")],
+            Some("max_sessions_per_user = 2\nfirst_byte_timeout = \"500ms\""),
+        )
+        .unwrap();
+        assert_eq!(s.max_connections_per_ip.max, 3);
+        assert!(s.max_connections_per_ip.loopback);
+        assert_eq!(s.max_connects_per_ip_per_sec.max, 0);
+        assert_eq!(s.max_sessions_per_user, 2);
+        assert_eq!(s.first_byte_timeout, Duration::from_millis(500));
+        assert!(run(&["--max-connections-per-ip", "x"], &[], None).is_err());
+    }
+}

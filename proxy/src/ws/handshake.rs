@@ -10,8 +10,8 @@
 //!   tungstenite's handshake callback and hands the outcome to the worker through a shared cell,
 //!   because tungstenite consumes the callback; it also counts the session against its user's
 //!   cap (`--max-sessions-per-user`), answering 429 past it.
-//! - [`Refusal::server_full`] and [`Refusal::address_limit`]: the 503s a connection refused at
-//!   accept gets (`--max-connections`, the per-address limits), with `Retry-After`.
+//!
+//! What a refusal answers (status, text, hint headers) is [`Refusal`], in `refusal.rs`.
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -19,16 +19,15 @@ use std::sync::Arc;
 
 use hermod_core::ids::Name;
 use hermod_core::jwt;
-use hermod_core::reactor::admission::{AddressRefusal, UserPermit, UserSessions};
+use hermod_core::reactor::admission::{UserPermit, UserSessions};
 use parking_lot::Mutex;
 use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::handshake::headers::MAX_HEADERS;
 use tungstenite::handshake::machine::TryParse;
-use tungstenite::handshake::server::{
-    create_response, write_response, Callback, ErrorResponse, Request, Response,
-};
+use tungstenite::handshake::server::{create_response, Callback, ErrorResponse, Request, Response};
 use tungstenite::http::{header, Method, StatusCode, Uri};
 
+pub use super::refusal::{Hint, Refusal};
 use crate::settings::{AuthMode, Settings};
 
 /// What an admitted upgrade leads to.
@@ -38,128 +37,6 @@ pub enum Endpoint {
     Client { user: Name, device: Name },
     /// The built-in echo endpoint.
     Echo,
-}
-
-/// An upgrade refused with an HTTP status and a short plain-text reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The response status (4xx).
-    pub status: StatusCode,
-    /// One line for a human (curl, a browser, a log), sent as the body.
-    pub reason: String,
-    /// The headers that tell the client how to do better.
-    pub hint: Hint,
-}
-
-/// Headers a [`Refusal`] adds to say what the client should send instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hint {
-    None,
-    /// 426: `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (RFC 7231, "426 Upgrade
-    /// Required"; RFC 6455).
-    Upgrade,
-    /// 405: `Allow: GET`, the only method a WebSocket endpoint takes (RFC 7231, "405 Method Not
-    /// Allowed").
-    AllowGet,
-    /// A version other than 13: `Sec-WebSocket-Version: 13` (RFC 6455, "Supporting Multiple
-    /// Versions of WebSocket Protocol").
-    Version,
-    /// 503 and 429: `Retry-After: 1` (RFC 7231, "Retry-After"; RFC 6585, "429 Too Many
-    /// Requests").
-    RetryAfter,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            reason: reason.into(),
-            hint: Hint::None,
-        }
-    }
-
-    fn hinted(mut self, hint: Hint) -> Self {
-        self.hint = hint;
-        self
-    }
-
-    /// 503 to a connection accepted past `--max-connections`.
-    pub fn server_full() -> Self {
-        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server full, retry later")
-            .hinted(Hint::RetryAfter)
-    }
-
-    /// 503 to a connection from an address over one of its limits.
-    pub fn address_limit(why: AddressRefusal) -> Self {
-        let reason = match why {
-            AddressRefusal::Connections => "too many connections from this address",
-            AddressRefusal::Rate => "connecting too fast from this address",
-        };
-        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).hinted(Hint::RetryAfter)
-    }
-
-    /// 429 to a handshake of a user who has `--max-sessions-per-user` sessions already.
-    pub fn user_sessions() -> Self {
-        Refusal::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many sessions for this user",
-        )
-        .hinted(Hint::RetryAfter)
-    }
-
-    /// The response bytes when the refusal is written before tungstenite's handshake ran:
-    /// tungstenite's own response writer on [`Refusal::into_response`], then the body unless
-    /// `head_only` (a `HEAD` request gets the same headers, `Content-Length` included).
-    pub fn to_http(&self, head_only: bool) -> Result<Vec<u8>, WsError> {
-        let resp = self.clone().into_response();
-        let mut out = Vec::with_capacity(256);
-        write_response(&mut out, &resp)?;
-        if let (false, Some(body)) = (head_only, resp.body()) {
-            out.extend_from_slice(body.as_bytes());
-        }
-        Ok(out)
-    }
-
-    /// The HTTP response tungstenite writes instead of the 101.
-    pub fn into_response(self) -> ErrorResponse {
-        let body = format!("{}\n", self.reason);
-        let mut resp = ErrorResponse::new(Some(body.clone()));
-        *resp.status_mut() = self.status;
-        let headers = resp.headers_mut();
-        let version = || header::HeaderValue::from_static("13");
-        match self.hint {
-            Hint::None => {}
-            Hint::Upgrade => {
-                headers.insert(
-                    header::UPGRADE,
-                    header::HeaderValue::from_static("websocket"),
-                );
-                headers.insert(header::SEC_WEBSOCKET_VERSION, version());
-            }
-            Hint::AllowGet => {
-                headers.insert(header::ALLOW, header::HeaderValue::from_static("GET"));
-            }
-            Hint::Version => {
-                headers.insert(header::SEC_WEBSOCKET_VERSION, version());
-            }
-            Hint::RetryAfter => {
-                headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            }
-        }
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain"),
-        );
-        headers.insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        headers.insert(
-            header::CONTENT_LENGTH,
-            header::HeaderValue::from(body.len()),
-        );
-        resp
-    }
 }
 
 /// Decides an upgrade request. `now_unix` is the time tokens are checked against.
