@@ -23,7 +23,7 @@ pub const CONNECTIONS_ACCEPTED: Family = Family::counter(
 pub const CONNECTIONS_REFUSED: Family = Family::counter(
     Gateway,
     "hermod_connections_refused_total",
-    "Connections dropped at max_connections or for want of file descriptors.",
+    "Connections refused at max_connections (answered 503) or shed for want of file descriptors.",
 );
 pub const HANDSHAKES: Family = Family::counter(
     Gateway,
