@@ -26,6 +26,9 @@ const ACCEPT_BUDGET: usize = 64;
 /// Pause after running out of file descriptors with no spare to shed with.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const LISTENER: Token = Token(usize::MAX - 1);
+/// The answer of a connection shed for want of file descriptors.
+const SHED_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; \
+    charset=utf-8\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
 
 /// Admin connections closed by a limit, process-wide (one admin server per process), by reason
 /// in [`CLOSED_REASONS`] order.
@@ -82,7 +85,7 @@ impl AdminLoop {
         Ok(AdminLoop {
             poll,
             listener,
-            acceptor: Acceptor::new()?,
+            acceptor: Acceptor::new()?.answering(SHED_ANSWER),
             conns: Slab::with_capacity(MAX_CONNECTIONS),
             state,
             accept_again: None,

@@ -229,7 +229,7 @@ impl WorkerLoop {
             },
             poll: w.poll,
             listener: Some(w.listener),
-            acceptor: Acceptor::new()?,
+            acceptor: Acceptor::new()?.answering(crate::ws::refusal::SHED_ANSWER),
             mailbox: w.mailbox,
             stop: w.stop,
             slots: Slots::with_capacity(1024),

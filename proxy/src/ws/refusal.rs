@@ -10,6 +10,12 @@ use tungstenite::error::Error as WsError;
 use tungstenite::handshake::server::{write_response, ErrorResponse};
 use tungstenite::http::{header, StatusCode};
 
+/// The 503 written to a connection shed at accept because the process is out of file
+/// descriptors (no allocation, no fd: see `hermod_core::reactor::listener::Acceptor`).
+pub const SHED_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    content-type: text/plain\r\ncontent-length: 30\r\nretry-after: 1\r\n\
+    connection: close\r\n\r\nout of resources, retry later\n";
+
 /// An upgrade refused with an HTTP status and a short plain-text reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -129,5 +135,36 @@ impl Refusal {
             header::HeaderValue::from(body.len()),
         );
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shed_answer_is_a_whole_503() {
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut resp = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(len)) = resp.parse(SHED_ANSWER) else {
+            panic!("not a whole head");
+        };
+        assert_eq!(resp.code, Some(503));
+        let length = resp.headers.iter().find(|h| h.name == "content-length");
+        let length = std::str::from_utf8(length.expect("content-length").value).unwrap();
+        assert_eq!(length.parse::<usize>().unwrap(), SHED_ANSWER.len() - len);
+    }
+
+    #[test]
+    fn limit_refusals_say_retry_after_and_close() {
+        let answer = Refusal::address_limit(AddressRefusal::Rate)
+            .to_http(false)
+            .unwrap();
+        let text = String::from_utf8(answer).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert!(text.contains("retry-after: 1\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        let user = Refusal::user_sessions().to_http(false).unwrap();
+        assert!(user.starts_with(b"HTTP/1.1 429 "));
     }
 }
