@@ -29,6 +29,9 @@ pub fn broker_binary() -> PathBuf {
     .clone()
 }
 
+/// The link secret the broker-tier tests give brokers and gateways (`--link-secret`).
+pub const LINK_SECRET: &str = "test-link-secret-0123456789";
+
 /// A running `hermod-broker`, killed on drop.
 pub struct Broker {
     /// The child; killed (SIGKILL) and reaped on drop unless it already exited.
