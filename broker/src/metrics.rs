@@ -100,8 +100,16 @@ impl Metrics {
             w.counter(family, v(value));
         }
         let labelled = [
-            (&names::BROKER_LINK_AUTH_REFUSALS, &AUTH_REFUSAL_REASONS, &self.auth_refusals),
-            (&names::BROKER_LINK_LIMIT_CLOSES, &LIMIT_CLOSE_REASONS, &self.limit_closes),
+            (
+                &names::BROKER_LINK_AUTH_REFUSALS,
+                &AUTH_REFUSAL_REASONS,
+                &self.auth_refusals,
+            ),
+            (
+                &names::BROKER_LINK_LIMIT_CLOSES,
+                &LIMIT_CLOSE_REASONS,
+                &self.limit_closes,
+            ),
         ];
         for (family, reasons, values) in labelled {
             w.header(family);

@@ -129,7 +129,12 @@ fn an_unauthenticated_socket_cannot_attach_send_or_ack() {
         assert_eq!(gateway.command(&["PING"]).as_str(), Some("PONG"));
     }
     let m = metrics(&broker);
-    assert!(counter(&m, "hermod_broker_link_auth_refusals_total{reason=\"deadline\"}") >= 1.0);
+    assert!(
+        counter(
+            &m,
+            "hermod_broker_link_auth_refusals_total{reason=\"deadline\"}"
+        ) >= 1.0
+    );
     // The gateway link is unaffected.
     assert_eq!(gateway.command(&["PING"]).as_str(), Some("PONG"));
 }
@@ -139,7 +144,13 @@ fn a_wrong_secret_is_refused_and_closed() {
     let redis = RedisServer::start(&[]).unwrap();
     let broker = start(&redis);
     for hello in [
-        vec!["HELLO", "3", "AUTH", "hermod", "link-auth-test-secret-0123456788"],
+        vec![
+            "HELLO",
+            "3",
+            "AUTH",
+            "hermod",
+            "link-auth-test-secret-0123456788",
+        ],
         vec!["HELLO", "3", "AUTH", "default", SECRET],
         vec!["AUTH", "hermod", "nope"],
         vec!["AUTH", SECRET],
@@ -208,5 +219,27 @@ fn a_non_loopback_listener_without_a_secret_does_not_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("HERMOD_LINK_SECRET") && !stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        stderr.contains("HERMOD_LINK_SECRET") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_authenticated_link_is_held_to_command_sized_frames() {
+    let redis = RedisServer::start(&[]).unwrap();
+    let broker = start(&redis);
+    let mut good = broker.ready_link_with(SECRET);
+    assert!(ok(&good.command(&["ATTACH", "0-1-1", "alice", "d1"])));
+    let auth = process::encode(&["AUTH", "hermod", SECRET]);
+    for frame in [&b"*9\r\n"[..], b"*2\r\n*1\r\n", b"*5\r\n$999999999\r\n"] {
+        let mut wire = auth.to_vec();
+        wire.extend_from_slice(frame);
+        let answer = raw_exchange(broker.link, &wire);
+        assert!(answer.starts_with("+OK\r\n-ERR Protocol error"), "{answer}");
+    }
+    let m = metrics(&broker);
+    let series = "hermod_broker_link_limit_closes_total{reason=\"frame\"}";
+    assert_eq!(counter(&m, series), 3.0, "{m}");
+    assert_eq!(good.command(&["PING"]).as_str(), Some("PONG"));
 }

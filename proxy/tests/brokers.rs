@@ -413,7 +413,14 @@ fn sessions_wait_for_a_broker() {
     let redis = RedisServer::start(&[]).expect("redis-server");
     let port = hermod_core::testkit::free_port().expect("free port");
     let addr = format!("127.0.0.1:{port}");
-    let args = ["--auth", "none", "--link-secret", LINK_SECRET, "--brokers", &addr];
+    let args = [
+        "--auth",
+        "none",
+        "--link-secret",
+        LINK_SECRET,
+        "--brokers",
+        &addr,
+    ];
     let proxy = Proxy::spawn(&args, false);
     assert_eq!(proxy.admin_get("/readyz").0, 503);
     let mut a = proxy.connect("waiter-a");

@@ -35,7 +35,14 @@ impl Cluster {
         let list = names.join(",");
         let gateways: Vec<Proxy> = (0..2)
             .map(|_| {
-                let args = ["--auth", "none", "--link-secret", LINK_SECRET, "--brokers", &list];
+                let args = [
+                    "--auth",
+                    "none",
+                    "--link-secret",
+                    LINK_SECRET,
+                    "--brokers",
+                    &list,
+                ];
                 Proxy::spawn(&args, false)
             })
             .collect();

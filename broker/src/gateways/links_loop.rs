@@ -413,7 +413,11 @@ impl GatewayLinksLoop {
         match result {
             Ok(()) => true,
             Err(Over::Input) => {
-                self.limit_close(key, LimitClose::InputBudget, "link input past its budget share");
+                self.limit_close(
+                    key,
+                    LimitClose::InputBudget,
+                    "link input past its budget share",
+                );
                 false
             }
             Err(Over::Output) => {

@@ -265,14 +265,22 @@ fn with_a_secret_only_hello_auth_ping_until_authenticated() {
     assert!(!s.is_authenticated(attacker));
 
     // The attack of issue 11: ATTACH as bob from a link that never authenticated.
-    let h = command(&mut s, attacker, &mut sink, &["ATTACH", "0-1-1", "bob", "x"]);
+    let h = command(
+        &mut s,
+        attacker,
+        &mut sink,
+        &["ATTACH", "0-1-1", "bob", "x"],
+    );
     assert_eq!(h, Handled::Close(Refusal::NotAuthenticated));
     assert!(sink.sent.is_empty(), "nothing reaches the broker");
     let (replies, _) = output(&mut s, attacker, 1);
     assert!(matches!(&replies[0], Value::Error(e) if e.starts_with(b"NOAUTH")));
 
     // PING is fine, HELLO without AUTH is answered NOAUTH, a wrong secret closes.
-    assert_eq!(command(&mut s, gateway, &mut sink, &["PING"]), Handled::Done);
+    assert_eq!(
+        command(&mut s, gateway, &mut sink, &["PING"]),
+        Handled::Done
+    );
     assert_eq!(
         command(&mut s, gateway, &mut sink, &["HELLO", "3"]),
         Handled::Done

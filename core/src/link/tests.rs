@@ -76,7 +76,10 @@ fn operator_commands() {
     encode_command(&mut wire, &[b"INFO", b"all"]);
     encode_command(&mut wire, &[b"COMMAND", b"DOCS"]);
     encode_command(&mut wire, &[b"HELLO", b"x"]);
-    encode_command(&mut wire, &[b"HELLO", b"3", b"AUTH", b"hermod", b"s3", b"SETNAME", b"g"]);
+    encode_command(
+        &mut wire,
+        &[b"HELLO", b"3", b"AUTH", b"hermod", b"s3", b"SETNAME", b"g"],
+    );
     encode_command(&mut wire, &[b"AUTH", b"hermod", b"s3"]);
     encode_command(&mut wire, &[b"AUTH", b"s3"]);
     encode_command(&mut wire, &[b"HELLO", b"3", b"AUTH", b"hermod"]);

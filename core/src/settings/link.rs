@@ -43,7 +43,10 @@ mod tests {
         };
         let e = link_secret(&src).unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("--link-secret (from HERMOD_LINK_SECRET)"), "{text}");
+        assert!(
+            text.starts_with("--link-secret (from HERMOD_LINK_SECRET)"),
+            "{text}"
+        );
         assert!(!text.contains("short"), "{text}");
         let env = |k: &str| (k == "HERMOD_LINK_SECRET").then(|| "0123456789abcdef".to_owned());
         let src = Sources {

@@ -28,10 +28,10 @@ use std::fmt;
 
 pub use cli::{clap_exit, init_logging, parse_cli, setting_exit, with_env_help};
 pub use file::ConfigFile;
+pub use link::{link_secret, require_link_secret};
 pub use parse::{
     boolean, count, duration, is_host_port, log_filter, one_of, show_duration, socket_addr,
 };
-pub use link::{link_secret, require_link_secret};
 pub use storage::{RedisChoice, MAX_MASTER_NAME, MAX_PASSWORD, MAX_SENTINELS, MAX_USER};
 
 /// Prefix of every environment variable: `HERMOD_` + the setting's name in upper snake case.

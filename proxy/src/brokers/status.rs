@@ -68,7 +68,11 @@ impl LinkStatus {
         }
         let dropped = &names::BROKER_PUSHES_DROPPED;
         w.header(dropped);
-        w.sample(dropped, &[&"foreign_session"], self.foreign_pushes.load(Relaxed));
+        w.sample(
+            dropped,
+            &[&"foreign_session"],
+            self.foreign_pushes.load(Relaxed),
+        );
         let rtt_sum = self.rtt_sum_us.load(Relaxed) as f64 / 1e6;
         w.counter(&names::BROKER_LINK_RTT_SUM, rtt_sum);
         self.render_rows(&mut w);

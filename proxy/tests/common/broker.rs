@@ -93,6 +93,11 @@ impl Broker {
         format!("{}@{}", self.node, self.addr)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, and reap.
     pub fn sigkill(&mut self) {
         let _ = self.child.kill();

@@ -159,20 +159,29 @@ fn a_dead_broker_s_sessions_move_with_rooms_and_in_flight() {
         );
     }
     // The broker answers the join and p1, and delivers p1's message.
-    hub.on_event(hub.home_of(s).unwrap_or(LinkId(u32::MAX)), s,
+    hub.on_event(
+        hub.home_of(s).unwrap_or(LinkId(u32::MAX)),
+        s,
         Event::Joined {
             room: n("lobby"),
             recovered: true,
         },
     );
-    hub.on_event(hub.home_of(s).unwrap_or(LinkId(u32::MAX)), s,
+    hub.on_event(
+        hub.home_of(s).unwrap_or(LinkId(u32::MAX)),
+        s,
         Event::Sent {
             cid: Cid::parse("p1").unwrap(),
             id: MsgId::new("1-5"),
         },
     );
     let frame = encode_room_msg(&MsgId::new("1-5"), &n("u"), &n("lobby"), &raw("\"x\""), 1);
-    hub.on_message(hub.home_of(s).unwrap(), &MsgId::new("1-5"), &Bytes::from(frame), &[s, key(999)]);
+    hub.on_message(
+        hub.home_of(s).unwrap(),
+        &MsgId::new("1-5"),
+        &Bytes::from(frame),
+        &[s, key(999)],
+    );
     let (_, deliveries) = drain(&mut hub);
     assert_eq!(
         deliveries.len(),
@@ -201,7 +210,9 @@ fn a_dead_broker_s_sessions_move_with_rooms_and_in_flight() {
     assert_eq!(hub.stats().rehomed as usize, on_a);
 
     // The re-join's `joined` is not the client's business.
-    hub.on_event(hub.home_of(s).unwrap_or(LinkId(u32::MAX)), s,
+    hub.on_event(
+        hub.home_of(s).unwrap_or(LinkId(u32::MAX)),
+        s,
         Event::Joined {
             room: n("lobby"),
             recovered: true,
@@ -271,7 +282,11 @@ fn overflow_detaches_and_silences_until_the_worker_detaches() {
     let (commands, _) = drain(&mut hub);
     assert_eq!(commands.len(), 1);
     assert!(commands[0].1.starts_with("Detach"));
-    hub.on_event(hub.home_of(key(1)).unwrap_or(LinkId(u32::MAX)), key(1), Event::Left { room: n("r") });
+    hub.on_event(
+        hub.home_of(key(1)).unwrap_or(LinkId(u32::MAX)),
+        key(1),
+        Event::Left { room: n("r") },
+    );
     hub.on_request(
         Request::Ack {
             session: key(1),
