@@ -142,6 +142,36 @@ mod tests {
     }
 
     #[test]
+    fn pre_auth_frames_are_refused_at_their_header() {
+        use crate::resp::{RespError, RespReader};
+        let refused = |wire: &[u8]| {
+            let mut r = RespReader::new(pre_auth_limits());
+            r.feed(wire).and_then(|()| r.next_value()).unwrap_err()
+        };
+        assert_eq!(refused(b"*22369621\r\n"), RespError::TooLarge("aggregate"));
+        assert_eq!(refused(b"*1\r\n*1\r\n"), RespError::TooLarge("nesting depth"));
+        let bulk = b"*2\r\n$4\r\nPING\r\n$67108864\r\n";
+        assert_eq!(refused(bulk), RespError::TooLarge("bulk string"));
+        assert_eq!(
+            refused(&[b'_'; PRE_AUTH_FRAME + 1]),
+            RespError::TooLarge("input buffer")
+        );
+        // A HELLO with the longest secret fits.
+        let secret = "s".repeat(MAX_SECRET_LEN);
+        let mut wire = bytes::BytesMut::new();
+        let hello: [&[u8]; 7] = [b"HELLO", b"3", b"AUTH", b"hermod", secret.as_bytes(), b"SETNAME", b"gw"];
+        crate::resp::encode_command(&mut wire, &hello);
+        let mut r = RespReader::new(pre_auth_limits());
+        r.feed(&wire).unwrap();
+        assert!(r.next_value().unwrap().is_some());
+        // After authentication a message-sized bulk is fine, more is not.
+        let mut r = RespReader::new(command_limits(64 << 10));
+        let big = format!("*5\r\n$4\r\nSEND\r\n${}\r\n", MAX_FRAME_LEN + 1);
+        r.feed(big.as_bytes()).unwrap();
+        assert_eq!(r.next_value(), Err(RespError::TooLarge("bulk string")));
+    }
+
+    #[test]
     fn parse_bounds_and_hides_the_value() {
         assert!(parse_link_secret("0123456789abcdef").is_ok());
         let short = parse_link_secret("hunter2").unwrap_err();
