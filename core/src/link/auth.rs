@@ -149,7 +149,10 @@ mod tests {
             r.feed(wire).and_then(|()| r.next_value()).unwrap_err()
         };
         assert_eq!(refused(b"*22369621\r\n"), RespError::TooLarge("aggregate"));
-        assert_eq!(refused(b"*1\r\n*1\r\n"), RespError::TooLarge("nesting depth"));
+        assert_eq!(
+            refused(b"*1\r\n*1\r\n"),
+            RespError::TooLarge("nesting depth")
+        );
         let bulk = b"*2\r\n$4\r\nPING\r\n$67108864\r\n";
         assert_eq!(refused(bulk), RespError::TooLarge("bulk string"));
         assert_eq!(
@@ -159,7 +162,15 @@ mod tests {
         // A HELLO with the longest secret fits.
         let secret = "s".repeat(MAX_SECRET_LEN);
         let mut wire = bytes::BytesMut::new();
-        let hello: [&[u8]; 7] = [b"HELLO", b"3", b"AUTH", b"hermod", secret.as_bytes(), b"SETNAME", b"gw"];
+        let hello: [&[u8]; 7] = [
+            b"HELLO",
+            b"3",
+            b"AUTH",
+            b"hermod",
+            secret.as_bytes(),
+            b"SETNAME",
+            b"gw",
+        ];
         crate::resp::encode_command(&mut wire, &hello);
         let mut r = RespReader::new(pre_auth_limits());
         r.feed(&wire).unwrap();
