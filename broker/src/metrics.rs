@@ -11,8 +11,13 @@ use crate::EngineStats;
 
 /// The `reason` labels of `hermod_broker_link_auth_refusals_total`, indexed as
 /// `gateways::auth::Refusal` is.
-pub const AUTH_REFUSAL_REASONS: [&str; 4] =
-    ["wrong_secret", "not_authenticated", "deadline", "frame"];
+pub const AUTH_REFUSAL_REASONS: [&str; 5] = [
+    "wrong_secret",
+    "not_authenticated",
+    "deadline",
+    "frame",
+    "evicted",
+];
 /// The `reason` labels of `hermod_broker_link_limit_closes_total`, indexed as
 /// [`LimitClose`] is.
 pub const LIMIT_CLOSE_REASONS: [&str; 4] = ["frame", "input_budget", "output_budget", "output"];
@@ -56,7 +61,7 @@ pub struct Metrics {
     /// 1 while the registry entry is being renewed successfully.
     pub registered: AtomicU64,
     /// Links closed before authenticating, by [`AUTH_REFUSAL_REASONS`].
-    pub auth_refusals: [AtomicU64; 4],
+    pub auth_refusals: [AtomicU64; 5],
     /// Authenticated links closed at a bound, by [`LIMIT_CLOSE_REASONS`].
     pub limit_closes: [AtomicU64; 4],
     /// Bytes buffered across every link now (input and output).
@@ -99,7 +104,7 @@ impl Metrics {
         for (family, value) in counters {
             w.counter(family, v(value));
         }
-        let labelled = [
+        let labelled: [(_, &[&str], &[AtomicU64]); 2] = [
             (
                 &names::BROKER_LINK_AUTH_REFUSALS,
                 &AUTH_REFUSAL_REASONS,

@@ -243,3 +243,22 @@ fn an_authenticated_link_is_held_to_command_sized_frames() {
     assert_eq!(counter(&m, series), 3.0, "{m}");
     assert_eq!(good.command(&["PING"]).as_str(), Some("PONG"));
 }
+
+#[test]
+fn strangers_holding_connections_cannot_keep_a_gateway_out() {
+    let redis = RedisServer::start(&[]).unwrap();
+    let broker = start(&redis);
+    // 64 connections that never authenticate (the most allowed at once)...
+    let mut idle: Vec<Link> = (0..64).map(|_| Link::connect(broker.link)).collect();
+    for link in &mut idle {
+        assert_eq!(link.command(&["PING"]).as_str(), Some("PONG"));
+    }
+    // ...do not keep the gateway out: its link evicts the oldest of them.
+    let mut gateway = broker.ready_link_with(SECRET);
+    assert!(ok(&gateway.command(&["ATTACH", "0-1-1", "alice", "d1"])));
+    assert!(idle[0].wait_closed(WAIT), "the oldest is evicted");
+    let m = metrics(&broker);
+    let series = "hermod_broker_link_auth_refusals_total{reason=\"evicted\"}";
+    assert_eq!(counter(&m, series), 1.0, "{m}");
+    assert_eq!(idle[1].command(&["PING"]).as_str(), Some("PONG"));
+}

@@ -23,6 +23,8 @@ pub enum Refusal {
     Deadline = 2,
     /// It sent a frame past the pre-auth bounds (or not RESP at all).
     Frame = 3,
+    /// Too many links were waiting to authenticate: the oldest makes room for a new one.
+    Evicted = 4,
 }
 
 /// What to do with one decoded command.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use hermod_core::bus::{Delivery, Request};
-use hermod_core::link::{command_limits, pre_auth_limits, MAX_FRAME_LEN};
+use hermod_core::link::{command_limits, pre_auth_limits, MAX_FRAME_LEN, PRE_AUTH_FRAME};
 use hermod_core::reactor::backlog::Backlog;
 use hermod_core::reactor::listener::{AcceptOutcome, Acceptor};
 use hermod_core::reactor::mailbox::MailboxSender;
@@ -55,6 +55,9 @@ const OUT_PAUSE: usize = 8 << 20;
 const OUT_MAX: usize = 2 * MAX_FRAME_LEN;
 /// Most links at once; more are accepted and closed.
 const MAX_LINKS: usize = 1024;
+/// Most links not yet authenticated at once: a new one evicts the oldest, so strangers holding
+/// connections open cannot keep a gateway from linking (it authenticates within a round trip).
+const MAX_UNAUTHENTICATED: usize = 64;
 /// How often silent links are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// Poll timeout while something waits for room (a parked request, a control backlog).
@@ -267,6 +270,13 @@ impl GatewayLinksLoop {
             tracing::warn!(%peer, "too many links: refused");
             return;
         }
+        if self.t.sessions.requires_auth() {
+            let (count, oldest) = self.t.sessions.unauthenticated();
+            if let Some(oldest) = oldest.filter(|_| count >= MAX_UNAUTHENTICATED) {
+                let reason = "evicted: too many links not authenticated";
+                self.refuse(oldest, Refusal::Evicted, reason);
+            }
+        }
         let limits = if self.t.sessions.requires_auth() {
             pre_auth_limits()
         } else {
@@ -311,10 +321,11 @@ impl GatewayLinksLoop {
             if !self.handle_buffered(key) {
                 return;
             }
+            let pause = self.out_pause(key);
             let Some(link) = self.t.sessions.link_mut(key) else {
                 return;
             };
-            if link.out.len() > OUT_PAUSE {
+            if link.out.len() > pause {
                 link.io.unread = true;
                 return; // resumed by `write` once the output drained
             }
@@ -378,6 +389,7 @@ impl GatewayLinksLoop {
 
     /// Writes what a link has queued, until the socket would block.
     fn write(&mut self, key: Key) {
+        let pause = self.out_pause(key);
         let Some(link) = self.t.sessions.link_mut(key) else {
             return;
         };
@@ -395,9 +407,19 @@ impl GatewayLinksLoop {
         if link.out.len() > OUT_MAX {
             return self.limit_close(key, LimitClose::Output, "gateway not reading its link");
         }
-        let resume = link.out.len() <= OUT_PAUSE && link.io.unread;
+        let resume = link.out.len() <= pause && link.io.unread;
         if self.account(key) && resume {
             self.again.push(key);
+        }
+    }
+
+    /// Unwritten output past which a link is not read: a link that has not authenticated may
+    /// not make the broker hold more than a few KiB of replies (PINGs it does not read).
+    fn out_pause(&self, key: Key) -> usize {
+        if self.t.sessions.is_authenticated(key) {
+            OUT_PAUSE
+        } else {
+            PRE_AUTH_FRAME
         }
     }
 

@@ -162,6 +162,19 @@ impl<S> GatewaySessions<S> {
         self.links.get(key).is_some_and(|l| l.authed)
     }
 
+    /// How many links have not authenticated, and the oldest of them.
+    pub fn unauthenticated(&self) -> (usize, Option<Key>) {
+        let mut count = 0;
+        let mut oldest: Option<(Key, Instant)> = None;
+        for (key, link) in self.links.iter().filter(|(_, l)| !l.authed) {
+            count += 1;
+            if oldest.is_none_or(|(_, at)| link.opened < at) {
+                oldest = Some((key, link.opened));
+            }
+        }
+        (count, oldest.map(|(key, _)| key))
+    }
+
     /// Links not authenticated `deadline` after they were accepted.
     pub fn unauthenticated_past(&self, now: Instant, deadline: Duration) -> Vec<Key> {
         self.links

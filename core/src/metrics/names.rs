@@ -286,7 +286,7 @@ pub const BROKER_MESSAGE_DELIVERIES: Family = Family::counter(
 pub const BROKER_LINK_AUTH_REFUSALS: Family = Family::counter(
     Broker,
     "hermod_broker_link_auth_refusals_total",
-    "Links closed before authenticating, by reason (wrong_secret, not_authenticated, deadline, frame).",
+    "Links closed before authenticating, by reason (wrong_secret, not_authenticated, deadline, frame, evicted).",
 )
 .with_labels(&["reason"]);
 pub const BROKER_LINK_LIMIT_CLOSES: Family = Family::counter(
