@@ -10,9 +10,11 @@
 //! a link detaches every session it attached.
 //!
 //! Bounds: a link that has not authenticated reads with `pre_auth_limits` (a few KiB, flat
-//! commands) and is closed at the auth deadline; an authenticated one with `command_limits`
-//! (one bulk of at most a message plus a margin). The bytes buffered across all links are held
-//! to the [`LinkBudget`]: a link past its share when the cap is reached is closed, counted.
+//! commands), is not read while 4 KiB of its replies wait, is closed at the auth deadline, and
+//! is evicted when [`MAX_UNAUTHENTICATED`] newer links wait; an authenticated one reads with
+//! `command_limits` (one bulk of at most a message plus a margin). The bytes buffered across
+//! all links are held to the [`LinkBudget`]: a link past its share when the cap is reached is
+//! closed, counted.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
