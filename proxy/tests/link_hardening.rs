@@ -264,3 +264,20 @@ fn a_broker_cannot_push_to_sessions_placed_on_another_broker() {
     assert_eq!(common::id_of(&alice_c.recv_op("msg")), id);
     carol_c.close();
 }
+
+#[test]
+fn a_gateway_with_the_wrong_secret_never_links() {
+    let redis = RedisServer::start(&[]).expect("redis-server");
+    let broker = Broker::start(&redis, "w1", &["--link-secret", LINK_SECRET]);
+    let addr = broker.addr.to_string();
+    let wrong = "not-the-link-secret-0123456789";
+    let args = ["--auth", "none", "--link-secret", wrong, "--brokers", &addr];
+    let proxy = Proxy::spawn(&args, false);
+    wait_for(&proxy, TIMEOUT, "the refusal logged", || {
+        proxy.log().contains("WRONGPASS")
+    });
+    assert!(!proxy.log().contains(wrong), "the secret is never logged");
+    assert!(!broker.log().contains(wrong), "the secret is never logged");
+    assert_eq!(proxy.admin_get("/readyz").0, 503);
+    assert_eq!(proxy.metric_sum(&["hermod_broker_links_up"]), Some(0.0));
+}

@@ -340,10 +340,13 @@ impl BrokerLink {
         if writable {
             self.write_blocked = false;
         }
-        if let Err(reason) = self.read(now, scratch) {
+        let read = self.read(now, scratch);
+        // What arrived before a close is handled first: a refused HELLO (`-WRONGPASS` from a
+        // broker with another link secret) is the reason to report, not the close after it.
+        if let Err(reason) = self.take_events(now, events) {
             return self.fail(registry, reason, now, events);
         }
-        if let Err(reason) = self.take_events(now, events) {
+        if let Err(reason) = read {
             self.fail(registry, reason, now, events);
         }
     }
