@@ -255,7 +255,7 @@ pub const BROKER_LINKS_ACCEPTED: Family = Family::counter(
 pub const BROKER_LINKS_DROPPED: Family = Family::counter(
     Broker,
     "hermod_broker_links_dropped_total",
-    "Links closed for silence or protocol errors.",
+    "Links closed by the broker: silence, protocol errors, auth refusals, limits.",
 );
 pub const BROKER_COMMANDS: Family = Family::counter(
     Broker,
