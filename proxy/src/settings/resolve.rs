@@ -117,6 +117,10 @@ hermod_core::setting_args! {
     /// names (discovered every second) instead of the embedded broker (default false).
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     registry: "BOOL",
+    /// Secret presented to every broker (HELLO 3 AUTH hermod SECRET), 16 to 512 printable
+    /// characters; brokers listening beyond loopback require it. Never shown; visible in ps:
+    /// prefer HERMOD_LINK_SECRET or the config file.
+    link_secret: "SECRET",
     /// Log filter, tracing env-filter syntax, e.g. info or hermod_proxy=debug (default info).
     log: "FILTER",
     /// Time a tunnel's TCP connect to its upstream may take before the client gets 502
@@ -191,6 +195,7 @@ pub fn resolve(
     resolve_limits(&src, &mut s.broker)?;
     s.storage = storage::resolve_storage(&src)?;
     s.brokers = storage::resolve_brokers(&src, &s.storage)?;
+    s.link_secret = hermod_core::settings::link_secret(&src)?;
     resolve_routes(&args.route, &src, &mut s)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;
