@@ -184,6 +184,7 @@ impl Backend {
             request_timeout: settings.request_timeout,
             max_message_size: settings.max_message_size,
             queue: BROKER_QUEUE,
+            link_secret: settings.link_secret.clone(),
         };
         let sinks = handles.iter().map(WorkerHandle::sink).collect();
         let hub = brokers::spawn(config, sinks).map_err(resource("the broker links thread"))?;

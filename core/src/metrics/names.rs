@@ -179,6 +179,13 @@ pub const BROKER_LINK_SESSIONS: Family = Family::gauge(
     "Sessions homed on this broker.",
 )
 .with_labels(&["broker"]);
+// Issue 11, the broker link: pushes a gateway refuses.
+pub const BROKER_PUSHES_DROPPED: Family = Family::counter(
+    GatewayLinks,
+    "hermod_broker_pushes_dropped_total",
+    "Broker pushes dropped, by reason (foreign_session: not placed on that link).",
+)
+.with_labels(&["reason"]);
 
 // The Redis engine, in the proxy (`--redis`, `--sentinel`) and in the broker.
 pub const REDIS_UP: Family = Family::gauge(
@@ -268,7 +275,7 @@ pub const BROKER_LINKS_ACCEPTED: Family = Family::counter(
 pub const BROKER_LINKS_DROPPED: Family = Family::counter(
     Broker,
     "hermod_broker_links_dropped_total",
-    "Links closed for silence or protocol errors.",
+    "Links closed by the broker: silence, protocol errors, auth refusals, limits.",
 );
 pub const BROKER_COMMANDS: Family = Family::counter(
     Broker,
@@ -294,6 +301,24 @@ pub const BROKER_MESSAGE_DELIVERIES: Family = Family::counter(
     Broker,
     "hermod_broker_message_deliveries_total",
     "Session deliveries carried by `msg` pushes.",
+);
+// Issue 11, the broker link: authentication and the bounds on what links buffer.
+pub const BROKER_LINK_AUTH_REFUSALS: Family = Family::counter(
+    Broker,
+    "hermod_broker_link_auth_refusals_total",
+    "Links closed before authenticating, by reason (wrong_secret, not_authenticated, deadline, frame, evicted).",
+)
+.with_labels(&["reason"]);
+pub const BROKER_LINK_LIMIT_CLOSES: Family = Family::counter(
+    Broker,
+    "hermod_broker_link_limit_closes_total",
+    "Authenticated links closed at a bound, by reason (frame, input_budget, output_budget, output).",
+)
+.with_labels(&["reason"]);
+pub const BROKER_LINK_BUFFERED: Family = Family::gauge(
+    Broker,
+    "hermod_broker_link_buffered_bytes",
+    "Bytes buffered across all gateway links, input and output.",
 );
 
 /// Every family, in the order docs/operations.md lists them.
@@ -329,6 +354,7 @@ pub const ALL: &[Family] = &[
     BROKER_LINK_RTT_SUM,
     BROKER_LINK_UP,
     BROKER_LINK_SESSIONS,
+    BROKER_PUSHES_DROPPED,
     REDIS_UP,
     REDIS_ROUND_TRIPS,
     REDIS_FAILOVERS,
@@ -353,6 +379,9 @@ pub const ALL: &[Family] = &[
     BROKER_EVENT_PUSHES,
     BROKER_MESSAGE_PUSHES,
     BROKER_MESSAGE_DELIVERIES,
+    BROKER_LINK_AUTH_REFUSALS,
+    BROKER_LINK_LIMIT_CLOSES,
+    BROKER_LINK_BUFFERED,
 ];
 
 /// The family named `name`, if the table lists it.

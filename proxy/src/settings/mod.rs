@@ -109,6 +109,8 @@ pub struct Settings {
     pub storage: Storage,
     /// Embedded broker, or external ones (then no engine runs in this process).
     pub brokers: Brokers,
+    /// The secret presented on every broker link (`--link-secret`); `Debug` shows `***`.
+    pub link_secret: Option<hermod_core::link::LinkSecret>,
     /// Tunnel routes (`--route`), matched by exact path before any WebSocket handling.
     pub routes: Vec<Route>,
     /// Time a tunnel's TCP connect to its upstream may take; past it the client gets 502.
@@ -150,6 +152,7 @@ impl Settings {
             broker: hermod_broker::Limits::default(),
             storage: Storage::Memory,
             brokers: Brokers::Embedded,
+            link_secret: None,
             routes: Vec::new(),
             route_connect_timeout: Duration::from_secs(5),
             route_idle_timeout: None,

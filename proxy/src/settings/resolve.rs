@@ -128,6 +128,10 @@ hermod_core::setting_args! {
     /// names (discovered every second) instead of the embedded broker (default false).
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     registry: "BOOL",
+    /// Secret presented to every broker (HELLO 3 AUTH hermod SECRET), 16 to 512 printable
+    /// characters; brokers listening beyond loopback require it. Never shown; visible in ps:
+    /// prefer HERMOD_LINK_SECRET or the config file.
+    link_secret: "SECRET",
     /// Log filter, tracing env-filter syntax, e.g. info or hermod_proxy=debug (default info).
     log: "FILTER",
     /// Time a tunnel's TCP connect to its upstream may take before the client gets 502
@@ -202,6 +206,7 @@ pub fn resolve(
     resolve_limits(&src, &mut s.broker)?;
     s.storage = storage::resolve_storage(&src)?;
     s.brokers = storage::resolve_brokers(&src, &s.storage)?;
+    s.link_secret = hermod_core::settings::link_secret(&src)?;
     resolve_routes(&args.route, &src, &mut s)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;
@@ -458,28 +463,108 @@ pub fn lookup_host(host: &str, port: u16) -> Option<SocketAddr> {
         .and_then(|mut addrs| addrs.next())
 }
 
+/// `--route` and its timeouts, and the loopback rule of the per-address limits, through the
+/// whole resolution (the other resolution tests are in `tests.rs`).
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{parse_cli, resolve, ConfigFile, Resolved, SETTING_KEYS};
+    use std::time::Duration;
 
-    fn run(args: &[&str], env: &[(&str, &str)], text: Option<&str>) -> Result<Settings, String> {
-        let cli = parse_cli(["hermod-proxy"].iter().chain(args)).map_err(|e| e.to_string())?;
-        let lookup = |k: &str| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        };
-        let file = text.map(|t| ConfigFile::parse("t.toml", t, SETTING_KEYS).expect("parses"));
-        resolve(&cli.run, &lookup, file.as_ref(), || "s".to_owned())
-            .map(|r| r.settings)
-            .map_err(|e| e.to_string())
+    fn run(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Resolved, String> {
+        let mut argv = vec!["hermod-proxy"];
+        argv.extend_from_slice(args);
+        let cli = parse_cli(argv).map_err(|e| e.to_string())?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let file = file
+            .map(|text| ConfigFile::parse("f.toml", text, SETTING_KEYS))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        resolve(&cli.run, &lookup, file.as_ref(), || "s".to_owned()).map_err(|e| e.to_string())
+    }
+
+    fn paths(r: &Resolved) -> Vec<String> {
+        r.settings.routes.iter().map(|r| r.path.clone()).collect()
+    }
+
+    #[test]
+    fn routes_come_from_flags_then_env_then_file() {
+        let flags = [
+            "--route",
+            "/a=ws://127.0.0.1:1",
+            "--route",
+            "/b=ws://127.0.0.1:2/x",
+        ];
+        let env = [("HERMOD_ROUTE", "/e=ws://127.0.0.1:3, /f=ws://127.0.0.1:4")];
+        let file = Some("route = [\"/g=ws://127.0.0.1:5\"]\n");
+        let r = run(&flags, &env, file).expect("resolves");
+        assert_eq!(paths(&r), ["/a", "/b"]);
+        assert_eq!(r.settings.routes[1].upstream.path, "/x");
+        assert_eq!(paths(&run(&[], &env, file).expect("env")), ["/e", "/f"]);
+        assert_eq!(paths(&run(&[], &[], file).expect("file")), ["/g"]);
+        let one = Some("route = \"/h=ws://127.0.0.1:6\"\n");
+        assert_eq!(paths(&run(&[], &[], one).expect("string")), ["/h"]);
+        assert!(run(&[], &[], None)
+            .expect("none")
+            .settings
+            .routes
+            .is_empty());
+    }
+
+    #[test]
+    fn bad_routes_are_one_line_errors() {
+        let e = run(&["--route", "/t=http://127.0.0.1:1"], &[], None).unwrap_err();
+        assert!(e.starts_with("--route: `http://127.0.0.1:1`"), "{e}");
+        let e = run(&["--route", "/ws=ws://127.0.0.1:1"], &[], None).unwrap_err();
+        assert!(e.contains("already in use"), "{e}");
+        let dup = [
+            "--route",
+            "/t=ws://127.0.0.1:1",
+            "--route",
+            "/t=ws://127.0.0.1:2",
+        ];
+        assert!(run(&dup, &[], None).unwrap_err().contains("already in use"));
+        let echo = ["--echo-path", "/e", "--route", "/e=ws://127.0.0.1:1"];
+        assert!(run(&echo, &[], None)
+            .unwrap_err()
+            .contains("already in use"));
+        let e = run(&[], &[("HERMOD_ROUTE", "nope")], None).unwrap_err();
+        assert!(e.starts_with("--route (from HERMOD_ROUTE): "), "{e}");
+        let e = run(&[], &[], Some("route = [1]\n")).unwrap_err();
+        assert!(e.starts_with("--route (from f.toml): "), "{e}");
+        assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn route_timeouts() {
+        let r = run(&[], &[], None).expect("defaults");
+        assert_eq!(r.settings.route_connect_timeout, Duration::from_secs(5));
+        assert_eq!(r.settings.route_idle_timeout, None);
+        let args = [
+            "--route-connect-timeout",
+            "250ms",
+            "--route-idle-timeout",
+            "2m",
+        ];
+        let r = run(&args, &[], None).expect("set");
+        assert_eq!(r.settings.route_connect_timeout, Duration::from_millis(250));
+        assert_eq!(
+            r.settings.route_idle_timeout,
+            Some(Duration::from_secs(120))
+        );
+        let r = run(&["--route-idle-timeout", "0"], &[], None).expect("off");
+        assert_eq!(r.settings.route_idle_timeout, None);
+        assert!(run(&["--route-connect-timeout", "0"], &[], None).is_err());
     }
 
     /// A per-address limit left at its default spares loopback; set from any source, it does
     /// not.
     #[test]
     fn per_address_limits_apply_to_loopback_only_when_set() {
-        let d = run(&[], &[], None).unwrap();
+        let d = run(&[], &[], None).unwrap().settings;
         assert_eq!(d.max_connections_per_ip.max, 256);
         assert!(!d.max_connections_per_ip.loopback);
         assert!(!d.max_connects_per_ip_per_sec.loopback);
@@ -491,7 +576,8 @@ mod tests {
             &[("HERMOD_MAX_CONNECTS_PER_IP_PER_SEC", "0")],
             Some("max_sessions_per_user = 2\nfirst_byte_timeout = \"500ms\""),
         )
-        .unwrap();
+        .unwrap()
+        .settings;
         assert_eq!(s.max_connections_per_ip.max, 3);
         assert!(s.max_connections_per_ip.loopback);
         assert_eq!(s.max_connects_per_ip_per_sec.max, 0);
