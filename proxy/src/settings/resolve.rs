@@ -107,6 +107,12 @@ hermod_core::setting_args! {
     room_max_age: "DURATION",
     /// How long a repeated (user, cid) is answered with the first id (default 10m).
     dedupe_window: "DURATION",
+    /// In-memory engine: most bytes the store may hold; past it send/publish answer
+    /// `unavailable` and nothing is evicted (default 1073741824, 1 GiB).
+    memory_budget: "BYTES",
+    /// In-memory engine: most bytes of stored messages one sender may hold (default 67108864,
+    /// 64 MiB).
+    memory_per_user: "BYTES",
     }
     redis_settings;
     settings {
@@ -122,8 +128,13 @@ hermod_core::setting_args! {
     /// Time a tunnel's TCP connect to its upstream may take before the client gets 502
     /// (default 5s).
     route_connect_timeout: "DURATION",
-    /// Close a tunnel after this long without a byte either way; 0 turns it off (default 0).
+    /// Close a tunnel after this long without a byte either way (WebSocket pings count);
+    /// 0 turns it off (default 300s).
     route_idle_timeout: "DURATION",
+    /// Tunnel: comma-separated addresses of front proxies whose X-Forwarded-For, Forwarded and
+    /// X-Real-IP a tunnel keeps (appending the peer); from anyone else they are replaced
+    /// (default: none).
+    route_trusted_proxies: "IP,...",
     }
 }
 
@@ -189,6 +200,7 @@ pub fn resolve(
     resolve_network(&src, &mut s)?;
     resolve_timing(&src, &mut s)?;
     resolve_limits(&src, &mut s.broker)?;
+    resolve_memory(&src, &mut s.broker)?;
     s.storage = storage::resolve_storage(&src)?;
     s.brokers = storage::resolve_brokers(&src, &s.storage)?;
     resolve_routes(&args.route, &src, &mut s)?;
@@ -245,6 +257,13 @@ fn resolve_network(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigErro
     src.set(&mut s.max_connections, "max_connections", |v| {
         count(v, 1, 1_000_000)
     })
+}
+
+/// `--memory-budget` and `--memory-per-user` (the embedded in-memory engine's storage budget).
+fn resolve_memory(src: &Sources<'_>, l: &mut hermod_broker::Limits) -> Result<(), ConfigError> {
+    let bytes = |v: &str| count(v, 1 << 16, usize::MAX).map(|n| n as u64);
+    src.set(&mut l.memory_budget, "memory_budget", bytes)?;
+    src.set(&mut l.memory_per_user, "memory_per_user", bytes)
 }
 
 fn resolve_timing(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigError> {
@@ -381,7 +400,26 @@ pub(super) fn resolve_routes(
     if let Some(idle) = idle {
         s.route_idle_timeout = (!idle.is_zero()).then_some(idle);
     }
-    Ok(())
+    src.set(
+        &mut s.route_trusted_proxies,
+        "route_trusted_proxies",
+        parse_ips,
+    )
+}
+
+/// `IP,IP,...`: up to 64 addresses (none: an empty string).
+fn parse_ips(v: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let ip = item
+            .parse()
+            .map_err(|_| format!("`{item}` is not an IP address (e.g. 10.0.0.2)"))?;
+        if out.len() == 64 {
+            return Err("at most 64 addresses".to_owned());
+        }
+        out.push(ip);
+    }
+    Ok(out)
 }
 
 /// The unparsed routes of the first source that has any, and where they came from.

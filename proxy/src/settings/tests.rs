@@ -595,7 +595,11 @@ mod routes {
     fn route_timeouts() {
         let r = run(&[], &[], None).expect("defaults");
         assert_eq!(r.settings.route_connect_timeout, Duration::from_secs(5));
-        assert_eq!(r.settings.route_idle_timeout, None);
+        assert_eq!(
+            r.settings.route_idle_timeout,
+            Some(Duration::from_secs(300))
+        );
+        assert!(r.settings.route_trusted_proxies.is_empty());
         let args = [
             "--route-connect-timeout",
             "250ms",
@@ -611,6 +615,24 @@ mod routes {
         let r = run(&["--route-idle-timeout", "0"], &[], None).expect("off");
         assert_eq!(r.settings.route_idle_timeout, None);
         assert!(run(&["--route-connect-timeout", "0"], &[], None).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_and_memory_budget() {
+        let env = [("HERMOD_ROUTE_TRUSTED_PROXIES", "10.0.0.2, ::1")];
+        let r = run(&[], &env, None).expect("set");
+        let want: Vec<std::net::IpAddr> = vec!["10.0.0.2".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(r.settings.route_trusted_proxies, want);
+        let e = run(&["--route-trusted-proxies", "10.0.0.0/8"], &[], None).unwrap_err();
+        assert!(e.starts_with("--route-trusted-proxies: "), "{e}");
+        let r = run(&[], &[], None).expect("defaults");
+        assert_eq!(r.settings.broker.memory_budget, 1 << 30);
+        assert_eq!(r.settings.broker.memory_per_user, 64 << 20);
+        let file = "memory_budget = 1048576\nmemory_per_user = 65536\n";
+        let r = run(&[], &[], Some(file)).expect("file");
+        assert_eq!(r.settings.broker.memory_budget, 1 << 20);
+        assert_eq!(r.settings.broker.memory_per_user, 1 << 16);
+        assert!(run(&["--memory-budget", "100"], &[], None).is_err());
     }
 }
 
