@@ -98,7 +98,11 @@ pub fn render_store(out: &mut String, s: &EngineStats) {
     w.gauge(&names::STORE_BUDGET_BYTES, s.store_budget);
     w.header(&names::STORE_REFUSED);
     w.sample(&names::STORE_REFUSED, &[&"budget"], s.store_refused_budget);
-    w.sample(&names::STORE_REFUSED, &[&"sender_quota"], s.store_refused_quota);
+    w.sample(
+        &names::STORE_REFUSED,
+        &[&"sender_quota"],
+        s.store_refused_quota,
+    );
 }
 
 #[cfg(test)]
