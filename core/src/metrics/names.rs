@@ -7,7 +7,7 @@
 //! in both binaries (the Redis engine's figures are `hermod_redis_*` wherever they come from).
 
 use super::family::Family;
-use super::family::Source::{Broker, Engine, Gateway, GatewayLinks, Process};
+use super::family::Source::{Broker, Engine, Gateway, GatewayLinks, MemoryEngine, Process};
 
 // The gateway (`hermod-proxy`): connections and handshakes.
 pub const CONNECTIONS_OPEN: Family = Family::gauge(
@@ -206,17 +206,17 @@ pub const REDIS_PENDING_OPS: Family = Family::gauge(
 // Issue 11, storage budget: the in-memory engine's bytes held, its budget, and the writes it
 // refused (`--memory-budget`, `--memory-per-user`).
 pub const STORE_BYTES: Family = Family::gauge(
-    Engine,
+    MemoryEngine,
     "hermod_store_bytes",
     "In-memory engine: bytes its storage budget counts as held (messages, channels, cursors, dedupe).",
 );
 pub const STORE_BUDGET_BYTES: Family = Family::gauge(
-    Engine,
+    MemoryEngine,
     "hermod_store_budget_bytes",
     "In-memory engine: the storage budget (--memory-budget).",
 );
 pub const STORE_REFUSED: Family = Family::counter(
-    Engine,
+    MemoryEngine,
     "hermod_store_refused_total",
     "In-memory engine: writes refused unavailable, by reason: budget (the store is full) or sender_quota (--memory-per-user).",
 )
