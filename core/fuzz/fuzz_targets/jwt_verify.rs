@@ -28,7 +28,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     // Fuzzer-chosen header and claims JSON (split at the first NUL), correctly signed.
-    let (header, claims) = text.split_once('\0').unwrap_or((r#"{"alg":"HS256"}"#, text));
+    let (header, claims) = text
+        .split_once('\0')
+        .unwrap_or((r#"{"alg":"HS256"}"#, text));
     let signing = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header),

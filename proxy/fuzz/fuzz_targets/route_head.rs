@@ -16,10 +16,14 @@ use libfuzzer_sys::fuzz_target;
 fn routes() -> &'static [Route] {
     static ROUTES: OnceLock<Vec<Route>> = OnceLock::new();
     ROUTES.get_or_init(|| {
-        ["/t=ws://127.0.0.1:9000/echo", "/a=ws://[::1]:9001", "/=ws://10.0.0.1:80/x"]
-            .iter()
-            .filter_map(|r| parse_route(r, |_, _| None).ok())
-            .collect()
+        [
+            "/t=ws://127.0.0.1:9000/echo",
+            "/a=ws://[::1]:9001",
+            "/=ws://10.0.0.1:80/x",
+        ]
+        .iter()
+        .filter_map(|r| parse_route(r, |_, _| None).ok())
+        .collect()
     })
 }
 
@@ -47,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(req.method, Some("GET"));
         for h in req.headers.iter() {
             let name = h.name.to_ascii_lowercase();
-            assert!(name != "content-length" && name != "transfer-encoding", "{name}");
+            assert!(
+                name != "content-length" && name != "transfer-encoding",
+                "{name}"
+            );
             if name == "x-forwarded-for" || name == "x-real-ip" {
                 assert_eq!(h.value, b"192.0.2.7");
             }
