@@ -25,8 +25,17 @@ pub struct Dedupe {
     map: HashMap<Key, (MsgId, u64)>,
     /// Keys in insertion order with their expiry. The window is constant, so this is also expiry
     /// order: sweeping and evicting pop from the front. A key re-inserted after expiring has two
-    /// entries here; the stale one is recognised by its expiry not matching the map's.
-    order: VecDeque<(u64, Key)>,
+    /// entries here; the stale one is recognised by its expiry not matching the map's. The last
+    /// field is what the entry is charged to the storage budget.
+    order: VecDeque<(u64, Key, u64)>,
+    /// Bytes charged for the entries in `order` (see [`entry_cost`]).
+    bytes: u64,
+}
+
+/// What one dedupe entry is charged to the storage budget: the overhead, the names and the id.
+pub fn entry_cost(user: &Name, cid: &Cid, id: &MsgId) -> u64 {
+    crate::budget::DEDUPE_OVERHEAD
+        + (user.as_str().len() + cid.as_str().len() + id.as_str().len()) as u64
 }
 
 impl Dedupe {
@@ -36,6 +45,7 @@ impl Dedupe {
             cap: cap.max(1),
             map: HashMap::new(),
             order: VecDeque::new(),
+            bytes: 0,
         }
     }
 
@@ -54,14 +64,28 @@ impl Dedupe {
             self.pop_front();
         }
         let expires = now_ms.saturating_add(self.window_ms);
+        let cost = entry_cost(&user, &cid, &id);
         let key = (user, cid);
         self.map.insert(key.clone(), (id, expires));
-        self.order.push_back((expires, key));
+        self.order.push_back((expires, key, cost));
+        self.bytes += cost;
+    }
+
+    /// Bytes charged for the entries held now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Forgets the oldest entry (to make room under the storage budget); false when empty.
+    pub fn evict_oldest(&mut self) -> bool {
+        let any = !self.order.is_empty();
+        self.pop_front();
+        any
     }
 
     /// Forgets every entry whose window has passed at `now_ms`.
     pub fn sweep(&mut self, now_ms: u64) {
-        while self.order.front().is_some_and(|(exp, _)| *exp <= now_ms) {
+        while self.order.front().is_some_and(|(exp, _, _)| *exp <= now_ms) {
             self.pop_front();
         }
     }
@@ -72,7 +96,8 @@ impl Dedupe {
     }
 
     fn pop_front(&mut self) {
-        if let Some((expires, key)) = self.order.pop_front() {
+        if let Some((expires, key, cost)) = self.order.pop_front() {
+            self.bytes = self.bytes.saturating_sub(cost);
             if self.map.get(&key).is_some_and(|(_, e)| *e == expires) {
                 self.map.remove(&key);
             }
@@ -98,8 +123,10 @@ mod tests {
         assert_eq!(d.get(&user("a"), &cid("1"), 999), Some(&MsgId::new("x-1")));
         assert_eq!(d.get(&user("b"), &cid("1"), 10), None);
         assert_eq!(d.get(&user("a"), &cid("1"), 1000), None);
+        assert!(d.bytes() > crate::budget::DEDUPE_OVERHEAD);
         d.sweep(1000);
         assert_eq!(d.entry_count(), 0);
+        assert_eq!(d.bytes(), 0);
     }
 
     #[test]

@@ -62,7 +62,7 @@ struct Shared {
     /// The engine's `is_ready`, refreshed every loop turn.
     ready: AtomicBool,
     /// The engine's counters, refreshed every loop turn (field order of [`EngineStats`]).
-    stats: [AtomicU64; 6],
+    stats: [AtomicU64; 10],
 }
 
 impl Shared {
@@ -75,6 +75,10 @@ impl Shared {
             s.reconnects,
             s.unavailable,
             s.pending_ops,
+            s.store_bytes,
+            s.store_budget,
+            s.store_refused_budget,
+            s.store_refused_quota,
         ];
         for (slot, v) in self.stats.iter().zip(values) {
             slot.store(v, Ordering::Relaxed);
@@ -90,6 +94,10 @@ impl Shared {
             reconnects: v(3),
             unavailable: v(4),
             pending_ops: v(5),
+            store_bytes: v(6),
+            store_budget: v(7),
+            store_refused_budget: v(8),
+            store_refused_quota: v(9),
         }
     }
 }

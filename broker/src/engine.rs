@@ -138,6 +138,10 @@ pub enum EngineError {
     /// The storage could not be reached or did not answer in time.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The in-memory engine's storage budget refused the write (`--memory-budget`,
+    /// `--memory-per-user`); clients see `unavailable` and may retry later with the same `cid`.
+    #[error("storage full: {0}; retry later")]
+    Full(&'static str),
 }
 
 /// One completed operation.
@@ -162,7 +166,8 @@ pub enum Live {
     },
 }
 
-/// Counters an engine exposes for metrics (all zero for the memory engine).
+/// Counters an engine exposes for metrics (the Redis engine's; the memory engine fills only the
+/// `store_*` ones).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStats {
     /// Commands answered by the store since start (each pipelined command counts once).
@@ -177,6 +182,14 @@ pub struct EngineStats {
     pub unavailable: u64,
     /// Operations accepted and not yet completed (held, queued behind a channel, or sent).
     pub pending_ops: u64,
+    /// Memory engine: bytes its storage budget counts as held.
+    pub store_bytes: u64,
+    /// Memory engine: the storage budget (`--memory-budget`).
+    pub store_budget: u64,
+    /// Memory engine: writes refused because the store was at its budget.
+    pub store_refused_budget: u64,
+    /// Memory engine: writes refused because the sender was at its quota.
+    pub store_refused_quota: u64,
 }
 
 /// A storage engine. Sans-io from the broker's point of view: no call blocks.

@@ -27,6 +27,17 @@ struct Entry {
     id: MsgId,
     /// The encoded `msg` frame, shared with every delivery and replay.
     frame: Bytes,
+    /// Who sent it and what it was charged to the storage budget (refunded when it goes).
+    charge: Charge,
+}
+
+/// What one stored message or one channel is charged to the storage budget, and to whom.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    /// The sender charged; `None`: shared bytes (a room history created by a join).
+    pub to: Option<Name>,
+    /// Bytes charged.
+    pub bytes: u64,
 }
 
 /// An ordered, bounded run of messages: a room's history or an inbox's messages.
@@ -40,30 +51,35 @@ pub struct History {
     floor: u64,
     /// The newest sequence number this channel holds or held (`floor` while it has none).
     tip: u64,
+    /// What the channel itself is charged to the storage budget.
+    pub charge: Charge,
 }
 
 impl History {
     /// A new, empty channel, created when the engine's sequence stood at `engine_seq`.
-    pub fn new(engine_seq: u64) -> Self {
+    pub fn new(engine_seq: u64, charge: Charge) -> Self {
         History {
             entries: VecDeque::new(),
             floor: engine_seq,
             tip: engine_seq,
+            charge,
         }
     }
 
-    pub fn push(&mut self, seq: u64, ts_ms: u64, id: MsgId, frame: Bytes) {
+    pub fn push(&mut self, seq: u64, ts_ms: u64, id: MsgId, frame: Bytes, charge: Charge) {
         self.tip = seq;
         self.entries.push_back(Entry {
             seq,
             ts_ms,
             id,
             frame,
+            charge,
         });
     }
 
-    /// Drops the oldest messages beyond `max_len` and those stored at or before `cutoff_ms`.
-    pub fn trim(&mut self, max_len: usize, cutoff_ms: Option<u64>) {
+    /// Drops the oldest messages beyond `max_len` and those stored at or before `cutoff_ms`,
+    /// handing each dropped message's charge to `refund`.
+    pub fn trim(&mut self, max_len: usize, cutoff_ms: Option<u64>, refund: &mut dyn FnMut(Charge)) {
         while self.entries.len() > max_len
             || self
                 .entries
@@ -72,7 +88,10 @@ impl History {
                 .is_some_and(|(e, cut)| e.ts_ms <= cut)
         {
             match self.entries.pop_front() {
-                Some(e) => self.floor = e.seq,
+                Some(e) => {
+                    self.floor = e.seq;
+                    refund(e.charge);
+                }
                 None => break,
             }
         }
@@ -127,14 +146,27 @@ pub struct Inbox {
     /// Device -> sequence number of the last message it acked. A device without an entry has
     /// acked nothing that is still retained.
     cursors: HashMap<Name, u64>,
+    /// Bytes the cursors are charged to the storage budget (see [`cursor_cost`]).
+    cursor_bytes: u64,
+}
+
+/// What one cursor is charged to the storage budget.
+pub fn cursor_cost(device: &Name) -> u64 {
+    crate::budget::CURSOR_OVERHEAD + device.as_str().len() as u64
 }
 
 impl Inbox {
-    pub fn new(engine_seq: u64) -> Self {
+    pub fn new(engine_seq: u64, charge: Charge) -> Self {
         Inbox {
-            history: History::new(engine_seq),
+            history: History::new(engine_seq, charge),
             cursors: HashMap::new(),
+            cursor_bytes: 0,
         }
+    }
+
+    /// Bytes the cursors are charged now.
+    pub fn cursor_bytes(&self) -> u64 {
+        self.cursor_bytes
     }
 
     /// The device's cursor (0: nothing acked).
@@ -157,17 +189,25 @@ impl Inbox {
                 .map(|(d, _)| d.clone());
             if let Some(d) = oldest {
                 self.cursors.remove(&d);
+                self.cursor_bytes = self.cursor_bytes.saturating_sub(cursor_cost(&d));
             }
         }
         self.cursors.insert(device.clone(), seq);
+        self.cursor_bytes += cursor_cost(device);
     }
 
     /// Forgets cursors that no longer hold anything back: those below every retained message.
     pub fn drop_idle_cursors(&mut self) {
-        match self.history.first_seq() {
-            Some(first) => self.cursors.retain(|_, s| *s >= first),
-            None => self.cursors.clear(),
-        }
+        let first = self.history.first_seq();
+        let mut freed = 0;
+        self.cursors.retain(|d, s| {
+            let keep = first.is_some_and(|first| *s >= first);
+            if !keep {
+                freed += cursor_cost(d);
+            }
+            keep
+        });
+        self.cursor_bytes = self.cursor_bytes.saturating_sub(freed);
     }
 
     #[cfg(test)]
@@ -181,20 +221,32 @@ mod tests {
     use super::*;
 
     fn filled(n: u64) -> History {
-        let mut h = History::new(0);
+        let mut h = History::new(0, free());
         for seq in 1..=n {
-            h.push(seq, seq * 10, MsgId::new(format!("e-{seq}")), Bytes::new());
+            h.push(
+                seq,
+                seq * 10,
+                MsgId::new(format!("e-{seq}")),
+                Bytes::new(),
+                free(),
+            );
         }
         h
+    }
+
+    fn free() -> Charge {
+        Charge { to: None, bytes: 1 }
     }
 
     #[test]
     fn trims_by_length_and_age_and_tracks_the_floor() {
         let mut h = filled(10);
-        h.trim(8, None);
+        let mut refunded = 0;
+        h.trim(8, None, &mut |c| refunded += c.bytes);
+        assert_eq!(refunded, 2);
         assert_eq!(h.first_seq(), Some(3));
         assert!(h.covers(2) && !h.covers(1) && h.covers(10) && !h.covers(11));
-        h.trim(8, Some(50));
+        h.trim(8, Some(50), &mut |_| {});
         assert_eq!(h.first_seq(), Some(6));
         assert_eq!(h.page(8, ALL).0.len(), 2);
     }
@@ -206,13 +258,14 @@ mod tests {
 
     #[test]
     fn pages_by_count_and_bytes_with_at_least_one_message() {
-        let mut h = History::new(0);
+        let mut h = History::new(0, free());
         for seq in 1..=5 {
             h.push(
                 seq,
                 0,
                 MsgId::new(format!("e-{seq}")),
                 Bytes::from(vec![b'x'; 10]),
+                free(),
             );
         }
         let ids = |(page, more): (Vec<Stored>, bool)| {
@@ -249,8 +302,10 @@ mod tests {
 
     #[test]
     fn cursor_clamps_and_never_moves_back() {
-        let mut inbox = Inbox::new(0);
-        inbox.history.push(1, 0, MsgId::new("e-1"), Bytes::new());
+        let mut inbox = Inbox::new(0, free());
+        inbox
+            .history
+            .push(1, 0, MsgId::new("e-1"), Bytes::new(), free());
         let d = Name::parse("device", "d").unwrap();
         inbox.ack(&d, 99);
         assert_eq!(inbox.cursor(&d), 1);
@@ -260,12 +315,21 @@ mod tests {
 
     #[test]
     fn cursors_are_capped() {
-        let mut inbox = Inbox::new(0);
-        inbox.history.push(1, 0, MsgId::new("e-1"), Bytes::new());
+        let mut inbox = Inbox::new(0, free());
+        inbox
+            .history
+            .push(1, 0, MsgId::new("e-1"), Bytes::new(), free());
         for i in 0..MAX_CURSORS_PER_INBOX + 5 {
             let d = Name::parse("device", &format!("d{i}")).unwrap();
             inbox.ack(&d, 1);
         }
         assert_eq!(inbox.cursor_count(), MAX_CURSORS_PER_INBOX);
+        // Device names of 2 to 4 bytes.
+        let n = MAX_CURSORS_PER_INBOX as u64;
+        let per = crate::budget::CURSOR_OVERHEAD;
+        assert!((n * (per + 2)..=n * (per + 4)).contains(&inbox.cursor_bytes()));
+        inbox.history.trim(0, None, &mut |_| {});
+        inbox.drop_idle_cursors();
+        assert_eq!(inbox.cursor_bytes(), 0);
     }
 }

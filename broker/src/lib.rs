@@ -34,6 +34,7 @@
 //! channels).
 
 mod broker;
+mod budget;
 mod dedupe;
 pub mod embedded;
 mod engine;
@@ -52,7 +53,7 @@ pub use engine::{
     Channel, Completion, Done, Engine, EngineError, EngineStats, Live, Op, Page, Stored, Token,
 };
 pub use history::MAX_CURSORS_PER_INBOX;
-pub use limits::Limits;
+pub use limits::{Limits, DEFAULT_MEMORY_BUDGET, DEFAULT_MEMORY_PER_USER};
 pub use memory::MemoryEngine;
 pub use redis::{Durability, RedisEngine, RedisEngineConfig};
 pub use replay::MAX_REPLAY_BUFFER;

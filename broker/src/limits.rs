@@ -24,7 +24,19 @@ pub struct Limits {
     /// to a fraction of its per-session outbound bound, so one page always fits in the queue.
     /// A single message larger than this still makes a page of its own.
     pub replay_page_bytes: usize,
+    /// In-memory engine only: most bytes the store may hold, messages, channels, cursors and
+    /// dedupe entries together (`--memory-budget`, default 1 GiB). Past it writes are refused
+    /// `unavailable`; nothing stored is evicted.
+    pub memory_budget: u64,
+    /// In-memory engine only: most bytes of stored messages (and of the channels they created)
+    /// one sender may hold (`--memory-per-user`, default 64 MiB).
+    pub memory_per_user: u64,
 }
+
+/// Default `--memory-budget`: 1 GiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 1 << 30;
+/// Default `--memory-per-user`: 64 MiB.
+pub const DEFAULT_MEMORY_PER_USER: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -36,6 +48,8 @@ impl Default for Limits {
             dedupe_window: Duration::from_secs(600),
             replay_page_messages: 256,
             replay_page_bytes: 256 * 1024,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory_per_user: DEFAULT_MEMORY_PER_USER,
         }
     }
 }

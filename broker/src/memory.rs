@@ -9,6 +9,10 @@
 //! Retention: an inbox message stays until retention drops it (length or age), whoever acked it;
 //! devices are served from their own cursors, so a device that acked sees only newer messages,
 //! and a device that never acked gets everything still retained.
+//!
+//! Storage budget (`budget.rs`): every byte held is charged, and a write that would take the store
+//! past `Limits::memory_budget`, or its sender past `Limits::memory_per_user`, is refused
+//! ([`EngineError::Full`]) rather than evicting anything.
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -20,9 +24,12 @@ use serde_json::value::RawValue;
 use hermod_core::ids::{Cid, MsgId, Name};
 use hermod_core::protocol::{encode_direct_msg, encode_room_msg};
 
-use crate::dedupe::{Dedupe, MAX_DEDUPE_ENTRIES};
-use crate::engine::{Channel, Completion, Done, Engine, EngineError, Op, Page, Stored, Token};
-use crate::history::{History, Inbox};
+use crate::budget::{channel_cost, entry_cost, Budget, BudgetStats, Refusal};
+use crate::dedupe::{self, Dedupe, MAX_DEDUPE_ENTRIES};
+use crate::engine::{
+    Channel, Completion, Done, Engine, EngineError, EngineStats, Op, Page, Stored, Token,
+};
+use crate::history::{Charge, History, Inbox};
 use crate::limits::Limits;
 
 /// The in-memory engine.
@@ -40,6 +47,8 @@ pub struct MemoryEngine {
     rooms: HashMap<Name, History>,
     /// `(user, cid)` of recent appends.
     dedupe: Dedupe,
+    /// Bytes held, in total and per sender (the dedupe table's are its own: `Dedupe::bytes`).
+    budget: Budget,
     /// Finished operations waiting for `poll_completion` (all complete inside `submit`).
     done: VecDeque<Completion>,
 }
@@ -69,6 +78,7 @@ impl MemoryEngine {
             inboxes: HashMap::new(),
             rooms: HashMap::new(),
             dedupe: Dedupe::new(millis(limits.dedupe_window), dedupe_cap),
+            budget: Budget::new(limits.memory_budget, limits.memory_per_user),
             done: VecDeque::new(),
         }
     }
@@ -91,6 +101,24 @@ impl MemoryEngine {
         self.dedupe.entry_count()
     }
 
+    /// The storage budget's figures: bytes held (dedupe included), the budget, refusals.
+    pub fn budget_stats(&self) -> BudgetStats {
+        let mut s = self.budget.stats();
+        s.used += self.dedupe.bytes();
+        s
+    }
+
+    /// Whether `sender_cost` bytes charged to `from` plus `shared_cost` more fit; drops the
+    /// oldest dedupe entries (never messages) to make room before refusing.
+    fn admit(&mut self, from: &Name, sender_cost: u64, shared_cost: u64) -> Result<(), Refusal> {
+        let wanted = sender_cost.saturating_add(shared_cost);
+        while !self.budget.fits(wanted.saturating_add(self.dedupe.bytes()))
+            && self.dedupe.evict_oldest()
+        {}
+        let elsewhere = shared_cost.saturating_add(self.dedupe.bytes());
+        self.budget.admit(from, sender_cost, elsewhere)
+    }
+
     /// The sequence number of an id this engine issued; `None` for anything else.
     fn seq_of(&self, id: &MsgId) -> Option<u64> {
         let tail = id.as_str().strip_prefix(self.prefix.as_str())?;
@@ -107,42 +135,70 @@ impl MemoryEngine {
         cid: Cid,
         data: &RawValue,
         now_ms: u64,
-    ) -> Done {
+    ) -> Result<Done, EngineError> {
         if let Some(id) = self.dedupe.get(&from, &cid, now_ms) {
-            return Done::Appended {
+            return Ok(Done::Appended {
                 id: id.clone(),
                 fresh: None,
-            };
+            });
         }
-        self.seq += 1;
-        let seq = self.seq;
+        let seq = self.seq + 1;
         let id = MsgId::new(format!("{}{seq}", self.prefix));
-        let (history, max_len, frame) = match &channel {
+        let (frame, new_channel) = match &channel {
+            Channel::Inbox(to) => (
+                encode_direct_msg(&id, &from, to, data, now_ms),
+                (!self.inboxes.contains_key(to)).then(|| channel_cost(to)),
+            ),
+            Channel::Room(room) => (
+                encode_room_msg(&id, &from, room, data, now_ms),
+                (!self.rooms.contains_key(room)).then(|| channel_cost(room)),
+            ),
+        };
+        let message_cost = entry_cost(frame.capacity(), id.as_str().len());
+        let channel_cost = new_channel.unwrap_or(0);
+        let sender_cost = message_cost + channel_cost;
+        let dedupe_cost = dedupe::entry_cost(&from, &cid, &id);
+        if let Err(refusal) = self.admit(&from, sender_cost, dedupe_cost) {
+            return Err(EngineError::Full(match refusal {
+                Refusal::Budget => "the server's memory budget is used up",
+                Refusal::SenderQuota => "this user's stored messages reached the per-user quota",
+            }));
+        }
+        self.seq = seq;
+        self.budget.charge(&from, sender_cost);
+        let charge_channel = || Charge {
+            to: Some(from.clone()),
+            bytes: channel_cost,
+        };
+        let (history, max_len) = match &channel {
             Channel::Inbox(to) => {
-                let frame = encode_direct_msg(&id, &from, to, data, now_ms);
                 let inbox = self
                     .inboxes
                     .entry(to.clone())
-                    .or_insert_with(|| Inbox::new(seq - 1));
-                (&mut inbox.history, self.limits.inbox_max_len, frame)
+                    .or_insert_with(|| Inbox::new(seq - 1, charge_channel()));
+                (&mut inbox.history, self.limits.inbox_max_len)
             }
             Channel::Room(room) => {
-                let frame = encode_room_msg(&id, &from, room, data, now_ms);
                 let history = self
                     .rooms
                     .entry(room.clone())
-                    .or_insert_with(|| History::new(seq - 1));
-                (history, self.limits.room_max_len, frame)
+                    .or_insert_with(|| History::new(seq - 1, charge_channel()));
+                (history, self.limits.room_max_len)
             }
         };
         let frame = Bytes::from(frame);
-        history.push(seq, now_ms, id.clone(), frame.clone());
-        history.trim(max_len, None);
+        let charge = Charge {
+            to: Some(from.clone()),
+            bytes: message_cost,
+        };
+        history.push(seq, now_ms, id.clone(), frame.clone(), charge);
+        let budget = &mut self.budget;
+        history.trim(max_len, None, &mut |c| refund(budget, c));
         self.dedupe.insert(from, cid, id.clone(), now_ms);
-        Done::Appended {
+        Ok(Done::Appended {
             id: id.clone(),
             fresh: Some(Stored { id, frame }),
-        }
+        })
     }
 
     fn read_inbox(
@@ -170,7 +226,10 @@ impl MemoryEngine {
         let seq = self.seq_of(id).ok_or(EngineError::UnknownId)?;
         // No inbox: no message to hold back, and every later one gets a higher sequence number.
         if let Some(inbox) = self.inboxes.get_mut(user) {
+            let before = inbox.cursor_bytes();
             inbox.ack(device, seq);
+            self.budget.refund_shared(before);
+            self.budget.charge_shared(inbox.cursor_bytes());
         }
         Ok(Done::Acked)
     }
@@ -178,10 +237,14 @@ impl MemoryEngine {
     fn read_room(&mut self, room: &Name, since: Option<&MsgId>, page: Page) -> Done {
         let since_seq = since.map(|id| self.seq_of(id));
         let engine_seq = self.seq;
-        let history = self
-            .rooms
-            .entry(room.clone())
-            .or_insert_with(|| History::new(engine_seq));
+        let budget = &mut self.budget;
+        let history = self.rooms.entry(room.clone()).or_insert_with(|| {
+            // A join's empty history is charged to no one: reads are never refused, and the
+            // sweep drops it once no session is on it.
+            let bytes = channel_cost(room);
+            budget.charge_shared(bytes);
+            History::new(engine_seq, Charge { to: None, bytes })
+        });
         let (recovered, from) = match since_seq {
             None => {
                 return Done::Room {
@@ -212,7 +275,7 @@ impl Engine for MemoryEngine {
                 from,
                 cid,
                 data,
-            } => Ok(self.append(channel, from, cid, &data, now_ms)),
+            } => self.append(channel, from, cid, &data, now_ms),
             Op::ReadInbox {
                 user,
                 device,
@@ -231,20 +294,53 @@ impl Engine for MemoryEngine {
 
     fn sweep(&mut self, now_ms: u64, in_use: &dyn Fn(&Channel) -> bool) {
         self.dedupe.sweep(now_ms);
+        let budget = &mut self.budget;
         let inbox_cut = now_ms.checked_sub(millis(self.limits.inbox_max_age));
         let inbox_len = self.limits.inbox_max_len;
         self.inboxes.retain(|user, inbox| {
-            inbox.history.trim(inbox_len, inbox_cut);
+            inbox
+                .history
+                .trim(inbox_len, inbox_cut, &mut |c| refund(budget, c));
             // An empty inbox has no cursors left either (none holds anything back).
+            let before = inbox.cursor_bytes();
             inbox.drop_idle_cursors();
-            !inbox.history.is_empty() || in_use(&Channel::Inbox(user.clone()))
+            budget.refund_shared(before.saturating_sub(inbox.cursor_bytes()));
+            let keep = !inbox.history.is_empty() || in_use(&Channel::Inbox(user.clone()));
+            if !keep {
+                budget.refund_shared(inbox.cursor_bytes());
+                refund(budget, inbox.history.charge.clone());
+            }
+            keep
         });
         let room_cut = now_ms.checked_sub(millis(self.limits.room_max_age));
         let room_len = self.limits.room_max_len;
         self.rooms.retain(|room, history| {
-            history.trim(room_len, room_cut);
-            !history.is_empty() || in_use(&Channel::Room(room.clone()))
+            history.trim(room_len, room_cut, &mut |c| refund(budget, c));
+            let keep = !history.is_empty() || in_use(&Channel::Room(room.clone()));
+            if !keep {
+                refund(budget, history.charge.clone());
+            }
+            keep
         });
+    }
+
+    fn stats(&self) -> EngineStats {
+        let b = self.budget_stats();
+        EngineStats {
+            store_bytes: b.used,
+            store_budget: b.limit,
+            store_refused_budget: b.refused_budget,
+            store_refused_quota: b.refused_quota,
+            ..EngineStats::default()
+        }
+    }
+}
+
+/// Gives a dropped message's or channel's bytes back to whoever they were charged to.
+fn refund(budget: &mut Budget, charge: Charge) {
+    match &charge.to {
+        Some(sender) => budget.refund(sender, charge.bytes),
+        None => budget.refund_shared(charge.bytes),
     }
 }
 
@@ -286,5 +382,104 @@ mod tests {
             );
         }
         assert_eq!(e.dedupe_len(), 3);
+    }
+
+    fn append_to(
+        e: &mut MemoryEngine,
+        to: &str,
+        from: &str,
+        cid: &str,
+        len: usize,
+        now: u64,
+    ) -> Result<Done, EngineError> {
+        let data = RawValue::from_string(format!("\"{}\"", "x".repeat(len))).unwrap();
+        e.append(
+            Channel::Inbox(Name::parse("user", to).unwrap()),
+            Name::parse("user", from).unwrap(),
+            Cid::parse(cid).unwrap(),
+            &data,
+            now,
+        )
+    }
+
+    fn small_budget(total: u64, per_user: u64) -> MemoryEngine {
+        let limits = Limits {
+            memory_budget: total,
+            memory_per_user: per_user,
+            inbox_max_age: std::time::Duration::from_secs(10),
+            ..Limits::default()
+        };
+        MemoryEngine::with_epoch(&limits, 1)
+    }
+
+    #[test]
+    fn per_user_quota_refuses_without_evicting_and_sweep_frees_everything() {
+        let mut e = small_budget(1 << 20, 100_000);
+        let mut stored = 0;
+        let mut refused = 0;
+        for i in 0..100 {
+            match append_to(
+                &mut e,
+                &format!("nobody{i}"),
+                "mallory",
+                &format!("c{i}"),
+                4000,
+                0,
+            ) {
+                Ok(_) => stored += 1,
+                Err(EngineError::Full(_)) => refused += 1,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(stored > 10 && refused > 0, "{stored} {refused}");
+        assert!(
+            e.budget
+                .sender_used(&Name::parse("user", "mallory").unwrap())
+                <= 100_000
+        );
+        // Another user still has room, and everything stored is still there.
+        assert!(append_to(&mut e, "bob", "alice", "a1", 4000, 0).is_ok());
+        assert_eq!(e.channel_count(), stored + 1);
+        assert_eq!(e.budget_stats().refused_quota, refused as u64);
+        // Past retention and the dedupe window, with no session on them, all is given back.
+        e.sweep(3_600_000, &|_| false);
+        assert_eq!(e.channel_count(), 0);
+        assert_eq!(e.budget_stats().used, 0);
+    }
+
+    #[test]
+    fn total_budget_refuses_and_counts_every_byte() {
+        let mut e = small_budget(200_000, u64::MAX);
+        let mut stored = 0;
+        for i in 0..100 {
+            let from = format!("u{i}");
+            if append_to(&mut e, "bob", &from, "c", 4000, 0).is_ok() {
+                stored += 1;
+            }
+        }
+        let s = e.budget_stats();
+        assert!(s.used <= 200_000 && s.used > 150_000, "{s:?}");
+        assert!(s.refused_budget > 0);
+        assert_eq!(
+            e.message_count(&Channel::Inbox(Name::parse("user", "bob").unwrap())),
+            stored
+        );
+        // Acks and joins are never refused; cursors and empty rooms are counted.
+        let bob = Name::parse("user", "bob").unwrap();
+        let dev = Name::parse("device", "phone").unwrap();
+        let before = e.budget_stats().used;
+        assert!(e.ack(&bob, &dev, &MsgId::new("00000001-1")).is_ok());
+        let room = Name::parse("room", "lobby").unwrap();
+        let _ = e.read_room(
+            &room,
+            None,
+            Page {
+                max_messages: 1,
+                max_bytes: 1,
+            },
+        );
+        assert!(e.budget_stats().used > before);
+        e.sweep(3_600_000, &|_| false);
+        assert_eq!(e.budget_stats().used, 0);
     }
 }

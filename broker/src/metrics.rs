@@ -141,6 +141,21 @@ pub fn render_engine(out: &mut String, up: bool, s: &EngineStats) {
     w.gauge(&names::REDIS_PENDING_OPS, s.pending_ops);
 }
 
+/// Appends the in-memory engine's storage-budget figures (the proxy writes them when its embedded
+/// broker runs the memory engine).
+pub fn render_store(out: &mut String, s: &EngineStats) {
+    let mut w = Exposition::new(out);
+    w.gauge(&names::STORE_BYTES, s.store_bytes);
+    w.gauge(&names::STORE_BUDGET_BYTES, s.store_budget);
+    w.header(&names::STORE_REFUSED);
+    w.sample(&names::STORE_REFUSED, &[&"budget"], s.store_refused_budget);
+    w.sample(
+        &names::STORE_REFUSED,
+        &[&"sender_quota"],
+        s.store_refused_quota,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,11 @@ pub fn render_engine(out: &mut String, up: bool, s: &hermod_broker::EngineStats)
     hermod_broker::metrics::render_engine(out, up, s);
 }
 
+/// Appends the in-memory engine's storage-budget figures: bytes held, the budget, refusals.
+pub fn render_store(out: &mut String, s: &hermod_broker::EngineStats) {
+    hermod_broker::metrics::render_store(out, s);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +55,7 @@ mod tests {
         crate::metrics::Metrics::default().render(&mut out);
         crate::brokers::LinkStatus::default().render(&mut out);
         render_engine(&mut out, true, &hermod_broker::EngineStats::default());
+        render_store(&mut out, &hermod_broker::EngineStats::default());
         render_process(&mut out);
         let families = hermod_core::metrics::check(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
         assert!(
@@ -57,6 +63,7 @@ mod tests {
             "{out}"
         );
         assert!(families.contains(&"hermod_broker_links_up"), "{out}");
+        assert!(families.contains(&"hermod_store_refused_total"), "{out}");
         assert!(families.contains(&"hermod_build_info"), "{out}");
     }
 }

@@ -348,14 +348,14 @@ fn admin_state(
         }),
         render_metrics: Box::new(move |out| {
             metrics.render(out);
-            if redis {
-                let status = stats_broker
-                    .lock()
-                    .as_ref()
-                    .map(|b| (b.is_ready(), b.stats()));
-                if let Some((up, stats)) = status {
-                    admin::render_engine(out, up, &stats);
-                }
+            let status = stats_broker
+                .lock()
+                .as_ref()
+                .map(|b| (b.is_ready(), b.stats()));
+            match status {
+                Some((up, stats)) if redis => admin::render_engine(out, up, &stats),
+                Some((_, stats)) => admin::render_store(out, &stats),
+                None => {}
             }
         }),
     }

@@ -533,7 +533,7 @@ impl<E: Engine> Broker<E> {
 fn code_of(err: &EngineError) -> ErrorCode {
     match err {
         EngineError::UnknownId => ErrorCode::BadRequest,
-        EngineError::Unavailable(_) => ErrorCode::Unavailable,
+        EngineError::Unavailable(_) | EngineError::Full(_) => ErrorCode::Unavailable,
     }
 }
 

@@ -515,6 +515,7 @@ impl Engine for RedisEngine {
             reconnects: client.reconnects,
             unavailable: self.unavailable,
             pending_ops: self.pending() as u64,
+            ..EngineStats::default()
         }
     }
 }

@@ -33,6 +33,9 @@ pub enum Source {
     GatewayLinks,
     /// The Redis engine: `hermod-proxy` with `--redis`/`--sentinel`, and `hermod-broker`.
     Engine,
+    /// The in-memory engine: `hermod-proxy` with neither `--redis`, `--sentinel`, `--brokers`
+    /// nor `--registry`.
+    MemoryEngine,
     /// `hermod-proxy`, always: the process's own figures read from /proc, and the build.
     Process,
     /// `hermod-broker`, always: gateway links, sessions, draining, the registry.
@@ -46,6 +49,7 @@ impl Source {
             Source::Gateway => "proxy",
             Source::GatewayLinks => "proxy with `--brokers`/`--registry`",
             Source::Engine => "proxy with `--redis`/`--sentinel`; broker",
+            Source::MemoryEngine => "proxy with the in-memory engine",
             Source::Process => "proxy",
             Source::Broker => "broker",
         }

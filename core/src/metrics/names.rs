@@ -7,7 +7,7 @@
 //! in both binaries (the Redis engine's figures are `hermod_redis_*` wherever they come from).
 
 use super::family::Family;
-use super::family::Source::{Broker, Engine, Gateway, GatewayLinks, Process};
+use super::family::Source::{Broker, Engine, Gateway, GatewayLinks, MemoryEngine, Process};
 
 // The gateway (`hermod-proxy`): connections and handshakes.
 pub const CONNECTIONS_OPEN: Family = Family::gauge(
@@ -223,6 +223,24 @@ pub const REDIS_PENDING_OPS: Family = Family::gauge(
     "hermod_redis_pending_ops",
     "Storage operations accepted and not yet completed.",
 );
+// Issue 11, storage budget: the in-memory engine's bytes held, its budget, and the writes it
+// refused (`--memory-budget`, `--memory-per-user`).
+pub const STORE_BYTES: Family = Family::gauge(
+    MemoryEngine,
+    "hermod_store_bytes",
+    "In-memory engine: bytes its storage budget counts as held (messages, channels, cursors, dedupe).",
+);
+pub const STORE_BUDGET_BYTES: Family = Family::gauge(
+    MemoryEngine,
+    "hermod_store_budget_bytes",
+    "In-memory engine: the storage budget (--memory-budget).",
+);
+pub const STORE_REFUSED: Family = Family::counter(
+    MemoryEngine,
+    "hermod_store_refused_total",
+    "In-memory engine: writes refused unavailable, by reason: budget (the store is full) or sender_quota (--memory-per-user).",
+)
+.with_labels(&["reason"]);
 
 // The process (read from /proc where there is one) and the build.
 pub const PROCESS_RESIDENT_MEMORY: Family = Family::gauge(
@@ -362,6 +380,9 @@ pub const ALL: &[Family] = &[
     REDIS_UNAVAILABLE,
     REDIS_PIPELINE_DEPTH,
     REDIS_PENDING_OPS,
+    STORE_BYTES,
+    STORE_BUDGET_BYTES,
+    STORE_REFUSED,
     PROCESS_RESIDENT_MEMORY,
     PROCESS_THREADS,
     PROCESS_OPEN_FDS,

@@ -115,9 +115,12 @@ pub struct Settings {
     pub routes: Vec<Route>,
     /// Time a tunnel's TCP connect to its upstream may take; past it the client gets 502.
     pub route_connect_timeout: Duration,
-    /// Close a tunnel after this long without a byte either way; `None` (the default): never,
-    /// like nginx with the long `proxy_read_timeout` tuned WebSocket setups use.
+    /// Close a tunnel after this long without a byte either way (default 300 s; WebSocket pings
+    /// cross the tunnel, so a pinging idle WebSocket stays up); `None`: never.
     pub route_idle_timeout: Option<Duration>,
+    /// Front proxies whose `X-Forwarded-For`, `Forwarded` and `X-Real-IP` a tunnel trusts (it
+    /// appends the peer to `X-Forwarded-For`); from any other peer they are replaced.
+    pub route_trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Settings {
@@ -155,7 +158,8 @@ impl Settings {
             link_secret: None,
             routes: Vec::new(),
             route_connect_timeout: Duration::from_secs(5),
-            route_idle_timeout: None,
+            route_idle_timeout: Some(Duration::from_secs(300)),
+            route_trusted_proxies: Vec::new(),
         }
     }
 }

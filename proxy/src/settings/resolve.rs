@@ -118,6 +118,12 @@ hermod_core::setting_args! {
     room_max_age: "DURATION",
     /// How long a repeated (user, cid) is answered with the first id (default 10m).
     dedupe_window: "DURATION",
+    /// In-memory engine: most bytes the store may hold; past it send/publish answer
+    /// `unavailable` and nothing is evicted (default 1073741824, 1 GiB).
+    memory_budget: "BYTES",
+    /// In-memory engine: most bytes of stored messages one sender may hold (default 67108864,
+    /// 64 MiB).
+    memory_per_user: "BYTES",
     }
     redis_settings;
     settings {
@@ -137,8 +143,13 @@ hermod_core::setting_args! {
     /// Time a tunnel's TCP connect to its upstream may take before the client gets 502
     /// (default 5s).
     route_connect_timeout: "DURATION",
-    /// Close a tunnel after this long without a byte either way; 0 turns it off (default 0).
+    /// Close a tunnel after this long without a byte either way (WebSocket pings count);
+    /// 0 turns it off (default 300s).
     route_idle_timeout: "DURATION",
+    /// Tunnel: comma-separated addresses of front proxies whose X-Forwarded-For, Forwarded and
+    /// X-Real-IP a tunnel keeps (appending the peer); from anyone else they are replaced
+    /// (default: none).
+    route_trusted_proxies: "IP,...",
     }
 }
 
@@ -204,6 +215,7 @@ pub fn resolve(
     resolve_network(&src, &mut s)?;
     resolve_timing(&src, &mut s)?;
     resolve_limits(&src, &mut s.broker)?;
+    resolve_memory(&src, &mut s.broker)?;
     s.storage = storage::resolve_storage(&src)?;
     s.brokers = storage::resolve_brokers(&src, &s.storage)?;
     s.link_secret = hermod_core::settings::link_secret(&src)?;
@@ -280,6 +292,13 @@ fn resolve_network(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigErro
     src.set(&mut s.max_sessions_per_user, "max_sessions_per_user", |v| {
         count(v, 0, 1_000_000).map(|n| n as u32)
     })
+}
+
+/// `--memory-budget` and `--memory-per-user` (the embedded in-memory engine's storage budget).
+fn resolve_memory(src: &Sources<'_>, l: &mut hermod_broker::Limits) -> Result<(), ConfigError> {
+    let bytes = |v: &str| count(v, 1 << 16, usize::MAX).map(|n| n as u64);
+    src.set(&mut l.memory_budget, "memory_budget", bytes)?;
+    src.set(&mut l.memory_per_user, "memory_per_user", bytes)
 }
 
 fn resolve_timing(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigError> {
@@ -419,7 +438,26 @@ pub(super) fn resolve_routes(
     if let Some(idle) = idle {
         s.route_idle_timeout = (!idle.is_zero()).then_some(idle);
     }
-    Ok(())
+    src.set(
+        &mut s.route_trusted_proxies,
+        "route_trusted_proxies",
+        parse_ips,
+    )
+}
+
+/// `IP,IP,...`: up to 64 addresses (none: an empty string).
+fn parse_ips(v: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let ip = item
+            .parse()
+            .map_err(|_| format!("`{item}` is not an IP address (e.g. 10.0.0.2)"))?;
+        if out.len() == 64 {
+            return Err("at most 64 addresses".to_owned());
+        }
+        out.push(ip);
+    }
+    Ok(out)
 }
 
 /// The unparsed routes of the first source that has any, and where they came from.
@@ -461,128 +499,4 @@ pub fn lookup_host(host: &str, port: u16) -> Option<SocketAddr> {
         .to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-}
-
-/// `--route` and its timeouts, and the loopback rule of the per-address limits, through the
-/// whole resolution (the other resolution tests are in `tests.rs`).
-#[cfg(test)]
-mod tests {
-    use super::{parse_cli, resolve, ConfigFile, Resolved, SETTING_KEYS};
-    use std::time::Duration;
-
-    fn run(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Resolved, String> {
-        let mut argv = vec!["hermod-proxy"];
-        argv.extend_from_slice(args);
-        let cli = parse_cli(argv).map_err(|e| e.to_string())?;
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let file = file
-            .map(|text| ConfigFile::parse("f.toml", text, SETTING_KEYS))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        resolve(&cli.run, &lookup, file.as_ref(), || "s".to_owned()).map_err(|e| e.to_string())
-    }
-
-    fn paths(r: &Resolved) -> Vec<String> {
-        r.settings.routes.iter().map(|r| r.path.clone()).collect()
-    }
-
-    #[test]
-    fn routes_come_from_flags_then_env_then_file() {
-        let flags = [
-            "--route",
-            "/a=ws://127.0.0.1:1",
-            "--route",
-            "/b=ws://127.0.0.1:2/x",
-        ];
-        let env = [("HERMOD_ROUTE", "/e=ws://127.0.0.1:3, /f=ws://127.0.0.1:4")];
-        let file = Some("route = [\"/g=ws://127.0.0.1:5\"]\n");
-        let r = run(&flags, &env, file).expect("resolves");
-        assert_eq!(paths(&r), ["/a", "/b"]);
-        assert_eq!(r.settings.routes[1].upstream.path, "/x");
-        assert_eq!(paths(&run(&[], &env, file).expect("env")), ["/e", "/f"]);
-        assert_eq!(paths(&run(&[], &[], file).expect("file")), ["/g"]);
-        let one = Some("route = \"/h=ws://127.0.0.1:6\"\n");
-        assert_eq!(paths(&run(&[], &[], one).expect("string")), ["/h"]);
-        assert!(run(&[], &[], None)
-            .expect("none")
-            .settings
-            .routes
-            .is_empty());
-    }
-
-    #[test]
-    fn bad_routes_are_one_line_errors() {
-        let e = run(&["--route", "/t=http://127.0.0.1:1"], &[], None).unwrap_err();
-        assert!(e.starts_with("--route: `http://127.0.0.1:1`"), "{e}");
-        let e = run(&["--route", "/ws=ws://127.0.0.1:1"], &[], None).unwrap_err();
-        assert!(e.contains("already in use"), "{e}");
-        let dup = [
-            "--route",
-            "/t=ws://127.0.0.1:1",
-            "--route",
-            "/t=ws://127.0.0.1:2",
-        ];
-        assert!(run(&dup, &[], None).unwrap_err().contains("already in use"));
-        let echo = ["--echo-path", "/e", "--route", "/e=ws://127.0.0.1:1"];
-        assert!(run(&echo, &[], None)
-            .unwrap_err()
-            .contains("already in use"));
-        let e = run(&[], &[("HERMOD_ROUTE", "nope")], None).unwrap_err();
-        assert!(e.starts_with("--route (from HERMOD_ROUTE): "), "{e}");
-        let e = run(&[], &[], Some("route = [1]\n")).unwrap_err();
-        assert!(e.starts_with("--route (from f.toml): "), "{e}");
-        assert_eq!(e.lines().count(), 1);
-    }
-
-    #[test]
-    fn route_timeouts() {
-        let r = run(&[], &[], None).expect("defaults");
-        assert_eq!(r.settings.route_connect_timeout, Duration::from_secs(5));
-        assert_eq!(r.settings.route_idle_timeout, None);
-        let args = [
-            "--route-connect-timeout",
-            "250ms",
-            "--route-idle-timeout",
-            "2m",
-        ];
-        let r = run(&args, &[], None).expect("set");
-        assert_eq!(r.settings.route_connect_timeout, Duration::from_millis(250));
-        assert_eq!(
-            r.settings.route_idle_timeout,
-            Some(Duration::from_secs(120))
-        );
-        let r = run(&["--route-idle-timeout", "0"], &[], None).expect("off");
-        assert_eq!(r.settings.route_idle_timeout, None);
-        assert!(run(&["--route-connect-timeout", "0"], &[], None).is_err());
-    }
-
-    /// A per-address limit left at its default spares loopback; set from any source, it does
-    /// not.
-    #[test]
-    fn per_address_limits_apply_to_loopback_only_when_set() {
-        let d = run(&[], &[], None).unwrap().settings;
-        assert_eq!(d.max_connections_per_ip.max, 256);
-        assert!(!d.max_connections_per_ip.loopback);
-        assert!(!d.max_connects_per_ip_per_sec.loopback);
-        assert_eq!(d.max_sessions_per_user, 64);
-        assert_eq!(d.first_byte_timeout, Duration::from_secs(2));
-        assert_eq!(d.handshake_timeout, Duration::from_secs(5));
-        let s = run(
-            &["--max-connections-per-ip", "3"],
-            &[("HERMOD_MAX_CONNECTS_PER_IP_PER_SEC", "0")],
-            Some("max_sessions_per_user = 2\nfirst_byte_timeout = \"500ms\""),
-        )
-        .unwrap()
-        .settings;
-        assert_eq!(s.max_connections_per_ip.max, 3);
-        assert!(s.max_connections_per_ip.loopback);
-        assert_eq!(s.max_connects_per_ip_per_sec.max, 0);
-        assert_eq!(s.max_sessions_per_user, 2);
-        assert_eq!(s.first_byte_timeout, Duration::from_millis(500));
-        assert!(run(&["--max-connections-per-ip", "x"], &[], None).is_err());
-    }
 }

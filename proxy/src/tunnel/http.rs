@@ -3,9 +3,15 @@
 //! The worker peeks at a new connection's request head and asks [`classify`] what it is: a
 //! request for one of the WebSocket endpoints this process terminates (tungstenite then reads the
 //! same bytes), or a request for a route, rewritten for the upstream (request line path, `Host`,
-//! `X-Forwarded-For`; every other header untouched), or a request to refuse. [`parse_answer`] reads
-//! the upstream's response head; [`status_response`] makes the gateway's own short answers (400,
-//! 431, 502, 504). Nothing here touches a socket.
+//! the forwarding headers; every other header untouched), or a request to refuse.
+//! [`parse_answer`] reads the upstream's response head; [`status_response`] makes the gateway's
+//! own short answers (400, 405, 431, 502, 504). Nothing here touches a socket.
+//!
+//! Hygiene: only `GET` is routed (a WebSocket upgrade is a `GET`; anything else is 405), a
+//! request with `Content-Length` or `Transfer-Encoding` is 400 (an upgrade has no body, and a
+//! body-length header the upstream reads differently is how requests get smuggled), and the
+//! client's `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are replaced by the peer's address
+//! unless the peer is a trusted front proxy (`--route-trusted-proxies`).
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -33,14 +39,29 @@ pub enum Head {
         len: usize,
         request: Vec<u8>,
     },
-    /// A routed path with a head too large (431) or malformed (400).
+    /// A routed path with a head too large (431), malformed or with a body (400), or another
+    /// method than `GET` (405).
     Refuse(u16),
+}
+
+/// Who the client is, for the forwarding headers of a routed request.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    /// The connection's remote address.
+    pub ip: IpAddr,
+    /// `--route-trusted-proxies`: peers whose forwarding headers are kept.
+    pub trusted: &'a [IpAddr],
 }
 
 /// Classifies the start of a connection's input. `full`: the input is all the gateway will look
 /// at (it filled [`MAX_HEAD`]) so an unfinished head will stay unfinished. `peer` gives the
-/// client's address for `X-Forwarded-For` (asked only for a routed request).
-pub fn classify(input: &[u8], full: bool, routes: &[Route], peer: impl FnOnce() -> IpAddr) -> Head {
+/// client's address for the forwarding headers (asked only for a routed request).
+pub fn classify<'a>(
+    input: &[u8],
+    full: bool,
+    routes: &[Route],
+    peer: impl FnOnce() -> Peer<'a>,
+) -> Head {
     let Some(path) = request_path(input) else {
         return if full { Head::Local } else { Head::Partial };
     };
@@ -50,6 +71,8 @@ pub fn classify(input: &[u8], full: bool, routes: &[Route], peer: impl FnOnce() 
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(input) {
+        Ok(httparse::Status::Complete(_)) if req.method != Some("GET") => Head::Refuse(405),
+        Ok(httparse::Status::Complete(_)) if has_body_length(req.headers) => Head::Refuse(400),
         Ok(httparse::Status::Complete(len)) => Head::Tunnel {
             route,
             len,
@@ -82,10 +105,27 @@ fn request_path(input: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// Whether the head announces a body (`Content-Length` or `Transfer-Encoding`, whatever value).
+fn has_body_length(headers: &[httparse::Header<'_>]) -> bool {
+    headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-length")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+    })
+}
+
+/// Whether `name` is one of the headers that say who the client is.
+fn is_forwarding(name: &str) -> bool {
+    ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f))
+}
+
 /// The request head for the upstream: the client's, with the upstream's path (plus the client's
-/// query) in the request line, the upstream's `Host`, and the client appended to
-/// `X-Forwarded-For`. Every other header goes as received, in order.
-fn rewrite(req: &httparse::Request<'_, '_>, upstream: &Upstream, peer: IpAddr) -> Vec<u8> {
+/// query) in the request line and the upstream's `Host`. From an untrusted peer its
+/// `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are dropped and replaced by the peer's address;
+/// from a trusted proxy they are kept and the peer is appended to `X-Forwarded-For` and
+/// `Forwarded`. Every other header goes as received, in order.
+fn rewrite(req: &httparse::Request<'_, '_>, upstream: &Upstream, peer: Peer<'_>) -> Vec<u8> {
     let method = req.method.unwrap_or("GET");
     let target = req.path.unwrap_or("/");
     let query = target.find('?').map_or("", |i| &target[i..]);
@@ -96,13 +136,24 @@ fn rewrite(req: &httparse::Request<'_, '_>, upstream: &Upstream, peer: IpAddr) -
         upstream.path, upstream.host
     );
     out.extend_from_slice(line.as_bytes());
-    let mut forwarded: Vec<&[u8]> = Vec::new();
+    let trusted = peer.trusted.contains(&peer.ip);
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut fwd: Vec<&[u8]> = Vec::new();
+    let mut real_ip: Option<&[u8]> = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("host") {
             continue;
         }
-        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded.push(h.value);
+        if is_forwarding(h.name) {
+            if trusted {
+                if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                    xff.push(h.value);
+                } else if h.name.eq_ignore_ascii_case("forwarded") {
+                    fwd.push(h.value);
+                } else {
+                    real_ip = real_ip.or(Some(h.value));
+                }
+            }
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -110,13 +161,35 @@ fn rewrite(req: &httparse::Request<'_, '_>, upstream: &Upstream, peer: IpAddr) -
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"X-Forwarded-For: ");
-    for v in forwarded {
-        out.extend_from_slice(v);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(peer.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    let ip = peer.ip.to_string();
+    let node = match peer.ip {
+        IpAddr::V4(_) => ip.clone(),
+        IpAddr::V6(_) => format!("\"[{ip}]\""),
+    };
+    let header = |out: &mut Vec<u8>, name: &[u8], earlier: &[&[u8]], last: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        for v in earlier {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(last);
+        out.extend_from_slice(b"\r\n");
+    };
+    header(&mut out, b"X-Forwarded-For", &xff, ip.as_bytes());
+    header(
+        &mut out,
+        b"Forwarded",
+        &fwd,
+        format!("for={node}").as_bytes(),
+    );
+    header(
+        &mut out,
+        b"X-Real-IP",
+        &[],
+        real_ip.unwrap_or(ip.as_bytes()),
+    );
+    out.extend_from_slice(b"\r\n");
     out
 }
 
@@ -184,15 +257,17 @@ fn body_of(status: u16, headers: &[httparse::Header<'_>]) -> Body {
 pub fn status_response(status: u16) -> Vec<u8> {
     let reason = match status {
         400 => "Bad Request",
+        405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",
         _ => "Error",
     };
     let body = format!("{}\n", reason.to_ascii_lowercase());
+    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
     format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
+         {allow}Connection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -208,7 +283,11 @@ mod tests {
         None
     }
 
-    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
+    const PEER: Peer<'static> = Peer {
+        ip: IP,
+        trusted: &[],
+    };
 
     fn routes() -> Vec<Route> {
         vec![
@@ -240,21 +319,74 @@ mod tests {
             req,
             "GET /echo?room=1&x=%20 HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: abc==\r\nSec-WebSocket-Protocol: chat\r\n\
-             X-Forwarded-For: 10.0.0.7\r\n\r\n"
+             X-Forwarded-For: 10.0.0.7\r\nForwarded: for=10.0.0.7\r\nX-Real-IP: 10.0.0.7\r\n\r\n"
         );
     }
 
+    const SPOOFED: &[u8] =
+        b"GET /a HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\n\
+        Forwarded: for=9.9.9.9\r\nX-Real-IP: 8.8.8.8\r\n\r\n";
+
     #[test]
-    fn forwarded_for_is_appended() {
-        let input =
-            b"GET /a HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\n\r\n";
-        let (route, _, req) = tunnel(input);
+    fn forwarding_headers_from_a_client_are_replaced() {
+        let (route, _, req) = tunnel(SPOOFED);
         assert_eq!(route, 0);
         assert_eq!(
             req,
             "GET / HTTP/1.1\r\nHost: 127.0.0.1:9001\r\n\
-             X-Forwarded-For: 1.2.3.4, 5.6.7.8, 10.0.0.7\r\n\r\n"
+             X-Forwarded-For: 10.0.0.7\r\nForwarded: for=10.0.0.7\r\nX-Real-IP: 10.0.0.7\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn forwarding_headers_from_a_trusted_proxy_are_kept_and_appended_to() {
+        let trusted = [IP];
+        let peer = || Peer {
+            ip: IP,
+            trusted: &trusted,
+        };
+        let Head::Tunnel { request, .. } = classify(SPOOFED, false, &routes(), peer) else {
+            panic!("not routed");
+        };
+        assert_eq!(
+            String::from_utf8(request).expect("utf-8"),
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1:9001\r\n\
+             X-Forwarded-For: 1.2.3.4, 5.6.7.8, 10.0.0.7\r\n\
+             Forwarded: for=9.9.9.9, for=10.0.0.7\r\nX-Real-IP: 8.8.8.8\r\n\r\n"
+        );
+        let v6 = Peer {
+            ip: "::1".parse().expect("ip"),
+            trusted: &[],
+        };
+        let Head::Tunnel { request, .. } = classify(SPOOFED, false, &routes(), || v6) else {
+            panic!("not routed");
+        };
+        let request = String::from_utf8(request).expect("utf-8");
+        assert!(
+            request.contains("Forwarded: for=\"[::1]\"\r\n"),
+            "{request}"
+        );
+    }
+
+    #[test]
+    fn only_bodiless_gets_are_routed() {
+        let r = routes();
+        let head = |input: &[u8]| classify(input, false, &r, || PEER);
+        assert_eq!(
+            head(b"POST /t HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
+            Head::Refuse(405)
+        );
+        assert_eq!(head(b"get /t HTTP/1.1\r\n\r\n"), Head::Refuse(405));
+        assert_eq!(
+            head(b"GET /t HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            Head::Refuse(400)
+        );
+        assert_eq!(
+            head(b"GET /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Head::Refuse(400)
+        );
+        let r405 = String::from_utf8(status_response(405)).expect("utf-8");
+        assert!(r405.contains("\r\nAllow: GET\r\n"), "{r405}");
     }
 
     #[test]

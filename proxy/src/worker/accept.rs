@@ -37,7 +37,7 @@ use super::slot::{Conn, Refusing, Routing, Slot};
 use super::{WorkerLoop, ACCEPT_BACKOFF, ACCEPT_BUDGET};
 use crate::metrics::{Refused, Rejected};
 use crate::settings::Settings;
-use crate::tunnel::http::{classify, Head, MAX_HEAD};
+use crate::tunnel::http::{classify, Head, Peer, MAX_HEAD};
 use crate::tunnel::{answer_and_close, discard_input};
 use crate::ws::handshake::{precheck, AdmissionCell, Gate, Precheck, Refusal};
 use crate::ws::session::{Handshaking, Session, Step};
@@ -424,10 +424,11 @@ fn peek_head(stream: &TcpStream, settings: &Settings) -> Decision {
             Ok(0) => Decision::Drop,
             Ok(n) => {
                 let (input, full) = (&buf[..n], n == MAX_HEAD);
-                let peer = || {
-                    stream
+                let peer = || Peer {
+                    ip: stream
                         .peer_addr()
-                        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+                        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip()),
+                    trusted: &settings.route_trusted_proxies,
                 };
                 let head = if settings.routes.is_empty() {
                     Head::Local

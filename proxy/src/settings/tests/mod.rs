@@ -1,5 +1,5 @@
 //! Unit tests of settings resolution (`resolve.rs`, `storage.rs`): precedence and errors, no
-//! process env. The route resolution tests are inline in `resolve.rs`.
+//! process env. Routes, the per-address limits and the memory budget: `routes.rs`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,6 +8,8 @@ use super::resolve::*;
 use super::{AuthMode, Durability, Settings, Storage};
 use hermod_core::redis::Target;
 use hermod_core::settings::duration;
+
+mod routes;
 
 fn cli(args: &[&str]) -> Cli {
     let mut full = vec!["hermod-proxy"];
@@ -495,7 +497,7 @@ fn storage_errors_name_the_setting() {
 /// deploy/hermod-proxy.toml lists every setting (commented or set), each with a value that resolves.
 #[test]
 fn example_config_lists_every_setting() {
-    let text = include_str!("../../../deploy/hermod-proxy.toml");
+    let text = include_str!("../../../../deploy/hermod-proxy.toml");
     let lines: Vec<&str> = text
         .lines()
         .map(|l| l.strip_prefix("# ").unwrap_or(l))
