@@ -17,6 +17,7 @@ use std::net::Shutdown;
 use std::time::Instant;
 
 use hermod_core::bus::Event;
+use hermod_core::rate::RateLimiter;
 use hermod_core::reactor::{interrupted, would_block};
 use mio::net::TcpStream;
 use tungstenite::error::{Error as WsError, ProtocolError};
@@ -119,6 +120,10 @@ struct Open {
     out: Outbound,
     /// tungstenite's last write hit WouldBlock: feed it nothing more until the socket is writable.
     blocked: bool,
+    /// Reading stopped because output was blocked: a peer that does not read cannot make us
+    /// queue pongs (tungstenite answers every ping it reads) or echoes. Resumed once the
+    /// socket took our output.
+    read_paused: bool,
     /// When the peer last sent anything (pongs included): drives ping and idle timeout.
     last_seen: Instant,
     /// A ping went out since `last_seen`.
@@ -168,7 +173,9 @@ impl Session {
         let mut out = Outbound::new(cx.settings.max_outbound_bytes);
         let (role, next) = match endpoint {
             Endpoint::Client { user, device } => {
-                let client = ClientProtocol::new(user, device);
+                let max = cx.settings.max_message_size;
+                let limiter = RateLimiter::new(cx.settings.rate, max, cx.now);
+                let client = ClientProtocol::new(user, device, limiter);
                 let next = client.welcome(cx.key, &mut out);
                 (Role::Client(client), next)
             }
@@ -179,6 +186,7 @@ impl Session {
             role,
             out,
             blocked: false,
+            read_paused: false,
             last_seen: cx.now,
             pinged: false,
             peer_close: None,
@@ -218,7 +226,8 @@ impl Session {
                         return next;
                     }
                 }
-                if readable {
+                // A read paused while output was blocked resumes without a new readable edge.
+                if readable || (open.read_paused && !open.blocked) {
                     return open.read(&mut self.ws, cx);
                 }
                 Next::Continue
@@ -314,9 +323,20 @@ impl Session {
 }
 
 impl Open {
-    /// Reads messages until WouldBlock or the budget runs out.
+    /// Reads messages until WouldBlock or the budget runs out, or until output blocks: then
+    /// reading pauses until the socket is writable again (see `read_paused`).
     fn read(&mut self, ws: &mut WebSocket<TcpStream>, cx: &SessionCx<'_>) -> Next {
         for _ in 0..READ_BUDGET {
+            if self.blocked {
+                if !self.read_paused {
+                    self.read_paused = true;
+                    cx.metrics
+                        .reads_paused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Next::Continue;
+            }
+            self.read_paused = false;
             let msg = match ws.read() {
                 Ok(msg) => msg,
                 Err(WsError::Io(e)) if interrupted(&e) => continue,
@@ -330,9 +350,20 @@ impl Open {
             };
             self.last_seen = cx.now;
             self.pinged = false;
+            let ping = matches!(msg, Message::Ping(_));
             let next = self.on_message(msg, cx);
             if next != Next::Continue {
                 return next;
+            }
+            if ping {
+                // tungstenite queued the pong in its write buffer, outside our bound: write it
+                // now (tungstenite would try on its next read anyway), and if the peer is not
+                // reading, stop reading its pings.
+                match ws.flush() {
+                    Ok(()) => {}
+                    Err(WsError::Io(e)) if would_block(&e) => self.blocked = true,
+                    Err(e) => return self.write_failed(&e),
+                }
             }
         }
         Next::MoreToRead
@@ -352,7 +383,11 @@ impl Open {
                 self.peer_close = Some(frame.map_or(NO_STATUS, |f| u16::from(f.code)));
                 Next::Continue
             }
-            // tungstenite answers pings itself; pongs only count as activity.
+            // tungstenite answers pings itself; pings and pongs count against a client
+            // session's rate limits and as activity.
+            (msg @ (Message::Ping(_) | Message::Pong(_)), Role::Client(client)) => {
+                client.charge_control(msg.len(), cx)
+            }
             _ => Next::Continue,
         }
     }
