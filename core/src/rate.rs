@@ -5,8 +5,8 @@
 //! Sans-io: plain arithmetic on the session's own struct with a `now` passed in. Each bucket is
 //! a GCRA (the "virtual scheduling" form of a token bucket): it keeps the theoretical arrival
 //! time `tat` of the next unit; a message costing `cost` passes when `max(tat, now) + cost` stays
-//! within `tolerance` (the burst expressed as time) of `now`. One comparison and one addition per
-//! bucket per message: no allocation, no lock, no syscall.
+//! within `tolerance` (the burst expressed as time) of `now`. A few integer operations per
+//! message: no allocation, no lock, no syscall.
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -72,93 +72,70 @@ pub enum Verdict {
     Close(Over),
 }
 
-/// One GCRA bucket.
-#[derive(Debug, Clone, Copy)]
-struct Gcra {
-    /// Theoretical arrival time of the next unit: `now` or earlier means the bucket is full.
-    tat: Instant,
-    /// The burst as time: how far ahead of `now` `tat` may run.
-    tolerance: Duration,
-}
-
-impl Gcra {
-    /// Whether `cost` fits; when it does it is taken.
-    fn fits(&self, now: Instant, cost: Duration) -> Option<Instant> {
-        let next = self.tat.max(now) + cost;
-        (next <= now + self.tolerance).then_some(next)
-    }
-}
-
-/// A session's two buckets and its refusal count.
+/// A session's two buckets and its refusal count: 48 bytes, since every session has one. Times
+/// are nanoseconds since `origin` (a session would have to live 584 years to overflow them).
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    /// `None`: limits off.
-    messages: Option<(Gcra, Duration)>,
-    /// `None`: byte limit off. The cost of a byte in nanoseconds is `1e9 / bytes_per_sec`,
-    /// computed per message as `len * 1e9 / bytes_per_sec` (one division).
-    bytes: Option<(Gcra, u64)>,
+    /// When the session opened; every other time is relative to it.
+    origin: Instant,
+    /// Theoretical arrival time of the next message (GCRA): at or before `now` means the
+    /// message bucket is full.
+    msgs_tat: u64,
+    /// The same for bytes.
+    bytes_tat: u64,
+    /// When the current strike window ends.
+    window_end: u64,
     /// Refusals in the current window.
     strikes: u32,
-    /// When the current strike window ends.
-    window_end: Instant,
 }
 
 impl RateLimiter {
-    /// Full buckets at `now`. `max_message` is the largest message a client may send: the byte
-    /// bucket always holds at least one.
-    pub fn new(config: RateConfig, max_message: usize, now: Instant) -> Self {
-        let messages = (config.messages_per_sec > 0).then(|| {
-            let interval = Duration::from_secs(1) / config.messages_per_sec;
-            let tolerance = interval * config.burst.max(1);
-            (
-                Gcra {
-                    tat: now,
-                    tolerance,
-                },
-                interval,
-            )
-        });
-        let bytes = (config.messages_per_sec > 0 && config.bytes_per_sec > 0).then(|| {
-            let rate = config.bytes_per_sec;
-            let largest = byte_cost(max_message, rate);
-            let tolerance = BYTE_BURST_TIME.max(largest);
-            (
-                Gcra {
-                    tat: now,
-                    tolerance,
-                },
-                rate,
-            )
-        });
+    /// Full buckets at `now`.
+    pub fn new(now: Instant) -> Self {
         RateLimiter {
-            messages,
-            bytes,
+            origin: now,
+            msgs_tat: 0,
+            bytes_tat: 0,
+            window_end: 0,
             strikes: 0,
-            window_end: now,
         }
     }
 
-    /// Charges one message of `len` bytes received at `now`.
-    pub fn check(&mut self, now: Instant, len: usize) -> Verdict {
-        let Some((msgs, interval)) = &mut self.messages else {
+    /// Charges one message of `len` bytes received at `now` under `config`; `max_message` is
+    /// the largest message a client may send (the byte bucket always holds at least one).
+    pub fn check(
+        &mut self,
+        config: &RateConfig,
+        max_message: usize,
+        now: Instant,
+        len: usize,
+    ) -> Verdict {
+        if config.messages_per_sec == 0 {
             return Verdict::Pass;
-        };
-        let Some(next_msg) = msgs.fits(now, *interval) else {
-            return self.strike(now, Over::Messages);
-        };
-        if let Some((bytes, rate)) = &mut self.bytes {
-            match bytes.fits(now, byte_cost(len, *rate)) {
-                Some(next) => bytes.tat = next,
-                None => return self.strike(now, Over::Bytes),
-            }
         }
-        msgs.tat = next_msg;
+        let t = nanos(now.saturating_duration_since(self.origin));
+        let interval = 1_000_000_000 / u64::from(config.messages_per_sec);
+        let tolerance = interval.saturating_mul(u64::from(config.burst.max(1)));
+        let next_msg = self.msgs_tat.max(t).saturating_add(interval);
+        if next_msg > t.saturating_add(tolerance) {
+            return self.strike(t, Over::Messages);
+        }
+        if config.bytes_per_sec > 0 {
+            let rate = config.bytes_per_sec;
+            let tolerance = nanos(BYTE_BURST_TIME).max(byte_cost(max_message, rate));
+            let next = self.bytes_tat.max(t).saturating_add(byte_cost(len, rate));
+            if next > t.saturating_add(tolerance) {
+                return self.strike(t, Over::Bytes);
+            }
+            self.bytes_tat = next;
+        }
+        self.msgs_tat = next_msg;
         Verdict::Pass
     }
 
-    fn strike(&mut self, now: Instant, over: Over) -> Verdict {
-        if now >= self.window_end {
-            self.window_end = now + STRIKE_WINDOW;
+    fn strike(&mut self, t: u64, over: Over) -> Verdict {
+        if t >= self.window_end {
+            self.window_end = t.saturating_add(nanos(STRIKE_WINDOW));
             self.strikes = 0;
         }
         self.strikes += 1;
@@ -170,16 +147,38 @@ impl RateLimiter {
     }
 }
 
-/// The time `len` bytes take at `rate` bytes per second.
-fn byte_cost(len: usize, rate: u64) -> Duration {
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The nanoseconds `len` bytes take at `rate` bytes per second.
+fn byte_cost(len: usize, rate: u64) -> u64 {
     let nanos = (len as u128 * 1_000_000_000) / u128::from(rate.max(1));
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    u64::try_from(nanos).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // a real `Instant` is each test's origin
 mod tests {
     use super::*;
+
+    /// A limiter with its config, as a session holds them.
+    struct Limited(RateLimiter, RateConfig, usize);
+
+    impl Limited {
+        fn new(config: RateConfig, max: usize, now: Instant) -> Self {
+            Limited(RateLimiter::new(now), config, max)
+        }
+
+        fn check(&mut self, now: Instant, len: usize) -> Verdict {
+            self.0.check(&self.1, self.2, now, len)
+        }
+    }
+
+    #[test]
+    fn a_limiter_is_small() {
+        assert!(std::mem::size_of::<RateLimiter>() <= 48);
+    }
 
     const CFG: RateConfig = RateConfig {
         messages_per_sec: 100,
@@ -190,7 +189,7 @@ mod tests {
     #[test]
     fn the_burst_passes_then_the_sustained_rate() {
         let t0 = Instant::now();
-        let mut l = RateLimiter::new(CFG, 100, t0);
+        let mut l = Limited::new(CFG, 100, t0);
         for _ in 0..10 {
             assert_eq!(l.check(t0, 1), Verdict::Pass);
         }
@@ -208,7 +207,7 @@ mod tests {
     #[test]
     fn bytes_have_their_own_bucket() {
         let t0 = Instant::now();
-        let mut l = RateLimiter::new(CFG, 100, t0);
+        let mut l = Limited::new(CFG, 100, t0);
         // Two seconds of 1000 B/s: 2000 bytes at once.
         for _ in 0..4 {
             assert_eq!(l.check(t0, 500), Verdict::Pass);
@@ -221,21 +220,21 @@ mod tests {
     #[test]
     fn a_largest_message_always_fits_a_full_byte_bucket() {
         let t0 = Instant::now();
-        let mut l = RateLimiter::new(CFG, 64 * 1024, t0);
+        let mut l = Limited::new(CFG, 64 * 1024, t0);
         assert_eq!(l.check(t0, 64 * 1024), Verdict::Pass);
     }
 
     #[test]
     fn persistent_abuse_closes_and_occasional_overshoot_does_not() {
         let t0 = Instant::now();
-        let mut l = RateLimiter::new(CFG, 100, t0);
+        let mut l = Limited::new(CFG, 100, t0);
         let verdicts: Vec<Verdict> = (0..10 + STRIKE_LIMIT).map(|_| l.check(t0, 1)).collect();
         assert_eq!(verdicts.last(), Some(&Verdict::Close(Over::Messages)));
         assert!(verdicts[..verdicts.len() - 1]
             .iter()
             .all(|v| *v != Verdict::Close(Over::Messages)));
         // 10% over the sustained rate for a minute: refusals, never a close.
-        let mut l = RateLimiter::new(CFG, 100, t0);
+        let mut l = Limited::new(CFG, 100, t0);
         let mut t = t0;
         for _ in 0..6600 {
             t += Duration::from_micros(9090);
@@ -250,7 +249,7 @@ mod tests {
             messages_per_sec: 0,
             ..CFG
         };
-        let mut l = RateLimiter::new(off, 100, t0);
+        let mut l = Limited::new(off, 100, t0);
         assert!((0..100_000).all(|_| l.check(t0, 1 << 20) == Verdict::Pass));
     }
 
@@ -258,7 +257,7 @@ mod tests {
     fn the_defaults_leave_the_benchmarks_alone() {
         // 200 sends + 200 acks per second for a minute, as benches/single-node.sh's /ws runs.
         let t0 = Instant::now();
-        let mut l = RateLimiter::new(RateConfig::DEFAULT, 64 * 1024, t0);
+        let mut l = Limited::new(RateConfig::DEFAULT, 64 * 1024, t0);
         let mut t = t0;
         for _ in 0..24_000 {
             t += Duration::from_micros(2500);

@@ -85,7 +85,10 @@ impl ClientProtocol {
     /// refused (tungstenite answers pings itself), but it counts, and a peer that keeps pinging
     /// past the limits is closed 1008.
     pub fn charge_control(&mut self, len: usize, cx: &SessionCx<'_>) -> Next {
-        match self.limiter.check(cx.now, len) {
+        match self
+            .limiter
+            .check(&cx.settings.rate, cx.settings.max_message_size, cx.now, len)
+        {
             Verdict::Pass => Next::Continue,
             Verdict::Refuse(over) => {
                 cx.metrics.rate_limited(over);
@@ -116,7 +119,10 @@ impl ClientProtocol {
     /// included); one over them is answered `rate_limited` (with its `cid` when it has a readable
     /// one), and the session is closed 1008 once it has been refused too often.
     pub fn on_text(&mut self, text: &str, cx: &SessionCx<'_>, out: &mut Outbound) -> Next {
-        let verdict = self.limiter.check(cx.now, text.len());
+        let s = cx.settings;
+        let verdict = self
+            .limiter
+            .check(&s.rate, s.max_message_size, cx.now, text.len());
         let parsed = protocol::parse_client_frame(text);
         if let Verdict::Refuse(over) | Verdict::Close(over) = verdict {
             cx.metrics.rate_limited(over);
@@ -356,7 +362,7 @@ mod tests {
 
     fn client() -> ClientProtocol {
         let n = |s| Name::parse("user", s).expect("valid");
-        let limiter = RateLimiter::new(Settings::defaults().rate, 1 << 16, Instant::now());
+        let limiter = RateLimiter::new(Instant::now());
         ClientProtocol::new(n("alice"), n("default"), limiter)
     }
 

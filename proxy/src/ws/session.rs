@@ -173,8 +173,7 @@ impl Session {
         let mut out = Outbound::new(cx.settings.max_outbound_bytes);
         let (role, next) = match endpoint {
             Endpoint::Client { user, device } => {
-                let max = cx.settings.max_message_size;
-                let limiter = RateLimiter::new(cx.settings.rate, max, cx.now);
+                let limiter = RateLimiter::new(cx.now);
                 let client = ClientProtocol::new(user, device, limiter);
                 let next = client.welcome(cx.key, &mut out);
                 (Role::Client(client), next)
