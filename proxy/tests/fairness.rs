@@ -44,9 +44,9 @@ fn flood(mut c: Client, frame: &str, count: usize) -> (Vec<Value>, Ending) {
     c.read_to_end()
 }
 
-/// Acks one flooding session sends before reading: past the burst (1,000) and the refusals
+/// Acks one flooding session sends before reading: past the burst (4,000) and the refusals
 /// that close it (1,000), well within what the server discards after its close frame.
-const FLOOD_ACKS: usize = 6_000;
+const FLOOD_ACKS: usize = 8_000;
 
 #[test]
 fn an_ack_flood_is_refused_and_closed_while_others_are_served() {
@@ -70,12 +70,14 @@ fn an_ack_flood_is_refused_and_closed_while_others_are_served() {
     witness_round(&proxy, 300, "during");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let endings = flooder.join().expect("flooder");
-    for (frames, end) in &endings {
+    for (i, (frames, end)) in endings.iter().enumerate() {
         let welcome = frames.first().map(|f| f["op"].clone());
         assert_eq!(welcome, Some(json!("welcome")));
         let rest = &frames[1..];
+        // The first session is refused before it is closed; a reconnect inherits its debt
+        // (no fresh burst) and may be closed at its first ack.
         assert!(
-            rest.iter().any(|f| f["code"] == "rate_limited"),
+            i > 0 || rest.iter().any(|f| f["code"] == "rate_limited"),
             "no rate_limited answer: {:?}",
             rest.first()
         );

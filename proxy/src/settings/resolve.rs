@@ -99,9 +99,9 @@ hermod_core::setting_args! {
     shutdown_grace: "DURATION",
     // Issue 11, session fairness: per-session rate limits of /ws sessions.
     /// Messages per second a /ws session may send, sustained (every op, acks included); past
-    /// it requests get `rate_limited`; 0 turns the limits off (default 500).
+    /// it requests get `rate_limited`; 0 turns the limits off (default 2000).
     session_rate: "N",
-    /// Messages a /ws session may send at once above --session-rate (default 1000).
+    /// Messages a /ws session may send at once above --session-rate (default 4000).
     session_burst: "N",
     /// Bytes per second a /ws session may send, sustained, with a burst of two seconds' worth;
     /// 0 turns the byte limit off (default 8388608).

@@ -81,6 +81,11 @@ impl ClientProtocol {
         }
     }
 
+    /// The user and the rate limiter, as the session ends.
+    pub fn into_limiter(self) -> (Name, RateLimiter) {
+        (self.user, self.limiter)
+    }
+
     /// Charges a message that is no op (a ping or pong) against the rate limits: it cannot be
     /// refused (tungstenite answers pings itself), but it counts, and a peer that keeps pinging
     /// past the limits is closed 1008.

@@ -17,6 +17,7 @@ use std::net::Shutdown;
 use std::time::Instant;
 
 use hermod_core::bus::Event;
+use hermod_core::ids::Name;
 use hermod_core::rate::RateLimiter;
 use hermod_core::reactor::{interrupted, would_block};
 use mio::net::TcpStream;
@@ -141,6 +142,8 @@ struct Closing {
     code: u16,
     /// Our side is shut down (close frame fully written).
     write_shut: bool,
+    /// A client session's user and rate limiter, for [`Session::into_limiter`].
+    carried: Option<(Name, RateLimiter)>,
 }
 
 /// What a tungstenite error means for the session.
@@ -169,11 +172,17 @@ pub fn fate(e: &WsError) -> Fate {
 
 impl Session {
     /// A freshly upgraded session; a client session's welcome is queued.
-    pub fn open(ws: WebSocket<TcpStream>, endpoint: Endpoint, cx: &SessionCx<'_>) -> (Self, Next) {
+    /// `carried` is the limiter a previous session of the same user left in debt, if any.
+    pub fn open(
+        ws: WebSocket<TcpStream>,
+        endpoint: Endpoint,
+        carried: Option<RateLimiter>,
+        cx: &SessionCx<'_>,
+    ) -> (Self, Next) {
         let mut out = Outbound::new(cx.settings.max_outbound_bytes);
         let (role, next) = match endpoint {
             Endpoint::Client { user, device } => {
-                let limiter = RateLimiter::new(cx.now);
+                let limiter = carried.unwrap_or_else(|| RateLimiter::new(cx.now));
                 let client = ClientProtocol::new(user, device, limiter);
                 let next = client.welcome(cx.key, &mut out);
                 (Role::Client(client), next)
@@ -199,6 +208,19 @@ impl Session {
             },
             next,
         )
+    }
+
+    /// A client session's user and rate limiter as it ends, so that a reconnect of that user
+    /// inherits what the limiter holds against it (`Carryover`).
+    pub fn into_limiter(self) -> Option<(Name, RateLimiter)> {
+        match self.phase {
+            Phase::Open(Open {
+                role: Role::Client(client),
+                ..
+            }) => Some(client.into_limiter()),
+            Phase::Open(_) => None,
+            Phase::Closing(c) => c.carried,
+        }
     }
 
     /// The identity to attach to the broker (client sessions).
@@ -308,11 +330,22 @@ impl Session {
             };
             // Errors (WouldBlock, a dead socket) surface again in `Closing::drive`.
             let _ = self.ws.close(Some(frame));
-            self.phase = Phase::Closing(Closing {
+            let closing = Phase::Closing(Closing {
                 deadline: linger,
                 code,
                 write_shut: false,
+                carried: None,
             });
+            let carried = match std::mem::replace(&mut self.phase, closing) {
+                Phase::Open(Open {
+                    role: Role::Client(client),
+                    ..
+                }) => Some(client.into_limiter()),
+                _ => None,
+            };
+            if let Phase::Closing(c) = &mut self.phase {
+                c.carried = carried;
+            }
         }
         match &mut self.phase {
             Phase::Closing(closing) => closing.drive(&mut self.ws),
