@@ -324,6 +324,7 @@ mod tests {
     use std::time::Duration;
 
     use hermod_core::ids::MsgId;
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn key() -> SessionKey {
         SessionKey {
@@ -503,6 +504,48 @@ mod tests {
             "{answers:?}"
         );
         assert_eq!(c.next_deadline(&settings), None);
+    }
+
+    #[test]
+    fn ops_over_the_rate_limit_are_refused_then_the_session_closed() {
+        let mut settings = Settings::defaults();
+        settings.rate.messages_per_sec = 10;
+        settings.rate.burst = 2;
+        let metrics = Metrics::default();
+        let port = Port::new(1 << 16);
+        let cx = SessionCx {
+            now: Instant::now(),
+            key: key(),
+            settings: &settings,
+            metrics: &metrics,
+            broker: &port,
+        };
+        let mut out = Outbound::new(1 << 24);
+        let mut c = client();
+        let send = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
+        let ack = r#"{"op":"ack","id":"1-0"}"#;
+        assert_eq!(c.on_text(send, &cx, &mut out), Next::Continue);
+        assert_eq!(c.on_text(ack, &cx, &mut out), Next::Continue);
+        assert_eq!(port.got.borrow().len(), 2);
+        assert_eq!(c.on_text(send, &cx, &mut out), Next::Continue);
+        assert_eq!(c.on_text(ack, &cx, &mut out), Next::Continue);
+        let answers = texts(&mut out);
+        assert!(answers[0].contains(r#""cid":"c1","code":"rate_limited""#));
+        assert!(answers[1].starts_with(r#"{"op":"error","code":"rate_limited""#));
+        assert_eq!(
+            port.got.borrow().len(),
+            2,
+            "refused ops never reach the broker"
+        );
+        // The 1,000th refusal within the window closes the session.
+        let nexts: Vec<Next> = (2..hermod_core::rate::STRIKE_LIMIT)
+            .map(|_| c.on_text(ack, &cx, &mut out))
+            .collect();
+        assert_eq!(nexts.last(), Some(&Next::Close(CloseReason::RateLimited)));
+        assert!(nexts[..nexts.len() - 1]
+            .iter()
+            .all(|n| *n == Next::Continue));
+        assert_eq!(metrics.rate_limit_closes.load(Relaxed), 1);
     }
 
     #[test]
