@@ -23,6 +23,9 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 WORK="${HERMOD_CLUSTER_DIR:-${TMPDIR:-/tmp}/hermod-dev-cluster}"
 SECRET="${HERMOD_JWT_SECRET:-dev-cluster-secret-not-for-production}"
+# Brokers and gateways authenticate their links with it (inherited from the environment, so it
+# is not on the command line).
+export HERMOD_LINK_SECRET="${HERMOD_LINK_SECRET:-dev-cluster-link-secret-not-for-production}"
 SENTINELS=127.0.0.1:26380,127.0.0.1:26381,127.0.0.1:26382
 MASTER=hermod
 BROKERS=(dev-b1:7071:9171 dev-b2:7072:9172)   # node:link-port:admin-port

@@ -9,6 +9,32 @@ use hermod_core::metrics::{names, Exposition};
 
 use crate::EngineStats;
 
+/// The `reason` labels of `hermod_broker_link_auth_refusals_total`, indexed as
+/// `gateways::auth::Refusal` is.
+pub const AUTH_REFUSAL_REASONS: [&str; 5] = [
+    "wrong_secret",
+    "not_authenticated",
+    "deadline",
+    "frame",
+    "evicted",
+];
+/// The `reason` labels of `hermod_broker_link_limit_closes_total`, indexed as
+/// [`LimitClose`] is.
+pub const LIMIT_CLOSE_REASONS: [&str; 4] = ["frame", "input_budget", "output_budget", "output"];
+
+/// Why an authenticated link was closed at a bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitClose {
+    /// A frame past the command bounds (or not RESP).
+    Frame = 0,
+    /// Its unparsed input passed its share of the link buffer budget.
+    InputBudget = 1,
+    /// Its unwritten output passed its share of the link buffer budget.
+    OutputBudget = 2,
+    /// Its unwritten output passed the per-link bound (the gateway is not reading).
+    Output = 3,
+}
+
 /// Counters and gauges of the gateway links thread and the registry heartbeat.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -34,6 +60,12 @@ pub struct Metrics {
     pub draining: AtomicU64,
     /// 1 while the registry entry is being renewed successfully.
     pub registered: AtomicU64,
+    /// Links closed before authenticating, by [`AUTH_REFUSAL_REASONS`].
+    pub auth_refusals: [AtomicU64; 5],
+    /// Authenticated links closed at a bound, by [`LIMIT_CLOSE_REASONS`].
+    pub limit_closes: [AtomicU64; 4],
+    /// Bytes buffered across every link now (input and output).
+    pub link_buffered: AtomicU64,
 }
 
 impl Metrics {
@@ -72,6 +104,25 @@ impl Metrics {
         for (family, value) in counters {
             w.counter(family, v(value));
         }
+        let labelled: [(_, &[&str], &[AtomicU64]); 2] = [
+            (
+                &names::BROKER_LINK_AUTH_REFUSALS,
+                &AUTH_REFUSAL_REASONS,
+                &self.auth_refusals,
+            ),
+            (
+                &names::BROKER_LINK_LIMIT_CLOSES,
+                &LIMIT_CLOSE_REASONS,
+                &self.limit_closes,
+            ),
+        ];
+        for (family, reasons, values) in labelled {
+            w.header(family);
+            for (reason, value) in reasons.iter().zip(values) {
+                w.sample(family, &[reason], v(value));
+            }
+        }
+        w.gauge(&names::BROKER_LINK_BUFFERED, v(&self.link_buffered));
         render_engine(out, redis_up, engine);
     }
 }
@@ -108,7 +159,7 @@ mod tests {
         let mut out = String::new();
         m.render(&mut out, true, &stats);
         let families = hermod_core::metrics::check(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
-        assert_eq!(families.len(), 18, "{out}");
+        assert_eq!(families.len(), 21, "{out}");
         assert!(out.contains("\nhermod_broker_sessions 3\n"), "{out}");
         assert!(out.contains("\nhermod_broker_commands_total 5\n"), "{out}");
         assert!(

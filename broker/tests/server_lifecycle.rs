@@ -36,7 +36,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -104,6 +104,14 @@ fn registry_admin_and_drain_after_the_gateway_detaches() {
 
     let admin = broker.admin.unwrap();
     assert!(http_get(admin, "/healthz").starts_with("HTTP/1.1 200 "));
+    // 100 idle admin connections do not starve a probe (the admin server is the proxy's).
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(admin).unwrap())
+        .collect();
+    for _ in 0..20 {
+        assert!(http_get(admin, "/healthz").starts_with("HTTP/1.1 200 "));
+    }
+    drop(idle);
     wait_until("/readyz 200", || {
         http_get(admin, "/readyz").starts_with("HTTP/1.1 200 ")
     });

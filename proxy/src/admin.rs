@@ -1,6 +1,6 @@
 //! The gateway's admin HTTP listener: `GET /healthz`, `/readyz`, `/metrics` (what they answer:
 //! docs/operations.md, "Health endpoints"). The listener itself (bounded heads, timeouts,
-//! concurrency cap, routing) is `hermod_core::admin_http`, shared with `hermod-broker`; the
+//! deadlines, keep-alive, routing; a mio loop no client can starve) is `hermod_core::admin_http`, shared with `hermod-broker`; the
 //! gateway adds the process figures and, with the Redis engine, the engine's.
 
 use std::io;

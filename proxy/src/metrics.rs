@@ -24,6 +24,46 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
 /// WebSocket endpoint, header fields too large.
 pub const REJECT_STATUSES: [u16; 6] = [400, 401, 404, 405, 426, 431];
 
+/// Why a connection was refused before it became a session (503 at accept, 429 at the
+/// handshake), each counted under its own `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `--max-connections` reached: 503.
+    ServerFull,
+    /// `--max-connections-per-ip` reached by the client's address: 503.
+    AddressConnections,
+    /// `--max-connects-per-ip-per-sec` exceeded by the client's address: 503.
+    AddressRate,
+    /// `--max-sessions-per-user` reached by the user: 429.
+    UserSessions,
+}
+
+impl Refused {
+    /// Every reason, in label order.
+    pub const ALL: [Refused; 4] = [
+        Refused::ServerFull,
+        Refused::AddressConnections,
+        Refused::AddressRate,
+        Refused::UserSessions,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::ServerFull => "server_full",
+            Refused::AddressConnections => "address_connections",
+            Refused::AddressRate => "address_rate",
+            Refused::UserSessions => "user_sessions",
+        }
+    }
+}
+
+/// Which deadline of a new connection passed: no first byte, or no whole request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadTimeout {
+    FirstByte,
+    Head,
+}
+
 /// A handshake refused with an HTTP status (or failed without one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
@@ -87,6 +127,10 @@ pub struct Metrics {
     pub tunnel_bytes_down: AtomicU64,
     /// Routed requests answered 502/504: upstream unreachable, too slow, or not speaking HTTP.
     pub tunnel_upstream_failures: AtomicU64,
+    /// Connections refused by reason, index-aligned with [`Refused::ALL`].
+    pub admission_refused: [AtomicU64; 4],
+    /// Connections closed at the first-byte and head deadlines, in that order.
+    pub handshake_timeouts: [AtomicU64; 2],
 }
 
 /// A fixed-bucket histogram in the Prometheus sense (cumulative buckets are computed at render).
@@ -143,6 +187,16 @@ impl Metrics {
             Some(i) => self.closed_by_code[i].fetch_add(1, Relaxed),
             None => self.closed_other.fetch_add(1, Relaxed),
         };
+    }
+
+    /// Counts a connection refused for `why`.
+    pub fn refused(&self, why: Refused) {
+        self.admission_refused[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection closed at one of its head deadlines.
+    pub fn head_timeout(&self, stage: HeadTimeout) {
+        self.handshake_timeouts[stage as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts a refused or failed handshake.
@@ -222,6 +276,16 @@ impl Metrics {
                 None => w.sample(rejected, &[&"failed"], value),
             }
         }
+        let refused = &names::ADMISSION_REFUSED;
+        w.header(refused);
+        for (why, counter) in Refused::ALL.iter().zip(&self.admission_refused) {
+            w.sample(refused, &[&why.label()], counter.load(Relaxed));
+        }
+        let timeouts = &names::HANDSHAKE_TIMEOUTS;
+        w.header(timeouts);
+        let [first_byte, head] = &self.handshake_timeouts;
+        w.sample(timeouts, &[&"first_byte"], first_byte.load(Relaxed));
+        w.sample(timeouts, &[&"head"], head.load(Relaxed));
         let closed = &names::SESSIONS_CLOSED;
         w.header(closed);
         for (code, counter) in CLOSE_CODES.iter().zip(&self.closed_by_code) {

@@ -88,8 +88,10 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
     let metrics = Arc::new(Metrics::default());
     let mut workers = Vec::with_capacity(listeners.len());
     let mut handles: Vec<WorkerHandle> = Vec::with_capacity(listeners.len());
+    let limits = worker::SharedLimits::new(&settings);
     for (id, listener) in (0u16..).zip(listeners) {
-        let (w, h) = worker::prepare(id, Arc::clone(&settings), listener, Arc::clone(&metrics))
+        let shared = (Arc::clone(&metrics), limits.clone());
+        let (w, h) = worker::prepare(id, Arc::clone(&settings), listener, shared)
             .map_err(resource("a worker"))?;
         workers.push(w);
         handles.push(h);
@@ -182,6 +184,7 @@ impl Backend {
             request_timeout: settings.request_timeout,
             max_message_size: settings.max_message_size,
             queue: BROKER_QUEUE,
+            link_secret: settings.link_secret.clone(),
         };
         let sinks = handles.iter().map(WorkerHandle::sink).collect();
         let hub = brokers::spawn(config, sinks).map_err(resource("the broker links thread"))?;

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::broker::{broker_binary, broker_gauge, wait_for, Broker};
+use common::broker::{broker_binary, broker_gauge, wait_for, Broker, LINK_SECRET};
 use common::{Client, Ending, Proxy, TIMEOUT};
 use hermod_core::testkit::RedisServer;
 use hermod_proxy::brokers::placement;
@@ -20,12 +20,16 @@ use tungstenite::Message;
 
 /// Broker `node` on `redis`, with a drain timeout short enough for the SIGTERM test.
 fn start_broker(redis: &RedisServer, node: &str) -> Broker {
-    Broker::start(redis, node, &["--drain-timeout", "5s"])
+    Broker::start(
+        redis,
+        node,
+        &["--drain-timeout", "5s", "--link-secret", LINK_SECRET],
+    )
 }
 
 /// A gateway with `--auth none` and these extra flags, ready (a broker link up).
 fn gateway(extra: &[&str]) -> Proxy {
-    let mut args = vec!["--auth", "none"];
+    let mut args = vec!["--auth", "none", "--link-secret", LINK_SECRET];
     args.extend_from_slice(extra);
     let proxy = Proxy::spawn(&args, false);
     proxy.wait_ready(TIMEOUT);
@@ -409,7 +413,15 @@ fn sessions_wait_for_a_broker() {
     let redis = RedisServer::start(&[]).expect("redis-server");
     let port = hermod_core::testkit::free_port().expect("free port");
     let addr = format!("127.0.0.1:{port}");
-    let proxy = Proxy::spawn(&["--auth", "none", "--brokers", &addr], false);
+    let args = [
+        "--auth",
+        "none",
+        "--link-secret",
+        LINK_SECRET,
+        "--brokers",
+        &addr,
+    ];
+    let proxy = Proxy::spawn(&args, false);
     assert_eq!(proxy.admin_get("/readyz").0, 503);
     let mut a = proxy.connect("waiter-a");
     let mut b = proxy.connect("waiter-b");
@@ -422,6 +434,8 @@ fn sessions_wait_for_a_broker() {
             &redis.url(),
             "--node-id",
             "late",
+            "--link-secret",
+            LINK_SECRET,
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

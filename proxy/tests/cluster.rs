@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::broker::{broker_gauge, wait_for, Broker};
+use common::broker::{broker_gauge, wait_for, Broker, LINK_SECRET};
 use common::{Client, Proxy, TIMEOUT};
 use hermod_core::testkit::RedisServer;
 use hermod_proxy::brokers::placement;
@@ -28,13 +28,23 @@ impl Cluster {
     fn start() -> Cluster {
         let redis = RedisServer::start(&[]).expect("redis-server");
         let brokers = vec![
-            Broker::start(&redis, "c1", &[]),
-            Broker::start(&redis, "c2", &[]),
+            Broker::start(&redis, "c1", &["--link-secret", LINK_SECRET]),
+            Broker::start(&redis, "c2", &["--link-secret", LINK_SECRET]),
         ];
         let names: Vec<String> = brokers.iter().map(|b| b.addr.to_string()).collect();
         let list = names.join(",");
         let gateways: Vec<Proxy> = (0..2)
-            .map(|_| Proxy::spawn(&["--auth", "none", "--brokers", &list], false))
+            .map(|_| {
+                let args = [
+                    "--auth",
+                    "none",
+                    "--link-secret",
+                    LINK_SECRET,
+                    "--brokers",
+                    &list,
+                ];
+                Proxy::spawn(&args, false)
+            })
             .collect();
         for gw in &gateways {
             wait_for(gw, TIMEOUT, "both broker links up", || {

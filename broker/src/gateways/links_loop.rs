@@ -8,6 +8,13 @@
 //! unwritten output passes [`OUT_PAUSE`] is not read until it drains; past [`OUT_MAX`] (the
 //! gateway stopped reading) it is closed. A link silent for the link timeout is closed. Closing
 //! a link detaches every session it attached.
+//!
+//! Bounds: a link that has not authenticated reads with `pre_auth_limits` (a few KiB, flat
+//! commands), is not read while 4 KiB of its replies wait, is closed at the auth deadline, and
+//! is evicted when [`MAX_UNAUTHENTICATED`] newer links wait; an authenticated one reads with
+//! `command_limits` (one bulk of at most a message plus a margin). The bytes buffered across
+//! all links are held to the [`LinkBudget`]: a link past its share when the cap is reached is
+//! closed, counted.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,18 +24,20 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use hermod_core::bus::{Delivery, Request};
-use hermod_core::link::MAX_FRAME_LEN;
+use hermod_core::link::{command_limits, pre_auth_limits, MAX_FRAME_LEN, PRE_AUTH_FRAME};
 use hermod_core::reactor::backlog::Backlog;
 use hermod_core::reactor::listener::{AcceptOutcome, Acceptor};
 use hermod_core::reactor::mailbox::MailboxSender;
 use hermod_core::reactor::slots::Key;
 use hermod_core::reactor::{interrupted, would_block};
-use hermod_core::resp::{RespLimits, RespReader};
+use hermod_core::resp::{encode_value, RespReader, Value};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::auth::Refusal;
+use super::budget::{LinkBudget, Over};
 use super::sessions::{GatewaySessions, Handled, RequestSink};
-use crate::metrics::Metrics;
+use crate::metrics::{LimitClose, Metrics};
 
 /// The waker's token (a runner turn's deliveries, drain).
 pub const WAKE: Token = Token(0);
@@ -48,6 +57,9 @@ const OUT_PAUSE: usize = 8 << 20;
 const OUT_MAX: usize = 2 * MAX_FRAME_LEN;
 /// Most links at once; more are accepted and closed.
 const MAX_LINKS: usize = 1024;
+/// Most links not yet authenticated at once: a new one evicts the oldest, so strangers holding
+/// connections open cannot keep a gateway from linking (it authenticates within a round trip).
+const MAX_UNAUTHENTICATED: usize = 64;
 /// How often silent links are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// Poll timeout while something waits for room (a parked request, a control backlog).
@@ -80,6 +92,8 @@ pub struct Conn {
     reader: RespReader,
     /// The socket may hold bytes we have not read (we stopped early): no new edge will come.
     unread: bool,
+    /// Bytes of input and output counted against the [`LinkBudget`].
+    held: usize,
 }
 
 /// The runner's mailbox as [`GatewaySessions`] sees it, with the ordered backlog of control
@@ -123,8 +137,10 @@ pub struct GatewayLinks {
     pub metrics: Arc<Metrics>,
     pub link_timeout: Duration,
     pub drain_timeout: Duration,
-    /// Input bounds per link.
-    pub limits: RespLimits,
+    /// A link that has not authenticated by then is closed.
+    pub auth_timeout: Duration,
+    /// Most bytes buffered across all links (`--link-buffer-budget`).
+    pub buffer_budget: usize,
 }
 
 impl GatewayLinks {
@@ -155,6 +171,7 @@ struct GatewayLinksLoop {
     scratch: Vec<u8>,
     drain_deadline: Option<Instant>,
     next_sweep: Instant,
+    budget: LinkBudget,
 }
 
 impl GatewayLinksLoop {
@@ -162,6 +179,7 @@ impl GatewayLinksLoop {
         t.poll
             .registry()
             .register(&mut t.listener, LISTENER, Interest::READABLE)?;
+        let budget = LinkBudget::new(t.buffer_budget);
         let mailbox = Mailbox {
             requests: t.requests.clone(),
             control: Backlog::new(),
@@ -175,6 +193,7 @@ impl GatewayLinksLoop {
             scratch: vec![0; READ_CHUNK],
             drain_deadline: None,
             next_sweep: Instant::now() + SWEEP_EVERY,
+            budget,
         })
     }
 
@@ -253,12 +272,26 @@ impl GatewayLinksLoop {
             tracing::warn!(%peer, "too many links: refused");
             return;
         }
+        if self.t.sessions.requires_auth() {
+            let (count, oldest) = self.t.sessions.unauthenticated();
+            if let Some(oldest) = oldest.filter(|_| count >= MAX_UNAUTHENTICATED) {
+                let reason = "evicted: too many links not authenticated";
+                self.refuse(oldest, Refusal::Evicted, reason);
+            }
+        }
+        let limits = if self.t.sessions.requires_auth() {
+            pre_auth_limits()
+        } else {
+            command_limits(READ_CHUNK)
+        };
         let conn = Conn {
             stream,
-            reader: RespReader::new(self.t.limits.clone()),
+            reader: RespReader::new(limits),
             unread: true,
+            held: 0,
         };
         let key = self.t.sessions.add_link(conn, now);
+        self.budget.open();
         let registry = self.t.poll.registry();
         let registered = self.t.sessions.link_mut(key).map(|l| {
             registry.register(
@@ -290,10 +323,11 @@ impl GatewayLinksLoop {
             if !self.handle_buffered(key) {
                 return;
             }
+            let pause = self.out_pause(key);
             let Some(link) = self.t.sessions.link_mut(key) else {
                 return;
             };
-            if link.out.len() > OUT_PAUSE {
+            if link.out.len() > pause {
                 link.io.unread = true;
                 return; // resumed by `write` once the output drained
             }
@@ -302,7 +336,10 @@ impl GatewayLinksLoop {
                 Ok(n) => {
                     link.last_heard = now;
                     if let Err(e) = link.io.reader.feed(&self.scratch[..n]) {
-                        return self.drop_link(key, &e.to_string());
+                        return self.refuse_frame(key, &e.to_string());
+                    }
+                    if !self.account(key) {
+                        return;
                     }
                 }
                 Err(e) if would_block(&e) => {
@@ -327,15 +364,25 @@ impl GatewayLinksLoop {
                 None => return false,
             };
             match next {
-                Ok(Some(value)) => {
-                    if self.t.sessions.handle(key, value, &mut self.mailbox) == Handled::Parked {
+                Ok(Some(value)) => match self.t.sessions.handle(key, value, &mut self.mailbox) {
+                    Handled::Done => {}
+                    Handled::Parked => {
                         self.again.push(key);
                         return false;
                     }
-                }
+                    Handled::Authenticated => {
+                        if let Some(link) = self.t.sessions.link_mut(key) {
+                            link.io.reader.set_limits(command_limits(READ_CHUNK));
+                        }
+                    }
+                    Handled::Close(why) => {
+                        self.refuse(key, why, "refused before authenticating");
+                        return false;
+                    }
+                },
                 Ok(None) => return true,
                 Err(e) => {
-                    self.drop_link(key, &e.to_string());
+                    self.refuse_frame(key, &e.to_string());
                     return false;
                 }
             }
@@ -344,6 +391,7 @@ impl GatewayLinksLoop {
 
     /// Writes what a link has queued, until the socket would block.
     fn write(&mut self, key: Key) {
+        let pause = self.out_pause(key);
         let Some(link) = self.t.sessions.link_mut(key) else {
             return;
         };
@@ -359,11 +407,86 @@ impl GatewayLinksLoop {
             }
         }
         if link.out.len() > OUT_MAX {
-            return self.drop_link(key, "gateway not reading its link");
+            return self.limit_close(key, LimitClose::Output, "gateway not reading its link");
         }
-        if link.out.len() <= OUT_PAUSE && link.io.unread {
+        let resume = link.out.len() <= pause && link.io.unread;
+        if self.account(key) && resume {
             self.again.push(key);
         }
+    }
+
+    /// Unwritten output past which a link is not read: a link that has not authenticated may
+    /// not make the broker hold more than a few KiB of replies (PINGs it does not read).
+    fn out_pause(&self, key: Key) -> usize {
+        if self.t.sessions.is_authenticated(key) {
+            OUT_PAUSE
+        } else {
+            PRE_AUTH_FRAME
+        }
+    }
+
+    /// Counts what a link holds against the budget; false (and the link closed) when it is
+    /// past its share with the budget spent.
+    fn account(&mut self, key: Key) -> bool {
+        let Some(link) = self.t.sessions.link_mut(key) else {
+            return false;
+        };
+        let input = link.io.reader.buffered();
+        let result = self.budget.update(&mut link.io.held, input, link.out.len());
+        Metrics::set(&self.t.metrics.link_buffered, self.budget.total() as u64);
+        match result {
+            Ok(()) => true,
+            Err(Over::Input) => {
+                self.limit_close(
+                    key,
+                    LimitClose::InputBudget,
+                    "link input past its budget share",
+                );
+                false
+            }
+            Err(Over::Output) => {
+                let why = "link output past its budget share";
+                self.limit_close(key, LimitClose::OutputBudget, why);
+                false
+            }
+        }
+    }
+
+    /// A frame the reader refused (past the bounds, or not RESP): answered with an error, then
+    /// the link is closed, counted as a refusal before authentication or a limit after it.
+    fn refuse_frame(&mut self, key: Key, error: &str) {
+        if let Some(link) = self.t.sessions.link_mut(key) {
+            let text = format!("ERR Protocol error: {error}");
+            encode_value(&mut link.out, &Value::Error(text.into()));
+        }
+        if self.t.sessions.is_authenticated(key) {
+            self.limit_close(key, LimitClose::Frame, error);
+        } else {
+            self.refuse(key, Refusal::Frame, error);
+        }
+    }
+
+    /// Closes a link refused before it authenticated, after writing what it was answered
+    /// (best effort).
+    fn refuse(&mut self, key: Key, why: Refusal, reason: &str) {
+        Metrics::add(&self.t.metrics.auth_refusals[why as usize], 1);
+        self.flush_and_drop(key, reason);
+    }
+
+    /// Closes an authenticated link at a bound, counted by reason.
+    fn limit_close(&mut self, key: Key, why: LimitClose, reason: &str) {
+        Metrics::add(&self.t.metrics.limit_closes[why as usize], 1);
+        tracing::warn!(reason, "gateway link closed at a limit");
+        self.flush_and_drop(key, reason);
+    }
+
+    /// One attempt at writing what is queued (an error reply), then the link is dropped.
+    fn flush_and_drop(&mut self, key: Key, reason: &str) {
+        if let Some(link) = self.t.sessions.link_mut(key) {
+            let n = link.out.len().min(4096);
+            let _ = link.io.stream.write(&link.out[..n]);
+        }
+        self.drop_link(key, reason);
     }
 
     /// Drops a link for misbehaving (counted).
@@ -374,6 +497,8 @@ impl GatewayLinksLoop {
 
     fn close(&mut self, key: Key, reason: &str) {
         if let Some(mut link) = self.t.sessions.remove_link(key, &mut self.mailbox) {
+            self.budget.close(link.io.held);
+            Metrics::set(&self.t.metrics.link_buffered, self.budget.total() as u64);
             let _ = self.t.poll.registry().deregister(&mut link.io.stream);
             tracing::info!(reason, "gateway link closed");
         }
@@ -383,6 +508,11 @@ impl GatewayLinksLoop {
     fn housekeeping(&mut self, now: Instant) {
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
+            let deadline = self.t.auth_timeout;
+            for key in self.t.sessions.unauthenticated_past(now, deadline) {
+                let reason = "not authenticated by the auth deadline";
+                self.refuse(key, Refusal::Deadline, reason);
+            }
             for key in self.t.sessions.silent_links(now, self.t.link_timeout) {
                 self.drop_link(key, "link silent past the link timeout");
             }

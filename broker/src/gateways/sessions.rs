@@ -24,11 +24,12 @@ use hermod_core::bus::{Delivery, Event, Request, SessionKey};
 use hermod_core::ids::MsgId;
 use hermod_core::link::{
     decode_request, encode_draining, encode_event, encode_message, LinkCommand, LinkError,
-    MAX_SIDS_PER_PUSH,
+    LinkSecret, MAX_SIDS_PER_PUSH,
 };
 use hermod_core::reactor::slots::{Key, Slots};
 use hermod_core::resp::{encode_value, Value};
 
+use super::auth::{gate, Gate, Refusal};
 use crate::metrics::Metrics;
 
 /// Most sessions attached through all links at once; more ATTACHes are refused.
@@ -53,6 +54,10 @@ pub enum Handled {
     /// The runner's mailbox is full: the request is parked on the link; stop reading it until
     /// [`GatewaySessions::retry_parked`] succeeds.
     Parked,
+    /// The link just authenticated: its bounds are now those of an authenticated link.
+    Authenticated,
+    /// Refused: write what was answered, then close the link (counted by the reason).
+    Close(Refusal),
 }
 
 /// One push waiting for the end of the turn.
@@ -78,6 +83,10 @@ pub struct Link<S> {
     pub out: BytesMut,
     /// When the gateway last sent anything: a link silent past the timeout is closed.
     pub last_heard: Instant,
+    /// When it was accepted: one not authenticated by the auth deadline is closed.
+    opened: Instant,
+    /// It presented the link secret (always true when none is configured).
+    authed: bool,
     /// Gateway sid -> our session slot, for the sessions this link attached.
     sids: HashMap<SessionKey, Key>,
     /// Pushes of this turn, in order.
@@ -114,6 +123,8 @@ pub struct GatewaySessions<S> {
     /// Whether the engine can serve (for INFO).
     redis_up: Arc<dyn Fn() -> bool + Send + Sync>,
     metrics: Arc<Metrics>,
+    /// The link secret links must present; `None`: every link is trusted (loopback only).
+    secret: Option<LinkSecret>,
 }
 
 impl<S> GatewaySessions<S> {
@@ -131,7 +142,46 @@ impl<S> GatewaySessions<S> {
             node_id,
             redis_up,
             metrics,
+            secret: None,
         }
+    }
+
+    /// Links must present `secret` before anything but HELLO/AUTH/PING is served.
+    pub fn with_secret(mut self, secret: Option<LinkSecret>) -> Self {
+        self.secret = secret;
+        self
+    }
+
+    /// Whether links must authenticate.
+    pub fn requires_auth(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// Whether the link presented the secret (or none is needed).
+    pub fn is_authenticated(&self, key: Key) -> bool {
+        self.links.get(key).is_some_and(|l| l.authed)
+    }
+
+    /// How many links have not authenticated, and the oldest of them.
+    pub fn unauthenticated(&self) -> (usize, Option<Key>) {
+        let mut count = 0;
+        let mut oldest: Option<(Key, Instant)> = None;
+        for (key, link) in self.links.iter().filter(|(_, l)| !l.authed) {
+            count += 1;
+            if oldest.is_none_or(|(_, at)| link.opened < at) {
+                oldest = Some((key, link.opened));
+            }
+        }
+        (count, oldest.map(|(key, _)| key))
+    }
+
+    /// Links not authenticated `deadline` after they were accepted.
+    pub fn unauthenticated_past(&self, now: Instant, deadline: Duration) -> Vec<Key> {
+        self.links
+            .iter()
+            .filter(|(_, l)| !l.authed && now.saturating_duration_since(l.opened) >= deadline)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     /// Adds a link; its key's token is the socket's.
@@ -140,6 +190,8 @@ impl<S> GatewaySessions<S> {
             io,
             out: BytesMut::new(),
             last_heard: now,
+            opened: now,
+            authed: self.secret.is_none(),
             sids: HashMap::new(),
             items: Vec::new(),
             groups: HashMap::new(),
@@ -219,11 +271,40 @@ impl<S> GatewaySessions<S> {
     /// Handles one whole RESP value a link sent.
     pub fn handle(&mut self, key: Key, value: Value, sink: &mut impl RequestSink) -> Handled {
         Metrics::add(&self.metrics.commands, 1);
-        let reply = match decode_request(value) {
+        let authed = self.is_authenticated(key);
+        let cmd = match gate(self.secret.as_ref(), authed, decode_request(value)) {
+            Gate::Serve(cmd) => cmd,
+            Gate::Authenticated(cmd) => {
+                if let Some(link) = self.links.get_mut(key) {
+                    link.authed = true;
+                }
+                let reply = match cmd {
+                    LinkCommand::Hello { proto, .. } => self.hello(proto),
+                    _ => ok(),
+                };
+                self.reply(key, &reply);
+                return if authed {
+                    Handled::Done
+                } else {
+                    Handled::Authenticated
+                };
+            }
+            Gate::Answer(reply) => {
+                self.reply(key, &reply);
+                return Handled::Done;
+            }
+            Gate::Refuse(reply, why) => {
+                self.reply(key, &reply);
+                return Handled::Close(why);
+            }
+        };
+        let reply = match cmd {
             Ok(LinkCommand::Request(req)) => return self.request(key, req, sink),
             Ok(LinkCommand::Ping { message: None }) => Value::Simple(Bytes::from_static(b"PONG")),
             Ok(LinkCommand::Ping { message: Some(m) }) => Value::Bulk(m),
-            Ok(LinkCommand::Hello { proto }) => self.hello(proto),
+            Ok(LinkCommand::Hello { proto, .. }) => self.hello(proto),
+            // No secret configured: credentials are accepted and ignored.
+            Ok(LinkCommand::Auth(_)) => ok(),
             Ok(LinkCommand::Info) => Value::Bulk(Bytes::from(self.info())),
             Err(e) => error(&e),
         };

@@ -249,3 +249,65 @@ fn operator_commands() {
         .unwrap()
         .starts_with("ERR unknown command"));
 }
+
+#[test]
+fn with_a_secret_only_hello_auth_ping_until_authenticated() {
+    use super::auth::Refusal;
+    use hermod_core::link::LinkSecret;
+    use std::time::Duration;
+
+    let secret = LinkSecret::new("0123456789abcdef");
+    let mut s = gateway_sessions().with_secret(Some(secret));
+    let mut sink = Sink::default();
+    let t0 = Instant::now();
+    let attacker = s.add_link((), t0);
+    let gateway = s.add_link((), t0);
+    assert!(!s.is_authenticated(attacker));
+
+    // The attack of issue 11: ATTACH as bob from a link that never authenticated.
+    let h = command(
+        &mut s,
+        attacker,
+        &mut sink,
+        &["ATTACH", "0-1-1", "bob", "x"],
+    );
+    assert_eq!(h, Handled::Close(Refusal::NotAuthenticated));
+    assert!(sink.sent.is_empty(), "nothing reaches the broker");
+    let (replies, _) = output(&mut s, attacker, 1);
+    assert!(matches!(&replies[0], Value::Error(e) if e.starts_with(b"NOAUTH")));
+
+    // PING is fine, HELLO without AUTH is answered NOAUTH, a wrong secret closes.
+    assert_eq!(
+        command(&mut s, gateway, &mut sink, &["PING"]),
+        Handled::Done
+    );
+    assert_eq!(
+        command(&mut s, gateway, &mut sink, &["HELLO", "3"]),
+        Handled::Done
+    );
+    let wrong = ["HELLO", "3", "AUTH", "hermod", "0123456789abcdeX"];
+    assert_eq!(
+        command(&mut s, attacker, &mut sink, &wrong),
+        Handled::Close(Refusal::WrongSecret)
+    );
+    let (replies, _) = output(&mut s, gateway, 2);
+    assert!(matches!(&replies[1], Value::Error(e) if e.starts_with(b"NOAUTH")));
+
+    // The right secret authenticates; then ATTACH is served.
+    let good = ["HELLO", "3", "AUTH", "hermod", "0123456789abcdef"];
+    assert_eq!(
+        command(&mut s, gateway, &mut sink, &good),
+        Handled::Authenticated
+    );
+    assert!(s.is_authenticated(gateway));
+    let h = command(&mut s, gateway, &mut sink, &["ATTACH", "0-1-1", "bob", "x"]);
+    assert_eq!(h, Handled::Done);
+    assert_eq!(sink.sent.len(), 1);
+
+    // Only the unauthenticated link is past the auth deadline.
+    let later = t0 + Duration::from_secs(6);
+    assert_eq!(
+        s.unauthenticated_past(later, Duration::from_secs(5)),
+        vec![attacker]
+    );
+}

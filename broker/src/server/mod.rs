@@ -31,10 +31,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TrySendError};
 use hermod_core::admin_http::{self, AdminState};
 use hermod_core::bus::Delivery;
-use hermod_core::link::MAX_FRAME_LEN;
 use hermod_core::reactor::listener::{bind_listener, DEFAULT_BACKLOG};
 use hermod_core::redis::Target;
-use hermod_core::resp::RespLimits;
 use hermod_core::startup::{bind_admin, resource, spawn_signal_thread, termination_signals};
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
@@ -60,6 +58,9 @@ pub use hermod_core::startup::StartError;
 /// checks of the link, registry and admin threads.
 type SharedRunner = Arc<Mutex<Option<EmbeddedBroker>>>;
 
+/// A gateway link that has not presented the link secret by then is closed.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs the broker until drained; returns the process exit code.
 pub fn run(settings: Settings) -> Result<u8, StartError> {
     let signals = termination_signals()?;
@@ -84,14 +85,16 @@ pub fn run(settings: Settings) -> Result<u8, StartError> {
             settings.node_id.clone(),
             Arc::clone(&engine_ready),
             Arc::clone(&metrics),
-        ),
+        )
+        .with_secret(settings.link_secret.clone()),
         requests,
         deliveries,
         control: Arc::clone(&control),
         metrics: Arc::clone(&metrics),
         link_timeout: settings.link_timeout,
         drain_timeout: settings.drain_timeout,
-        limits: link_limits(),
+        auth_timeout: AUTH_TIMEOUT,
+        buffer_budget: settings.link_buffer_budget,
     }
     .spawn()
     .map_err(resource("the link thread"))?;
@@ -148,16 +151,6 @@ fn bind(
         .map_err(resource("the link listener"))?;
     let admin = settings.admin_listen.map(bind_admin).transpose()?;
     Ok((listener, link_addr, admin))
-}
-
-/// Input bounds of a link: a SEND/PUBLISH may carry data up to the largest message size a
-/// gateway can be configured for.
-fn link_limits() -> RespLimits {
-    RespLimits {
-        max_bulk: MAX_FRAME_LEN,
-        max_buffer: 2 * MAX_FRAME_LEN,
-        ..RespLimits::default()
-    }
 }
 
 /// Blocks until a signal (exit code 0) or the link thread's unexpected end (1).
@@ -278,9 +271,17 @@ fn print_ready_line(settings: &Settings, link: SocketAddr, admin: &str, advertis
         Target::Direct { .. } => "redis",
         Target::Sentinel { .. } => "sentinel",
     };
+    let auth = if settings.link_secret.is_some() {
+        "secret"
+    } else {
+        tracing::warn!(
+            "gateway links are not authenticated (no --link-secret): loopback development only"
+        );
+        "off"
+    };
     eprintln!(
         "hermod-broker {} listening link={link} admin={admin} node={} advertise={advertise} \
-         storage={storage}",
+         storage={storage} link_auth={auth}",
         env!("CARGO_PKG_VERSION"),
         settings.node_id,
     );

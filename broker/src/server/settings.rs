@@ -3,9 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hermod_core::link::LinkSecret;
 use hermod_core::redis::ClientConfig;
 
 use crate::{Durability, Limits};
+
+/// `--link-buffer-budget` by default: room for several gateways each sending and receiving
+/// the largest messages at once.
+pub const DEFAULT_LINK_BUFFER_BUDGET: usize = 512 << 20;
 
 /// Everything `hermod-broker` runs with.
 #[derive(Debug, Clone)]
@@ -28,6 +33,11 @@ pub struct Settings {
     pub link_timeout: Duration,
     /// How long draining waits for gateways to detach every session.
     pub drain_timeout: Duration,
+    /// The secret gateways present (`HELLO 3 AUTH hermod <secret>`); `None`: links are not
+    /// authenticated, allowed only on a loopback `listen`. `Debug` shows `***`.
+    pub link_secret: Option<LinkSecret>,
+    /// Most bytes buffered across all gateway links (input and output).
+    pub link_buffer_budget: usize,
     /// Retention, dedupe and paging bounds.
     pub limits: Limits,
     /// The tracing env-filter directive, already checked to parse.
@@ -47,6 +57,8 @@ impl Settings {
             registry_ttl: Duration::from_secs(3),
             link_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            link_secret: None,
+            link_buffer_budget: DEFAULT_LINK_BUFFER_BUDGET,
             limits: Limits::default(),
             log: String::from("info"),
         }

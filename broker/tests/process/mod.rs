@@ -101,8 +101,17 @@ impl BrokerProc {
 
     /// A link to it, after `HELLO 3`, once its engine is ready (INFO says `redis_up:1`).
     pub fn ready_link(&self) -> Link {
+        self.ready_link_hello(&["HELLO", "3"])
+    }
+
+    /// As [`Self::ready_link`], presenting the link secret (`HELLO 3 AUTH hermod <secret>`).
+    pub fn ready_link_with(&self, secret: &str) -> Link {
+        self.ready_link_hello(&["HELLO", "3", "AUTH", "hermod", secret])
+    }
+
+    fn ready_link_hello(&self, hello: &[&str]) -> Link {
         let mut link = Link::connect(self.link);
-        let hello = link.command(&["HELLO", "3"]);
+        let hello = link.command(hello);
         assert_eq!(
             hello.map_get("server").and_then(Value::as_str),
             Some("hermod-broker")
@@ -227,6 +236,18 @@ impl Link {
     /// Writes raw bytes (for malformed-input tests).
     pub fn write_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Writes raw bytes until done or the broker closes the socket; how many were written.
+    pub fn write_until_closed(&mut self, bytes: &[u8]) -> usize {
+        let mut written = 0;
+        for chunk in bytes.chunks(64 << 10) {
+            match self.stream.write_all(chunk) {
+                Ok(()) => written += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        written
     }
 }
 

@@ -4,7 +4,8 @@
 //! back as RESP3 push frames. An operator can poke a broker with `redis-cli -p PORT`.
 //!
 //! ```text
-//! HELLO [2|3]                               -> map: server, version, proto, node
+//! HELLO [2|3] [AUTH hermod <secret>]        -> map: server, version, proto, node
+//! AUTH hermod <secret>                      -> +OK | -WRONGPASS ... (then closed)
 //! PING [msg]                                -> +PONG (or the message)
 //! INFO [section]                            -> bulk text
 //! ATTACH <sid> <user> <device>              -> +OK | -DRAINING ... | -ERR ...
@@ -30,6 +31,7 @@
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod auth;
 mod push;
 mod request;
 
@@ -39,6 +41,10 @@ use crate::bus::{Event, Request, SessionKey};
 use crate::ids::MsgId;
 use crate::resp::{decimal, put_bulk, put_header, Value};
 
+pub use auth::{
+    command_limits, parse_link_secret, pre_auth_limits, LinkSecret, AUTH_USER, COMMAND_MARGIN,
+    MAX_COMMAND_ARGS, MAX_SECRET_LEN, MIN_SECRET_LEN, PRE_AUTH_FRAME,
+};
 pub use push::{decode_push, encode_draining, encode_event, encode_message, encode_push};
 pub use request::{decode_request, encode_request};
 
@@ -98,14 +104,36 @@ impl LinkError {
 /// broker maps it to its own.
 #[derive(Debug)]
 pub enum LinkCommand {
-    /// `HELLO [protover]`: the protocol version asked for, if any.
-    Hello { proto: Option<u32> },
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: the protocol version asked for, if
+    /// any, and the credentials presented, if any.
+    Hello {
+        proto: Option<u32>,
+        auth: Option<Credentials>,
+    },
+    /// `AUTH [user] pass` (a lone password is user `default`, as in Redis).
+    Auth(Credentials),
     /// `PING [message]`: the heartbeat; answered `+PONG` or with the message.
     Ping { message: Option<Bytes> },
     /// `INFO [section]`: operator text.
     Info,
     /// Work for the broker, `session` being the gateway's sid.
     Request(Request),
+}
+
+/// A user name and password presented by a link. `Debug` hides the password.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: Bytes,
+    pub pass: Bytes,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("pass", &"***")
+            .finish()
+    }
 }
 
 /// One decoded broker push.

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::value::RawValue;
 
 use super::{byte_strings, put_bulk, put_header, shown, sid, text, SidText};
-use super::{LinkCommand, LinkError, MAX_DATA_LEN, MAX_PING_TEXT};
+use super::{Credentials, LinkCommand, LinkError, MAX_DATA_LEN, MAX_PING_TEXT};
 use crate::bus::Request;
 use crate::ids::{Cid, MsgId, Name};
 use crate::resp::Value;
@@ -83,6 +83,7 @@ pub fn decode_request(value: Value) -> Result<LinkCommand, LinkError> {
     let cmd = match &upper[..] {
         b"PING" => ping(rest)?,
         b"HELLO" => hello(rest)?,
+        b"AUTH" => auth(rest)?,
         b"INFO" => {
             arity("info", rest, 0, 1)?;
             LinkCommand::Info
@@ -102,7 +103,8 @@ fn ping(rest: &[Bytes]) -> Result<LinkCommand, LinkError> {
 }
 
 fn hello(rest: &[Bytes]) -> Result<LinkCommand, LinkError> {
-    // `HELLO [protover [AUTH user pass] [SETNAME name]]`: the options are accepted and ignored.
+    // `HELLO [protover [AUTH user pass] [SETNAME name]]`: AUTH is checked by the broker,
+    // SETNAME accepted and ignored.
     if rest.len() > 6 {
         return Err(LinkError::WrongArity("hello"));
     }
@@ -114,7 +116,37 @@ fn hello(rest: &[Bytes]) -> Result<LinkCommand, LinkError> {
                 .ok_or_else(|| LinkError::invalid("protover", "not an integer"))?,
         ),
     };
-    Ok(LinkCommand::Hello { proto })
+    let mut auth = None;
+    let mut options = rest.iter().skip(1);
+    while let Some(option) = options.next() {
+        let mut value = || options.next().ok_or(LinkError::WrongArity("hello"));
+        if option.eq_ignore_ascii_case(b"AUTH") {
+            let user = value()?.clone();
+            let pass = value()?.clone();
+            auth = Some(Credentials { user, pass });
+        } else if option.eq_ignore_ascii_case(b"SETNAME") {
+            value()?;
+        } else {
+            return Err(LinkError::invalid("option", "expected AUTH or SETNAME"));
+        }
+    }
+    Ok(LinkCommand::Hello { proto, auth })
+}
+
+fn auth(rest: &[Bytes]) -> Result<LinkCommand, LinkError> {
+    arity("auth", rest, 1, 2)?;
+    let credentials = match rest {
+        [pass] => Credentials {
+            user: Bytes::from_static(b"default"),
+            pass: pass.clone(),
+        },
+        [user, pass] => Credentials {
+            user: user.clone(),
+            pass: pass.clone(),
+        },
+        _ => return Err(LinkError::WrongArity("auth")),
+    };
+    Ok(LinkCommand::Auth(credentials))
 }
 
 fn request(upper: &[u8], name: &[u8], rest: &[Bytes]) -> Result<Request, LinkError> {

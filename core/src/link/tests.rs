@@ -76,11 +76,31 @@ fn operator_commands() {
     encode_command(&mut wire, &[b"INFO", b"all"]);
     encode_command(&mut wire, &[b"COMMAND", b"DOCS"]);
     encode_command(&mut wire, &[b"HELLO", b"x"]);
+    encode_command(
+        &mut wire,
+        &[b"HELLO", b"3", b"AUTH", b"hermod", b"s3", b"SETNAME", b"g"],
+    );
+    encode_command(&mut wire, &[b"AUTH", b"hermod", b"s3"]);
+    encode_command(&mut wire, &[b"AUTH", b"s3"]);
+    encode_command(&mut wire, &[b"HELLO", b"3", b"AUTH", b"hermod"]);
+    encode_command(&mut wire, &[b"HELLO", b"3", b"WHAT", b"x"]);
     let got = commands(&wire);
     assert!(matches!(got[0], Ok(LinkCommand::Ping { message: None })));
     assert!(matches!(&got[1], Ok(LinkCommand::Ping { message: Some(m) }) if m == "hi"));
-    assert!(matches!(got[2], Ok(LinkCommand::Hello { proto: Some(3) })));
-    assert!(matches!(got[3], Ok(LinkCommand::Hello { proto: None })));
+    assert!(matches!(
+        got[2],
+        Ok(LinkCommand::Hello {
+            proto: Some(3),
+            auth: None
+        })
+    ));
+    assert!(matches!(
+        got[3],
+        Ok(LinkCommand::Hello {
+            proto: None,
+            auth: None
+        })
+    ));
     assert!(matches!(got[4], Ok(LinkCommand::Info)));
     assert_eq!(
         got[5].as_ref().unwrap_err(),
@@ -93,6 +113,23 @@ fn operator_commands() {
             ..
         })
     ));
+    match &got[7] {
+        Ok(LinkCommand::Hello {
+            proto: Some(3),
+            auth: Some(c),
+        }) => {
+            assert_eq!((&c.user[..], &c.pass[..]), (&b"hermod"[..], &b"s3"[..]));
+            assert!(!format!("{c:?}").contains("s3"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(&got[8], Ok(LinkCommand::Auth(c)) if c.user == "hermod" && c.pass == "s3"));
+    assert!(matches!(&got[9], Ok(LinkCommand::Auth(c)) if c.user == "default" && c.pass == "s3"));
+    assert_eq!(
+        got[10].as_ref().unwrap_err(),
+        &LinkError::WrongArity("hello")
+    );
+    assert!(got[11].is_err());
 }
 
 #[test]

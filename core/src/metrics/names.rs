@@ -23,7 +23,7 @@ pub const CONNECTIONS_ACCEPTED: Family = Family::counter(
 pub const CONNECTIONS_REFUSED: Family = Family::counter(
     Gateway,
     "hermod_connections_refused_total",
-    "Connections dropped at max_connections or for want of file descriptors.",
+    "Connections refused at max_connections (answered 503) or shed for want of file descriptors.",
 );
 pub const HANDSHAKES: Family = Family::counter(
     Gateway,
@@ -36,6 +36,19 @@ pub const HANDSHAKES_REJECTED: Family = Family::counter(
     "Handshakes refused, by HTTP status (failed: no response).",
 )
 .with_labels(&["status"]);
+// Issue 11, bounded connections (i11-conn): refusals by reason, head deadlines by stage.
+pub const ADMISSION_REFUSED: Family = Family::counter(
+    Gateway,
+    "hermod_admission_refused_total",
+    "Connections answered 503 at accept or 429 at the handshake, by reason.",
+)
+.with_labels(&["reason"]);
+pub const HANDSHAKE_TIMEOUTS: Family = Family::counter(
+    Gateway,
+    "hermod_handshake_timeouts_total",
+    "Connections closed for no first byte, or no whole request head, in time.",
+)
+.with_labels(&["stage"]);
 
 // The gateway: messages and sessions.
 pub const MESSAGES_IN: Family = Family::counter(
@@ -188,6 +201,13 @@ pub const BROKER_LINK_SESSIONS: Family = Family::gauge(
     "Sessions homed on this broker.",
 )
 .with_labels(&["broker"]);
+// Issue 11, the broker link: pushes a gateway refuses.
+pub const BROKER_PUSHES_DROPPED: Family = Family::counter(
+    GatewayLinks,
+    "hermod_broker_pushes_dropped_total",
+    "Broker pushes dropped, by reason (foreign_session: not placed on that link).",
+)
+.with_labels(&["reason"]);
 
 // The Redis engine, in the proxy (`--redis`, `--sentinel`) and in the broker.
 pub const REDIS_UP: Family = Family::gauge(
@@ -243,6 +263,13 @@ pub const PROCESS_MAX_FDS: Family = Family::gauge(
 pub const BUILD_INFO: Family =
     Family::gauge(Process, "hermod_build_info", "Build of the running binary.")
         .with_labels(&["version"]);
+// Issue 11, bounded connections (i11-conn): the admin server's limits.
+pub const ADMIN_CONNECTIONS_CLOSED: Family = Family::counter(
+    Process,
+    "hermod_admin_connections_closed_total",
+    "Admin connections closed by a limit: deadline, evicted (table full), bad_request.",
+)
+.with_labels(&["reason"]);
 
 // The broker (`hermod-broker`): its gateway links and its place in the cluster.
 pub const BROKER_GATEWAY_LINKS: Family =
@@ -270,7 +297,7 @@ pub const BROKER_LINKS_ACCEPTED: Family = Family::counter(
 pub const BROKER_LINKS_DROPPED: Family = Family::counter(
     Broker,
     "hermod_broker_links_dropped_total",
-    "Links closed for silence or protocol errors.",
+    "Links closed by the broker: silence, protocol errors, auth refusals, limits.",
 );
 pub const BROKER_COMMANDS: Family = Family::counter(
     Broker,
@@ -297,6 +324,24 @@ pub const BROKER_MESSAGE_DELIVERIES: Family = Family::counter(
     "hermod_broker_message_deliveries_total",
     "Session deliveries carried by `msg` pushes.",
 );
+// Issue 11, the broker link: authentication and the bounds on what links buffer.
+pub const BROKER_LINK_AUTH_REFUSALS: Family = Family::counter(
+    Broker,
+    "hermod_broker_link_auth_refusals_total",
+    "Links closed before authenticating, by reason (wrong_secret, not_authenticated, deadline, frame, evicted).",
+)
+.with_labels(&["reason"]);
+pub const BROKER_LINK_LIMIT_CLOSES: Family = Family::counter(
+    Broker,
+    "hermod_broker_link_limit_closes_total",
+    "Authenticated links closed at a bound, by reason (frame, input_budget, output_budget, output).",
+)
+.with_labels(&["reason"]);
+pub const BROKER_LINK_BUFFERED: Family = Family::gauge(
+    Broker,
+    "hermod_broker_link_buffered_bytes",
+    "Bytes buffered across all gateway links, input and output.",
+);
 
 /// Every family, in the order docs/operations.md lists them.
 pub const ALL: &[Family] = &[
@@ -305,6 +350,8 @@ pub const ALL: &[Family] = &[
     CONNECTIONS_REFUSED,
     HANDSHAKES,
     HANDSHAKES_REJECTED,
+    ADMISSION_REFUSED,
+    HANDSHAKE_TIMEOUTS,
     MESSAGES_IN,
     MESSAGES_OUT,
     BYTES_IN,
@@ -333,6 +380,7 @@ pub const ALL: &[Family] = &[
     BROKER_LINK_RTT_SUM,
     BROKER_LINK_UP,
     BROKER_LINK_SESSIONS,
+    BROKER_PUSHES_DROPPED,
     REDIS_UP,
     REDIS_ROUND_TRIPS,
     REDIS_FAILOVERS,
@@ -345,6 +393,7 @@ pub const ALL: &[Family] = &[
     PROCESS_OPEN_FDS,
     PROCESS_MAX_FDS,
     BUILD_INFO,
+    ADMIN_CONNECTIONS_CLOSED,
     BROKER_GATEWAY_LINKS,
     BROKER_SESSIONS,
     BROKER_DRAINING,
@@ -356,6 +405,9 @@ pub const ALL: &[Family] = &[
     BROKER_EVENT_PUSHES,
     BROKER_MESSAGE_PUSHES,
     BROKER_MESSAGE_DELIVERIES,
+    BROKER_LINK_AUTH_REFUSALS,
+    BROKER_LINK_LIMIT_CLOSES,
+    BROKER_LINK_BUFFERED,
 ];
 
 /// The family named `name`, if the table lists it.

@@ -8,11 +8,12 @@
 //! in the backlog; with edge-triggered readiness the reactor would either spin on it or never hear
 //! of the listener again. [`Acceptor`] keeps a spare fd: on EMFILE it closes the spare, accepts
 //! the pending connection, closes it at once (the client sees a clean close instead of hanging),
-//! and reopens the spare.
+//! and reopens the spare. An acceptor made [`Acceptor::answering`] writes a short answer (an
+//! HTTP 503) to that connection first, best effort: one read of what it sent, one write, no fd.
 
 use std::fs::File;
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -68,6 +69,8 @@ pub struct Acceptor {
     /// An fd held in reserve (`/dev/null`) and released to make room for one accept when the fd
     /// limit is hit. `None` while it could not be reopened; retried on every accept.
     spare: Option<File>,
+    /// Written to a connection shed for want of fds before it is closed.
+    shed_answer: Option<&'static [u8]>,
 }
 
 impl Acceptor {
@@ -75,7 +78,14 @@ impl Acceptor {
     pub fn new() -> io::Result<Acceptor> {
         Ok(Acceptor {
             spare: Some(open_spare()?),
+            shed_answer: None,
         })
+    }
+
+    /// Writes `answer` (e.g. an HTTP 503) to each connection shed for want of fds, best effort.
+    pub fn answering(mut self, answer: &'static [u8]) -> Acceptor {
+        self.shed_answer = Some(answer);
+        self
     }
 
     /// Whether the spare fd is held (it is missing only while fds are exhausted).
@@ -109,6 +119,12 @@ impl Acceptor {
         let outcome = loop {
             break match listener.accept() {
                 Ok((stream, _)) => {
+                    if let Some(answer) = self.shed_answer {
+                        // Read what already came so the close is no reset, then answer.
+                        let _ = (&stream).read(&mut [0u8; 2048]);
+                        let _ = (&stream).write(answer);
+                        let _ = stream.shutdown(Shutdown::Write);
+                    }
                     drop(stream);
                     AcceptOutcome::Shed
                 }
@@ -242,7 +258,7 @@ mod tests {
     fn shed_scenario() {
         let listener = bind_listener(loopback_any_port(), false, 16).expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut acceptor = Acceptor::new().expect("acceptor");
+        let mut acceptor = Acceptor::new().expect("acceptor").answering(b"busy\n");
         let mut client = TcpStream::connect(addr).expect("connect");
         client.set_read_timeout(Some(PATIENCE)).expect("timeout");
 
@@ -261,12 +277,11 @@ mod tests {
         let outcome = accept_next(&mut acceptor, &listener);
         assert!(matches!(outcome, AcceptOutcome::Shed), "got {outcome:?}");
         assert!(acceptor.has_spare(), "the spare fd must be reopened");
-        let mut buf = [0u8; 1];
-        match client.read(&mut buf) {
-            Ok(0) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            other => panic!("the shed client should see a close, got {other:?}"),
-        }
+        let mut answer = Vec::new();
+        client
+            .read_to_end(&mut answer)
+            .expect("the shed client reads the answer, then a close");
+        assert_eq!(answer, b"busy\n");
 
         // With room again, connections are accepted normally.
         drop(client);

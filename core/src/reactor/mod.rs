@@ -12,10 +12,15 @@
 //! - [`listener`]: `bind_listener()` (socket2: SO_REUSEADDR, optional SO_REUSEPORT, a real
 //!   backlog) and `Acceptor`, which sheds connections instead of spinning when fds run out.
 //!
+//! - [`admission`]: limits shared by every worker, touched at accept and close only:
+//!   connections and connection rate per client address, sessions per user (pure data, the
+//!   time passed in).
+//!
 //! Plus two predicates every readiness loop needs: [`would_block`] and [`interrupted`].
 
 use std::io;
 
+pub mod admission;
 pub mod backlog;
 pub mod listener;
 pub mod mailbox;

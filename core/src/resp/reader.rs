@@ -30,6 +30,13 @@ impl RespReader {
         }
     }
 
+    /// Replaces the bounds (e.g. once a link authenticated). Bytes already buffered stay; the
+    /// next scan applies the new bounds.
+    pub fn set_limits(&mut self, limits: RespLimits) {
+        self.limits = limits;
+        self.need = 0;
+    }
+
     /// Appends received bytes. Fails (and the connection must be reset) when more than
     /// `max_buffer` bytes would wait undecoded.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), RespError> {

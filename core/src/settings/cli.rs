@@ -16,7 +16,7 @@ use super::{env_name, SettingError};
 /// snake_case name, extra fields first: exactly the keys a config file may hold) and its
 /// `flag(key)` lookup of the single-valued settings, so the three stay in step.
 ///
-/// ```ignore
+/// ```text
 /// hermod_core::setting_args! {
 ///     /// The command line.
 ///     #[derive(Debug, Default, Clone, clap::Parser)]

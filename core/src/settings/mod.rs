@@ -11,11 +11,14 @@
 //! - `cli.rs`: the clap side: the flag struct macro, `[env: ...]` in the help, exit codes.
 //! - `file.rs`: [`ConfigFile`], a TOML file whose unknown keys are errors.
 //! - `parse.rs`: value parsers (durations with units, counts, addresses, booleans, choices).
+//! - `link.rs`: `--link-secret`, the secret of the broker link, read the same way by both
+//!   binaries and never shown.
 //! - `storage.rs`: the Redis settings both binaries read the same way ([`RedisChoice`]), with the
 //!   credentials (`--redis-user`, `--redis-password`, `--sentinel-password`), never shown.
 
 mod cli;
 mod file;
+mod link;
 mod parse;
 mod storage;
 #[cfg(test)]
@@ -25,6 +28,7 @@ use std::fmt;
 
 pub use cli::{clap_exit, init_logging, parse_cli, setting_exit, with_env_help};
 pub use file::ConfigFile;
+pub use link::{link_secret, require_link_secret};
 pub use parse::{
     boolean, count, duration, is_host_port, log_filter, one_of, show_duration, socket_addr,
 };

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hermod_core::bus::{Request, SessionKey};
 use hermod_core::ids::Cid;
-use hermod_core::link::encode_request;
+use hermod_core::link::{encode_request, LinkSecret, AUTH_USER};
 use hermod_core::reactor::slots::Key;
 use hermod_core::reactor::{interrupted, would_block};
 use hermod_core::resp::{RespConn, RespEvent, RespLimits, Value};
@@ -171,12 +171,21 @@ pub struct BrokerLink {
     attempts: u32,
     /// The last write hit WouldBlock: wait for a writable edge.
     write_blocked: bool,
+    /// Presented in the HELLO of every connection.
+    secret: Option<LinkSecret>,
 }
 
 impl BrokerLink {
     /// A link to `addr`, first attempt at once.
-    pub fn new(link: LinkId, addr: String, limits: RespLimits, now: Instant) -> Self {
+    pub fn new(
+        link: LinkId,
+        addr: String,
+        limits: RespLimits,
+        secret: Option<LinkSecret>,
+        now: Instant,
+    ) -> Self {
         BrokerLink {
+            secret,
             addr,
             link,
             stream: None,
@@ -306,7 +315,19 @@ impl BrokerLink {
             match self.check_connected() {
                 Ok(true) => {
                     let tag = self.tag();
-                    self.resp.queue(&[b"HELLO", b"3"], tag);
+                    match &self.secret {
+                        Some(secret) => {
+                            let hello: [&[u8]; 5] = [
+                                b"HELLO",
+                                b"3",
+                                b"AUTH",
+                                AUTH_USER.as_bytes(),
+                                secret.expose().as_bytes(),
+                            ];
+                            self.resp.queue(&hello, tag);
+                        }
+                        None => self.resp.queue(&[b"HELLO", b"3"], tag),
+                    }
                     self.pending.push_back((tag, Pending::Hello));
                     self.phase = Phase::Hello {
                         deadline: now + DEAD_AFTER,
@@ -319,10 +340,13 @@ impl BrokerLink {
         if writable {
             self.write_blocked = false;
         }
-        if let Err(reason) = self.read(now, scratch) {
+        let read = self.read(now, scratch);
+        // What arrived before a close is handled first: a refused HELLO (`-WRONGPASS` from a
+        // broker with another link secret) is the reason to report, not the close after it.
+        if let Err(reason) = self.take_events(now, events) {
             return self.fail(registry, reason, now, events);
         }
-        if let Err(reason) = self.take_events(now, events) {
+        if let Err(reason) = read {
             self.fail(registry, reason, now, events);
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
-use hermod_core::link::{decode_push, LinkPush};
+use hermod_core::link::{decode_push, LinkPush, LinkSecret};
 use hermod_core::reactor::interrupted;
 use hermod_core::reactor::mailbox::MailboxReceiver;
 use hermod_core::reactor::slots::Key;
@@ -76,6 +76,8 @@ pub struct BrokerLinksLoop {
     stop: Arc<AtomicBool>,
     /// Bounds on what a broker can make us buffer.
     limits: RespLimits,
+    /// Presented on every link.
+    link_secret: Option<LinkSecret>,
     /// Read buffer shared by the links.
     scratch: Vec<u8>,
     /// When the per-broker rows were last refreshed.
@@ -106,6 +108,7 @@ pub struct Parts {
     pub upstream: Upstream,
     pub request_timeout: Duration,
     pub limits: RespLimits,
+    pub link_secret: Option<LinkSecret>,
 }
 
 impl BrokerLinksLoop {
@@ -124,6 +127,7 @@ impl BrokerLinksLoop {
             status: parts.status,
             stop: parts.stop,
             limits: parts.limits,
+            link_secret: parts.link_secret,
             scratch: vec![0; READ_CHUNK],
             rows_at: None,
             rows_shown: Vec::new(),
@@ -144,7 +148,8 @@ impl BrokerLinksLoop {
 
     fn add_link(&mut self, name: String, addr: String, now: Instant) -> LinkId {
         let id = self.pool.add_link(name);
-        let conn = BrokerLink::new(id, addr, self.limits.clone(), now);
+        let secret = self.link_secret.clone();
+        let conn = BrokerLink::new(id, addr, self.limits.clone(), secret, now);
         self.conns.insert(id, conn);
         id
     }
@@ -257,9 +262,9 @@ impl BrokerLinksLoop {
                     self.pool.link_down(link, now);
                 }
                 LinkEvent::Push(value) => match decode_push(value) {
-                    Ok(LinkPush::Event { sid, event }) => self.pool.on_event(sid, event),
+                    Ok(LinkPush::Event { sid, event }) => self.pool.on_event(link, sid, event),
                     Ok(LinkPush::Message { id, frame, sids }) => {
-                        self.pool.on_message(&id, &frame, &sids)
+                        self.pool.on_message(link, &id, &frame, &sids)
                     }
                     Ok(LinkPush::Draining) => {
                         tracing::info!(broker = %addr(), "broker draining; re-homing its sessions");
@@ -421,6 +426,8 @@ impl BrokerLinksLoop {
     fn publish(&mut self, now: Instant) {
         self.status.links_up.store(self.pool.links_up(), Relaxed);
         self.status.rehomed.store(self.pool.rehomed(), Relaxed);
+        let foreign = self.pool.foreign_pushes();
+        self.status.foreign_pushes.store(foreign, Relaxed);
         let shown: Vec<(LinkId, bool, usize)> = self
             .conns
             .keys()

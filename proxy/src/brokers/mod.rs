@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hermod_core::bus::Request;
+use hermod_core::link::LinkSecret;
 use hermod_core::reactor::mailbox::{fair_mailbox, MailboxSender};
 use hermod_core::resp::RespLimits;
 
@@ -46,6 +47,8 @@ pub struct BrokersConfig {
     pub max_message_size: usize,
     /// Requests the workers' mailbox to the links thread holds.
     pub queue: usize,
+    /// Presented on every link (`HELLO 3 AUTH hermod <secret>`).
+    pub link_secret: Option<LinkSecret>,
 }
 
 /// The running links thread, as the server holds it.
@@ -111,6 +114,7 @@ pub fn spawn(config: BrokersConfig, sinks: Vec<Sink>) -> io::Result<BrokerLinks>
         upstream: config.upstream,
         request_timeout: config.request_timeout,
         limits,
+        link_secret: config.link_secret,
     };
     let runner = links_loop::BrokerLinksLoop::new(parts);
     status.alive.store(true, Relaxed);

@@ -37,6 +37,8 @@ pub struct LinkStatus {
     pub links_lost: AtomicU64,
     /// Sessions closed because their worker's mailbox was full (`Overflow`).
     pub overflows: AtomicU64,
+    /// Pushes dropped: their session is not placed on the link they came from.
+    pub foreign_pushes: AtomicU64,
     /// Every link, refreshed a few times a second.
     pub brokers: Mutex<Vec<BrokerRow>>,
 }
@@ -64,6 +66,13 @@ impl LinkStatus {
         for (family, value) in counters {
             w.counter(family, value.load(Relaxed));
         }
+        let dropped = &names::BROKER_PUSHES_DROPPED;
+        w.header(dropped);
+        w.sample(
+            dropped,
+            &[&"foreign_session"],
+            self.foreign_pushes.load(Relaxed),
+        );
         let rtt_sum = self.rtt_sum_us.load(Relaxed) as f64 / 1e6;
         w.counter(&names::BROKER_LINK_RTT_SUM, rtt_sum);
         self.render_rows(&mut w);

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use hermod_broker::Durability;
+pub use hermod_core::reactor::admission::AddressLimit;
 use hermod_core::redis::ClientConfig;
 
 use routes::Route;
@@ -83,13 +84,23 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// How often the server pings a quiet peer.
     pub ping_interval: Duration,
-    /// Time allowed to finish the HTTP upgrade.
+    /// Time a new connection has to send the first byte of its request.
+    pub first_byte_timeout: Duration,
+    /// Time allowed from connect to a whole request head and finished upgrade.
     pub handshake_timeout: Duration,
     /// Bytes a session may have queued for a client that is not reading; past it, close 1008
     /// `slow consumer`.
     pub max_outbound_bytes: usize,
-    /// Open client connections per process; past it new connections are refused.
+    /// Open client connections per process; past it new connections are answered 503.
     pub max_connections: usize,
+    /// Concurrent connections per client address (IPv6: per /64); past it, 503. The default
+    /// does not apply to loopback addresses; a value set explicitly does.
+    pub max_connections_per_ip: AddressLimit,
+    /// New connections per second per client address (a burst of one second's worth); past
+    /// it, 503. Same loopback rule.
+    pub max_connects_per_ip_per_sec: AddressLimit,
+    /// Sessions one user may hold at once, over all workers (0 = off); past it, 429.
+    pub max_sessions_per_user: u32,
     /// Time a `send`/`publish` may wait for the broker before the answer is `unavailable`.
     pub request_timeout: Duration,
     /// How long graceful shutdown waits for close handshakes and flushes before exiting.
@@ -103,6 +114,8 @@ pub struct Settings {
     pub storage: Storage,
     /// Embedded broker, or external ones (then no engine runs in this process).
     pub brokers: Brokers,
+    /// The secret presented on every broker link (`--link-secret`); `Debug` shows `***`.
+    pub link_secret: Option<hermod_core::link::LinkSecret>,
     /// Tunnel routes (`--route`), matched by exact path before any WebSocket handling.
     pub routes: Vec<Route>,
     /// Time a tunnel's TCP connect to its upstream may take; past it the client gets 502.
@@ -126,15 +139,26 @@ impl Settings {
             max_message_size: 64 * 1024,
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
-            handshake_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
             max_outbound_bytes: 1024 * 1024,
             max_connections: 19_000,
+            max_connections_per_ip: AddressLimit {
+                max: 256,
+                loopback: false,
+            },
+            max_connects_per_ip_per_sec: AddressLimit {
+                max: 50,
+                loopback: false,
+            },
+            max_sessions_per_user: 64,
             request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             rate: RateConfig::DEFAULT,
             broker: hermod_broker::Limits::default(),
             storage: Storage::Memory,
             brokers: Brokers::Embedded,
+            link_secret: None,
             routes: Vec::new(),
             route_connect_timeout: Duration::from_secs(5),
             route_idle_timeout: None,

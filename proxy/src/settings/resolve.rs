@@ -25,7 +25,7 @@ use hermod_core::settings::{count, duration, log_filter, one_of, socket_addr, So
 
 use super::paths::parse_path;
 use super::routes::{parse_route, Route};
-use super::{storage, AuthMode, Settings};
+use super::{storage, AddressLimit, AuthMode, Settings};
 
 /// Routes one process may have (each is matched by a linear scan of short strings).
 const MAX_ROUTES: usize = 64;
@@ -87,12 +87,23 @@ hermod_core::setting_args! {
     idle_timeout: "DURATION",
     /// Ping a quiet peer this often; must be shorter than --idle-timeout (default 20s).
     ping_interval: "DURATION",
-    /// Time allowed for the HTTP upgrade (default 10s).
+    /// Time a new connection has to send its first byte; silent ones are closed (default 2s).
+    first_byte_timeout: "DURATION",
+    /// Time from connect to a whole request head and finished upgrade (default 5s).
     handshake_timeout: "DURATION",
     /// Bytes queued for a client that is not reading before it is closed with 1008 (default 1048576).
     max_outbound_bytes: "BYTES",
-    /// Open client connections per process; more are refused (default 19000).
+    /// Open client connections per process; more are answered 503 (default 19000).
     max_connections: "N",
+    /// Concurrent connections per client address (IPv6: per /64), 0 = off; more are answered
+    /// 503. The default exempts loopback; a value set explicitly applies to it (default 256).
+    max_connections_per_ip: "N",
+    /// New connections per second per client address, 0 = off; faster is answered 503. Same
+    /// loopback rule (default 50).
+    max_connects_per_ip_per_sec: "N",
+    /// Sessions one user may hold at once, all workers, 0 = off; more are answered 429
+    /// (default 64).
+    max_sessions_per_user: "N",
     /// Time a send/publish waits for the broker before `unavailable` (default 5s).
     request_timeout: "DURATION",
     /// Time graceful shutdown waits for closes and flushes (default 5s).
@@ -126,6 +137,10 @@ hermod_core::setting_args! {
     /// names (discovered every second) instead of the embedded broker (default false).
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     registry: "BOOL",
+    /// Secret presented to every broker (HELLO 3 AUTH hermod SECRET), 16 to 512 printable
+    /// characters; brokers listening beyond loopback require it. Never shown; visible in ps:
+    /// prefer HERMOD_LINK_SECRET or the config file.
+    link_secret: "SECRET",
     /// Log filter, tracing env-filter syntax, e.g. info or hermod_proxy=debug (default info).
     log: "FILTER",
     /// Time a tunnel's TCP connect to its upstream may take before the client gets 502
@@ -201,6 +216,7 @@ pub fn resolve(
     resolve_limits(&src, &mut s.broker)?;
     s.storage = storage::resolve_storage(&src)?;
     s.brokers = storage::resolve_brokers(&src, &s.storage)?;
+    s.link_secret = hermod_core::settings::link_secret(&src)?;
     resolve_routes(&args.route, &src, &mut s)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;
@@ -254,6 +270,25 @@ fn resolve_network(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigErro
     })?;
     src.set(&mut s.max_connections, "max_connections", |v| {
         count(v, 1, 1_000_000)
+    })?;
+    let per_address = |v: &str| count(v, 0, 1_000_000).map(|n| n as u32);
+    // Set explicitly (any source), a per-address limit applies to loopback addresses too.
+    for (slot, key) in [
+        (&mut s.max_connections_per_ip, "max_connections_per_ip"),
+        (
+            &mut s.max_connects_per_ip_per_sec,
+            "max_connects_per_ip_per_sec",
+        ),
+    ] {
+        if let Some(max) = src.get(key, per_address)? {
+            *slot = AddressLimit {
+                max,
+                loopback: true,
+            };
+        }
+    }
+    src.set(&mut s.max_sessions_per_user, "max_sessions_per_user", |v| {
+        count(v, 0, 1_000_000).map(|n| n as u32)
     })
 }
 
@@ -288,6 +323,9 @@ fn resolve_timing(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigError
         );
         return Err(ConfigError::new("ping_interval", Origin::Flag, problem));
     }
+    src.set(&mut s.first_byte_timeout, "first_byte_timeout", |v| {
+        duration(v, MIN, HOUR)
+    })?;
     src.set(&mut s.handshake_timeout, "handshake_timeout", |v| {
         duration(v, MIN, HOUR)
     })?;
@@ -447,4 +485,128 @@ pub fn lookup_host(host: &str, port: u16) -> Option<SocketAddr> {
         .to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
+}
+
+/// `--route` and its timeouts, and the loopback rule of the per-address limits, through the
+/// whole resolution (the other resolution tests are in `tests.rs`).
+#[cfg(test)]
+mod tests {
+    use super::{parse_cli, resolve, ConfigFile, Resolved, SETTING_KEYS};
+    use std::time::Duration;
+
+    fn run(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Resolved, String> {
+        let mut argv = vec!["hermod-proxy"];
+        argv.extend_from_slice(args);
+        let cli = parse_cli(argv).map_err(|e| e.to_string())?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let file = file
+            .map(|text| ConfigFile::parse("f.toml", text, SETTING_KEYS))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        resolve(&cli.run, &lookup, file.as_ref(), || "s".to_owned()).map_err(|e| e.to_string())
+    }
+
+    fn paths(r: &Resolved) -> Vec<String> {
+        r.settings.routes.iter().map(|r| r.path.clone()).collect()
+    }
+
+    #[test]
+    fn routes_come_from_flags_then_env_then_file() {
+        let flags = [
+            "--route",
+            "/a=ws://127.0.0.1:1",
+            "--route",
+            "/b=ws://127.0.0.1:2/x",
+        ];
+        let env = [("HERMOD_ROUTE", "/e=ws://127.0.0.1:3, /f=ws://127.0.0.1:4")];
+        let file = Some("route = [\"/g=ws://127.0.0.1:5\"]\n");
+        let r = run(&flags, &env, file).expect("resolves");
+        assert_eq!(paths(&r), ["/a", "/b"]);
+        assert_eq!(r.settings.routes[1].upstream.path, "/x");
+        assert_eq!(paths(&run(&[], &env, file).expect("env")), ["/e", "/f"]);
+        assert_eq!(paths(&run(&[], &[], file).expect("file")), ["/g"]);
+        let one = Some("route = \"/h=ws://127.0.0.1:6\"\n");
+        assert_eq!(paths(&run(&[], &[], one).expect("string")), ["/h"]);
+        assert!(run(&[], &[], None)
+            .expect("none")
+            .settings
+            .routes
+            .is_empty());
+    }
+
+    #[test]
+    fn bad_routes_are_one_line_errors() {
+        let e = run(&["--route", "/t=http://127.0.0.1:1"], &[], None).unwrap_err();
+        assert!(e.starts_with("--route: `http://127.0.0.1:1`"), "{e}");
+        let e = run(&["--route", "/ws=ws://127.0.0.1:1"], &[], None).unwrap_err();
+        assert!(e.contains("already in use"), "{e}");
+        let dup = [
+            "--route",
+            "/t=ws://127.0.0.1:1",
+            "--route",
+            "/t=ws://127.0.0.1:2",
+        ];
+        assert!(run(&dup, &[], None).unwrap_err().contains("already in use"));
+        let echo = ["--echo-path", "/e", "--route", "/e=ws://127.0.0.1:1"];
+        assert!(run(&echo, &[], None)
+            .unwrap_err()
+            .contains("already in use"));
+        let e = run(&[], &[("HERMOD_ROUTE", "nope")], None).unwrap_err();
+        assert!(e.starts_with("--route (from HERMOD_ROUTE): "), "{e}");
+        let e = run(&[], &[], Some("route = [1]\n")).unwrap_err();
+        assert!(e.starts_with("--route (from f.toml): "), "{e}");
+        assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn route_timeouts() {
+        let r = run(&[], &[], None).expect("defaults");
+        assert_eq!(r.settings.route_connect_timeout, Duration::from_secs(5));
+        assert_eq!(r.settings.route_idle_timeout, None);
+        let args = [
+            "--route-connect-timeout",
+            "250ms",
+            "--route-idle-timeout",
+            "2m",
+        ];
+        let r = run(&args, &[], None).expect("set");
+        assert_eq!(r.settings.route_connect_timeout, Duration::from_millis(250));
+        assert_eq!(
+            r.settings.route_idle_timeout,
+            Some(Duration::from_secs(120))
+        );
+        let r = run(&["--route-idle-timeout", "0"], &[], None).expect("off");
+        assert_eq!(r.settings.route_idle_timeout, None);
+        assert!(run(&["--route-connect-timeout", "0"], &[], None).is_err());
+    }
+
+    /// A per-address limit left at its default spares loopback; set from any source, it does
+    /// not.
+    #[test]
+    fn per_address_limits_apply_to_loopback_only_when_set() {
+        let d = run(&[], &[], None).unwrap().settings;
+        assert_eq!(d.max_connections_per_ip.max, 256);
+        assert!(!d.max_connections_per_ip.loopback);
+        assert!(!d.max_connects_per_ip_per_sec.loopback);
+        assert_eq!(d.max_sessions_per_user, 64);
+        assert_eq!(d.first_byte_timeout, Duration::from_secs(2));
+        assert_eq!(d.handshake_timeout, Duration::from_secs(5));
+        let s = run(
+            &["--max-connections-per-ip", "3"],
+            &[("HERMOD_MAX_CONNECTS_PER_IP_PER_SEC", "0")],
+            Some("max_sessions_per_user = 2\nfirst_byte_timeout = \"500ms\""),
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(s.max_connections_per_ip.max, 3);
+        assert!(s.max_connections_per_ip.loopback);
+        assert_eq!(s.max_connects_per_ip_per_sec.max, 0);
+        assert_eq!(s.max_sessions_per_user, 2);
+        assert_eq!(s.first_byte_timeout, Duration::from_millis(500));
+        assert!(run(&["--max-connections-per-ip", "x"], &[], None).is_err());
+    }
 }

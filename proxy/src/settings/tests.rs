@@ -1,5 +1,5 @@
 //! Unit tests of settings resolution (`resolve.rs`, `storage.rs`): precedence and errors, no
-//! process env.
+//! process env. The route resolution tests are inline in `resolve.rs`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -500,13 +500,13 @@ fn storage_errors_name_the_setting() {
     );
 }
 
-/// deploy/hermod-proxy.toml lists every setting, each with a value that resolves.
+/// deploy/hermod-proxy.toml lists every setting (commented or set), each with a value that resolves.
 #[test]
 fn example_config_lists_every_setting() {
     let text = include_str!("../../../deploy/hermod-proxy.toml");
     let lines: Vec<&str> = text
         .lines()
-        .filter_map(|l| l.strip_prefix("# "))
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
         .filter(|l| {
             l.split_once(" = ")
                 .is_some_and(|(k, _)| SETTING_KEYS.contains(&k))
@@ -524,102 +524,6 @@ fn example_config_lists_every_setting() {
         .collect();
     let r = run(&[], &[], Some(&direct.join("\n"))).unwrap();
     assert!(matches!(r.settings.storage, Storage::Redis { .. }));
-}
-
-/// `--route` and its timeouts, through the whole resolution.
-mod routes {
-    use crate::settings::resolve::{parse_cli, resolve, ConfigFile, Resolved, SETTING_KEYS};
-    use std::time::Duration;
-
-    fn run(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Resolved, String> {
-        let mut argv = vec!["hermod-proxy"];
-        argv.extend_from_slice(args);
-        let cli = parse_cli(argv).map_err(|e| e.to_string())?;
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let file = file
-            .map(|text| ConfigFile::parse("f.toml", text, SETTING_KEYS))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        resolve(&cli.run, &lookup, file.as_ref(), || "s".to_owned()).map_err(|e| e.to_string())
-    }
-
-    fn paths(r: &Resolved) -> Vec<String> {
-        r.settings.routes.iter().map(|r| r.path.clone()).collect()
-    }
-
-    #[test]
-    fn routes_come_from_flags_then_env_then_file() {
-        let flags = [
-            "--route",
-            "/a=ws://127.0.0.1:1",
-            "--route",
-            "/b=ws://127.0.0.1:2/x",
-        ];
-        let env = [("HERMOD_ROUTE", "/e=ws://127.0.0.1:3, /f=ws://127.0.0.1:4")];
-        let file = Some("route = [\"/g=ws://127.0.0.1:5\"]\n");
-        let r = run(&flags, &env, file).expect("resolves");
-        assert_eq!(paths(&r), ["/a", "/b"]);
-        assert_eq!(r.settings.routes[1].upstream.path, "/x");
-        assert_eq!(paths(&run(&[], &env, file).expect("env")), ["/e", "/f"]);
-        assert_eq!(paths(&run(&[], &[], file).expect("file")), ["/g"]);
-        let one = Some("route = \"/h=ws://127.0.0.1:6\"\n");
-        assert_eq!(paths(&run(&[], &[], one).expect("string")), ["/h"]);
-        assert!(run(&[], &[], None)
-            .expect("none")
-            .settings
-            .routes
-            .is_empty());
-    }
-
-    #[test]
-    fn bad_routes_are_one_line_errors() {
-        let e = run(&["--route", "/t=http://127.0.0.1:1"], &[], None).unwrap_err();
-        assert!(e.starts_with("--route: `http://127.0.0.1:1`"), "{e}");
-        let e = run(&["--route", "/ws=ws://127.0.0.1:1"], &[], None).unwrap_err();
-        assert!(e.contains("already in use"), "{e}");
-        let dup = [
-            "--route",
-            "/t=ws://127.0.0.1:1",
-            "--route",
-            "/t=ws://127.0.0.1:2",
-        ];
-        assert!(run(&dup, &[], None).unwrap_err().contains("already in use"));
-        let echo = ["--echo-path", "/e", "--route", "/e=ws://127.0.0.1:1"];
-        assert!(run(&echo, &[], None)
-            .unwrap_err()
-            .contains("already in use"));
-        let e = run(&[], &[("HERMOD_ROUTE", "nope")], None).unwrap_err();
-        assert!(e.starts_with("--route (from HERMOD_ROUTE): "), "{e}");
-        let e = run(&[], &[], Some("route = [1]\n")).unwrap_err();
-        assert!(e.starts_with("--route (from f.toml): "), "{e}");
-        assert_eq!(e.lines().count(), 1);
-    }
-
-    #[test]
-    fn route_timeouts() {
-        let r = run(&[], &[], None).expect("defaults");
-        assert_eq!(r.settings.route_connect_timeout, Duration::from_secs(5));
-        assert_eq!(r.settings.route_idle_timeout, None);
-        let args = [
-            "--route-connect-timeout",
-            "250ms",
-            "--route-idle-timeout",
-            "2m",
-        ];
-        let r = run(&args, &[], None).expect("set");
-        assert_eq!(r.settings.route_connect_timeout, Duration::from_millis(250));
-        assert_eq!(
-            r.settings.route_idle_timeout,
-            Some(Duration::from_secs(120))
-        );
-        let r = run(&["--route-idle-timeout", "0"], &[], None).expect("off");
-        assert_eq!(r.settings.route_idle_timeout, None);
-        assert!(run(&["--route-connect-timeout", "0"], &[], None).is_err());
-    }
 }
 
 /// The endpoints' paths, which routes must not shadow.

@@ -1,36 +1,54 @@
-//! A new connection's way in: accept (with a budget, shedding when out of fds), register, then
-//! the first look at its request head to choose between a WebSocket handshake, a tunnel and an
-//! HTTP answer, and the handshake itself.
+//! A new connection's way in: accept (with a budget, shedding when out of fds), the admission
+//! limits (per-address connections and rate, then `--max-connections`: past any, a 503), register,
+//! then the first look at its request head to choose between a WebSocket handshake, a tunnel and
+//! an HTTP answer, and the handshake itself (where the per-user cap answers 429).
+//!
+//! Deadlines: a connection has `--first-byte-timeout` to send a byte, and `--handshake-timeout`
+//! from its accept to a whole request head and upgrade.
+//!
+//! A refused connection is answered, not reset: it becomes a [`Conn::Refusing`] slot that writes
+//! the 503, shuts its write side and discards input until the client closes or
+//! [`REFUSE_LINGER`] passes. At most [`MAX_REFUSING`] of those per worker, so the answers cannot
+//! become a way to exhaust fds; past that, the answer is written once, best effort, and the
+//! socket closed at once.
 //!
 //! The request head is read with `MSG_PEEK`, so for a WebSocket upgrade nothing was consumed and
 //! tungstenite's handshake reads the request as if the gateway had never looked. A head that is
 //! not an upgrade tungstenite would accept (a plain `GET`, a `POST`, garbage) gets its HTTP
 //! answer here instead ([`precheck`]), since tungstenite would close without one.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::ws::handshake::Endpoint;
 use hermod_core::bus::Request;
-use hermod_core::reactor::interrupted;
+use hermod_core::reactor::admission::AddressRefusal;
 use hermod_core::reactor::listener::{is_fd_exhaustion, AcceptOutcome};
 use hermod_core::reactor::slots::Key;
+use hermod_core::reactor::{interrupted, would_block};
 use mio::net::TcpStream;
 use mio::Interest;
 use parking_lot::Mutex;
 use tungstenite::handshake::server::ServerHandshake;
 
-use super::slot::{Conn, Routing, Slot};
+use super::slot::{Conn, Refusing, Routing, Slot};
 use super::{WorkerLoop, ACCEPT_BACKOFF, ACCEPT_BUDGET};
-use crate::metrics::Rejected;
+use crate::metrics::{Refused, Rejected};
 use crate::settings::Settings;
 use crate::tunnel::http::{classify, Head, MAX_HEAD};
 use crate::tunnel::{answer_and_close, discard_input};
 use crate::ws::handshake::{precheck, AdmissionCell, Gate, Precheck, Refusal};
 use crate::ws::session::{Handshaking, Session, Step};
+
+/// Refused connections a worker holds at once while their answer is taken.
+pub(super) const MAX_REFUSING: usize = 64;
+/// How long a refused connection is kept to take its answer and close first.
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
+/// Reads of a refused connection's input per event (the linger bounds the rest).
+const REFUSE_READS: usize = 16;
 
 /// What looking at a request head decided.
 enum Decision {
@@ -53,7 +71,7 @@ impl WorkerLoop {
         let mut budget_spent = true;
         for _ in 0..ACCEPT_BUDGET {
             match self.acceptor.accept(listener) {
-                AcceptOutcome::Accepted(stream, _) => accepted.push(stream),
+                AcceptOutcome::Accepted(stream, addr) => accepted.push((stream, addr.ip())),
                 AcceptOutcome::WouldBlock => {
                     budget_spent = false;
                     break;
@@ -73,21 +91,36 @@ impl WorkerLoop {
         if budget_spent {
             self.accept_again = Some(now);
         }
-        for stream in accepted {
-            self.admit(stream, now);
+        for (stream, ip) in accepted {
+            self.admit(stream, ip, now);
         }
     }
 
-    fn admit(&mut self, stream: TcpStream, now: Instant) {
+    fn admit(&mut self, stream: TcpStream, ip: IpAddr, now: Instant) {
+        let address = match self.limits.addresses.try_open(ip, now) {
+            Ok(permit) => permit,
+            Err(why) => {
+                let reason = match why {
+                    AddressRefusal::Connections => Refused::AddressConnections,
+                    AddressRefusal::Rate => Refused::AddressRate,
+                };
+                self.cx.metrics.refused(reason);
+                return self.refuse_at_accept(stream, &Refusal::address_limit(why), now);
+            }
+        };
         if !self.cx.metrics.try_open(self.cx.settings.max_connections) {
-            return;
+            self.cx.metrics.refused(Refused::ServerFull);
+            return self.refuse_at_accept(stream, &Refusal::server_full(), now);
         }
-        let deadline = now + self.cx.settings.handshake_timeout;
+        let settings = &self.cx.settings;
+        let deadline = now + settings.first_byte_timeout.min(settings.handshake_timeout);
         let key = self.slots.insert(Slot {
-            conn: self.first_conn(stream, deadline),
+            conn: self.first_conn(stream, deadline, now),
             timer: None,
             flush_queued: false,
             read_queued: false,
+            address,
+            user: None,
         });
         let stream = self
             .slots
@@ -120,6 +153,9 @@ impl WorkerLoop {
         match h.drive(unix_now()) {
             Step::Pending => {}
             Step::Failed(status) => {
+                if status == Some(429) {
+                    self.cx.metrics.refused(Refused::UserSessions);
+                }
                 let why = status.map_or(Rejected::Failed, Rejected::Status);
                 self.cx.metrics.rejected(why);
                 self.remove(key, None);
@@ -138,6 +174,9 @@ impl WorkerLoop {
                     device: device.clone(),
                 });
                 if let Some(slot) = self.slots.get_mut(key) {
+                    if let Conn::Handshaking(h) = &slot.conn {
+                        slot.user = h.admission.lock().permit.take();
+                    }
                     slot.conn = Conn::Ws(Box::new(session));
                     if let Some(id) = slot.timer.take() {
                         self.timers.cancel(id);
@@ -154,11 +193,109 @@ impl WorkerLoop {
     }
 
     /// A new connection's first state: the peek at its request head.
-    fn first_conn(&self, stream: TcpStream, deadline: Instant) -> Conn {
+    fn first_conn(&self, stream: TcpStream, deadline: Instant, now: Instant) -> Conn {
         Conn::Routing(Box::new(Routing {
             stream: Some(stream),
             deadline,
+            opened: now,
+            started: false,
         }))
+    }
+
+    /// Answers a connection refused at accept (see the module docs) and closes it.
+    fn refuse_at_accept(&mut self, mut stream: TcpStream, refusal: &Refusal, now: Instant) {
+        let answer = match refusal.to_http(false) {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!("cannot render a refusal: {e}");
+                return;
+            }
+        };
+        if self.refusing >= MAX_REFUSING {
+            discard_input(&mut stream);
+            let _ = stream.write(&answer);
+            let _ = stream.shutdown(Shutdown::Write);
+            return;
+        }
+        let key = self.slots.insert(Slot {
+            conn: Conn::Refusing(Box::new(Refusing {
+                stream,
+                answer,
+                written: 0,
+                deadline: now + REFUSE_LINGER,
+            })),
+            timer: None,
+            flush_queued: false,
+            read_queued: false,
+            address: None,
+            user: None,
+        });
+        self.refusing += 1;
+        let stream = self
+            .slots
+            .get_mut(key)
+            .and_then(|s| s.conn.new_stream_mut());
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered = match stream {
+            Some(stream) => self.poll.registry().register(stream, key.token(), interest),
+            None => Err(std::io::Error::other("slot vanished")),
+        };
+        if let Err(e) = registered {
+            tracing::debug!("register: {e}");
+            return self.remove(key, None);
+        }
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.timer = Some(self.timers.insert(now + REFUSE_LINGER, key));
+        }
+        self.on_refusing(key);
+    }
+
+    /// Writes what is left of a refusal, then discards input until the client closes.
+    pub(super) fn on_refusing(&mut self, key: Key) {
+        let Some(Slot {
+            conn: Conn::Refusing(r),
+            ..
+        }) = self.slots.get_mut(key)
+        else {
+            return;
+        };
+        let mut done = false;
+        while r.written < r.answer.len() {
+            match r.stream.write(&r.answer[r.written..]) {
+                Ok(0) => {
+                    done = true;
+                    break;
+                }
+                Ok(n) => {
+                    r.written += n;
+                    if r.written == r.answer.len() {
+                        let _ = r.stream.shutdown(Shutdown::Write);
+                    }
+                }
+                Err(e) if interrupted(&e) => {}
+                Err(e) if would_block(&e) => break,
+                Err(_) => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        let mut buf = [0u8; 4096];
+        for _ in 0..REFUSE_READS {
+            if done {
+                break;
+            }
+            match r.stream.read(&mut buf) {
+                Ok(0) => done = true,
+                Ok(_) => {}
+                Err(e) if interrupted(&e) => {}
+                Err(e) if would_block(&e) => break,
+                Err(_) => done = true,
+            }
+        }
+        if done {
+            self.remove(key, None);
+        }
     }
 
     /// tungstenite's handshake with our routing and auth callback.
@@ -167,6 +304,7 @@ impl WorkerLoop {
         let gate = Gate {
             settings: Arc::clone(&self.cx.settings),
             admission: Arc::clone(&admission),
+            users: Arc::clone(&self.limits.users),
         };
         let mid = ServerHandshake::start(stream, gate, Some(self.ws_config));
         Conn::Handshaking(Box::new(Handshaking {
@@ -226,6 +364,9 @@ impl WorkerLoop {
             },
             _ => return,
         };
+        if !matches!(decision, Decision::Wait | Decision::Drop) {
+            self.request_started(key);
+        }
         match decision {
             Decision::Wait
             | Decision::Route(Head::Partial)
@@ -253,6 +394,21 @@ impl WorkerLoop {
                 len,
                 request,
             }) => self.open_tunnel(key, route, len, request, now),
+        }
+    }
+
+    /// The first byte of the request arrived: the deadline becomes the whole head's.
+    fn request_started(&mut self, key: Key) {
+        let limit = self.cx.settings.handshake_timeout;
+        if let Some(Slot {
+            conn: Conn::Routing(r),
+            ..
+        }) = self.slots.get_mut(key)
+        {
+            if !r.started {
+                r.started = true;
+                r.deadline = r.opened + limit;
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! One reactor thread, [`WorkerLoop`]: a mio `Poll`, this worker's SO_REUSEPORT listener, a slab
 //! of connections, a timer wheel and a mailbox for broker deliveries. Nothing here is shared with
-//! other workers except the [`Metrics`] atomics.
+//! other workers except the [`Metrics`] atomics and the admission limits ([`SharedLimits`],
+//! touched at accept, handshake and close only).
 //!
 //! One loop iteration: poll; serve socket events (accept, handshake, read, writable); drain the
 //! mailbox (deliveries queue output); continue capped reads; fire timers; retry Attach/Detach
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use hermod_core::bus::{Delivery, Request};
 use hermod_core::ids::Name;
 use hermod_core::rate::Carryover;
+use hermod_core::reactor::admission::{AddressTable, UserSessions};
 use hermod_core::reactor::interrupted;
 use hermod_core::reactor::listener::Acceptor;
 use hermod_core::reactor::mailbox::{mailbox, MailboxReceiver, MailboxSender};
@@ -38,11 +40,11 @@ use tungstenite::protocol::WebSocketConfig;
 pub use context::{BrokerPort, WorkerContext};
 pub use slot::{Conn, Routing};
 
-use crate::metrics::{Metrics, Rejected};
+use crate::metrics::{HeadTimeout, Metrics, Rejected};
 use crate::next::{CloseReason, Next, ABNORMAL};
 use crate::settings::Settings;
 use crate::tunnel::relay::{BufPool, Ready};
-use crate::tunnel::Side;
+use crate::tunnel::{discard_input, Side};
 use slot::{upstream_key, Slot};
 
 /// A message for a worker.
@@ -52,6 +54,27 @@ pub enum WorkerMsg {
     Deliver(Delivery),
     /// Close every session with 1012 and return from `run`.
     Shutdown,
+}
+
+/// The admission limits every worker shares, built once per process.
+#[derive(Debug, Clone)]
+pub struct SharedLimits {
+    /// `--max-connections-per-ip`, `--max-connects-per-ip-per-sec`.
+    pub addresses: Arc<AddressTable>,
+    /// `--max-sessions-per-user`.
+    pub users: Arc<UserSessions>,
+}
+
+impl SharedLimits {
+    pub fn new(settings: &Settings) -> Self {
+        SharedLimits {
+            addresses: Arc::new(AddressTable::new(
+                settings.max_connections_per_ip,
+                settings.max_connects_per_ip_per_sec,
+            )),
+            users: Arc::new(UserSessions::new(settings.max_sessions_per_user)),
+        }
+    }
 }
 
 const LISTENER: Token = Token(0);
@@ -118,18 +141,19 @@ pub struct PreparedWorker {
     id: u16,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
+    limits: SharedLimits,
     poll: Poll,
     listener: TcpListener,
     mailbox: MailboxReceiver<WorkerMsg>,
     stop: Arc<AtomicBool>,
 }
 
-/// Builds worker `id` around its listener.
+/// Builds worker `id` around its listener, with what every worker shares.
 pub fn prepare(
     id: u16,
     settings: Arc<Settings>,
     mut listener: TcpListener,
-    metrics: Arc<Metrics>,
+    (metrics, limits): (Arc<Metrics>, SharedLimits),
 ) -> std::io::Result<(PreparedWorker, WorkerHandle)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -141,6 +165,7 @@ pub fn prepare(
         id,
         settings,
         metrics,
+        limits,
         poll,
         listener,
         mailbox: rx,
@@ -186,6 +211,10 @@ pub struct WorkerLoop {
     carry: Carryover<Name>,
     /// The current loop turn's time (read once per turn).
     now: Instant,
+    /// Admission limits shared with the other workers.
+    limits: SharedLimits,
+    /// Slots in [`Conn::Refusing`] (at most `accept::MAX_REFUSING`).
+    refusing: usize,
 }
 
 impl WorkerLoop {
@@ -206,7 +235,7 @@ impl WorkerLoop {
             },
             poll: w.poll,
             listener: Some(w.listener),
-            acceptor: Acceptor::new()?,
+            acceptor: Acceptor::new()?.answering(crate::ws::refusal::SHED_ANSWER),
             mailbox: w.mailbox,
             stop: w.stop,
             slots: Slots::with_capacity(1024),
@@ -219,6 +248,8 @@ impl WorkerLoop {
             pool: BufPool::new(POOL_KEEP),
             carry: Carryover::default(),
             now: Instant::now(),
+            limits: w.limits,
+            refusing: 0,
         })
     }
 
@@ -347,6 +378,7 @@ impl WorkerLoop {
             Some(Conn::Ws(session)) => session.on_ready(readable, writable, &cx),
             Some(Conn::Handshaking(_)) => return self.drive_handshake(key, now),
             Some(Conn::Routing(_)) => return self.on_routing(key, now),
+            Some(Conn::Refusing(_)) => return self.on_refusing(key),
             Some(Conn::Tunnel(_)) => {
                 let ready = Ready {
                     readable,
@@ -386,6 +418,11 @@ impl WorkerLoop {
         let next = match &mut slot.conn {
             Conn::Handshaking(h) if now >= h.deadline => {
                 self.cx.metrics.rejected(Rejected::Failed);
+                self.cx.metrics.head_timeout(HeadTimeout::Head);
+                // Read what the peer sent so the close is a FIN, not a reset.
+                if let Some(mid) = h.mid.as_mut() {
+                    discard_input(mid.get_mut().get_mut());
+                }
                 return self.remove(key, None);
             }
             Conn::Handshaking(h) => {
@@ -394,6 +431,15 @@ impl WorkerLoop {
             }
             Conn::Routing(r) if now >= r.deadline => {
                 self.cx.metrics.rejected(Rejected::Failed);
+                let stage = if r.started {
+                    HeadTimeout::Head
+                } else {
+                    HeadTimeout::FirstByte
+                };
+                self.cx.metrics.head_timeout(stage);
+                if let Some(stream) = r.stream.as_mut() {
+                    discard_input(stream);
+                }
                 return self.remove(key, None);
             }
             Conn::Routing(r) => {
@@ -401,6 +447,7 @@ impl WorkerLoop {
                 return;
             }
             Conn::Tunnel(_) => return self.on_tunnel_timer(key, now),
+            Conn::Refusing(_) => return self.remove(key, None),
             Conn::Ws(session) => session.on_timer(&cx),
         };
         self.after(key, next, now);
@@ -414,7 +461,7 @@ impl WorkerLoop {
         slot.flush_queued = false;
         let next = match &mut slot.conn {
             Conn::Ws(session) => session.flush_out(&cx),
-            Conn::Handshaking(_) | Conn::Routing(_) | Conn::Tunnel(_) => return,
+            Conn::Handshaking(_) | Conn::Routing(_) | Conn::Tunnel(_) | Conn::Refusing(_) => return,
         };
         self.after(key, next, now);
     }
@@ -466,6 +513,11 @@ impl WorkerLoop {
         if let Some(id) = slot.timer {
             self.timers.cancel(id);
         }
+        if let Conn::Refusing(_) = slot.conn {
+            // Never counted as a connection.
+            self.refusing -= 1;
+            return;
+        }
         self.cx.metrics.connections_open.fetch_sub(1, Relaxed);
         match slot.conn {
             Conn::Ws(session) => {
@@ -482,7 +534,7 @@ impl WorkerLoop {
                 tunnel.release(&mut self.pool);
                 self.cx.metrics.tunnels_open.fetch_sub(1, Relaxed);
             }
-            Conn::Handshaking(_) | Conn::Routing(_) => {}
+            Conn::Handshaking(_) | Conn::Routing(_) | Conn::Refusing(_) => {}
         }
     }
 
@@ -502,7 +554,9 @@ impl WorkerLoop {
         let keys: Vec<Key> = self.slots.keys().collect();
         for key in keys {
             match self.slots.get(key).map(|s| &s.conn) {
-                Some(Conn::Handshaking(_) | Conn::Routing(_)) => self.remove(key, None),
+                Some(Conn::Handshaking(_) | Conn::Routing(_) | Conn::Refusing(_)) => {
+                    self.remove(key, None)
+                }
                 Some(Conn::Ws(_)) => {
                     self.after(key, Next::Close(CloseReason::ServiceRestart), now);
                 }

@@ -1,9 +1,11 @@
 //! What a worker keeps per connection: the [`Slot`] in its slab, holding a [`Conn`] in one of
-//! its stages (request head peeked, WebSocket handshake, WebSocket session, tunnel), and the
-//! tokens of its sockets.
+//! its stages (request head peeked, WebSocket handshake, WebSocket session, tunnel, or a refusal
+//! being answered), the permits it holds against the shared admission limits, and the tokens of
+//! its sockets.
 
 use std::time::Instant;
 
+use hermod_core::reactor::admission::{AddressPermit, UserPermit};
 use hermod_core::reactor::slots::Key;
 use hermod_core::reactor::timer::{TimerId, TimerWheel};
 use mio::net::TcpStream;
@@ -33,6 +35,12 @@ pub(super) struct Slot {
     pub flush_queued: bool,
     /// On the read-again list.
     pub read_queued: bool,
+    /// Counted against its client address (given back when the slot is dropped: held only
+    /// for its `Drop`).
+    #[allow(dead_code)]
+    pub address: Option<AddressPermit>,
+    /// Counted against its user's session cap, once admitted to the client protocol.
+    pub user: Option<UserPermit>,
 }
 
 impl Slot {
@@ -65,6 +73,10 @@ pub enum Conn {
     Ws(Box<Session>),
     /// A `--route` tunnel.
     Tunnel(Box<Tunnel>),
+    /// Refused at accept (server full, an address over its limits): the answer is written,
+    /// the client's input discarded until it closes or a short linger ends. Not counted as a
+    /// connection; a worker holds a bounded number of them.
+    Refusing(Box<Refusing>),
 }
 
 impl Conn {
@@ -73,6 +85,7 @@ impl Conn {
     pub fn new_stream_mut(&mut self) -> Option<&mut TcpStream> {
         match self {
             Conn::Routing(r) => r.stream.as_mut(),
+            Conn::Refusing(r) => Some(&mut r.stream),
             Conn::Handshaking(h) => h.mid.as_mut().map(|mid| mid.get_mut().get_mut()),
             Conn::Ws(_) | Conn::Tunnel(_) => None,
         }
@@ -85,7 +98,23 @@ impl Conn {
 pub struct Routing {
     /// The client's socket; taken when the connection becomes a handshake or a tunnel.
     pub stream: Option<TcpStream>,
-    /// When an unfinished request head is dropped (the handshake timeout).
+    /// When an unfinished request head is dropped: the first-byte deadline until a byte
+    /// arrives, then the handshake timeout from `opened`.
+    pub deadline: Instant,
+    /// When the connection was accepted.
+    pub opened: Instant,
+    /// Whether a byte of the request arrived (the deadline is then the handshake timeout's).
+    pub started: bool,
+}
+
+/// A connection refused at accept, being answered (see [`Conn::Refusing`]).
+#[derive(Debug)]
+pub struct Refusing {
+    pub stream: TcpStream,
+    /// The whole answer, and how much of it is written.
+    pub answer: Vec<u8>,
+    pub written: usize,
+    /// When it is dropped whatever the client does.
     pub deadline: Instant,
 }
 
@@ -99,10 +128,14 @@ mod tests {
             conn: Conn::Routing(Box::new(Routing {
                 stream: None,
                 deadline: now,
+                opened: now,
+                started: false,
             })),
             timer: None,
             flush_queued: false,
             read_queued: false,
+            address: None,
+            user: None,
         }
     }
 

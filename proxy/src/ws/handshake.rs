@@ -8,7 +8,10 @@
 //! - [`admit`] decides what an upgrade request gets: the client protocol (with an identity), the
 //!   echo endpoint, or 401 bad token, 400 bad identity, 404 unknown path. [`Gate`] plugs it into
 //!   tungstenite's handshake callback and hands the outcome to the worker through a shared cell,
-//!   because tungstenite consumes the callback.
+//!   because tungstenite consumes the callback; it also counts the session against its user's
+//!   cap (`--max-sessions-per-user`), answering 429 past it.
+//!
+//! What a refusal answers (status, text, hint headers) is [`Refusal`], in `refusal.rs`.
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -16,15 +19,15 @@ use std::sync::Arc;
 
 use hermod_core::ids::Name;
 use hermod_core::jwt;
+use hermod_core::reactor::admission::{UserPermit, UserSessions};
 use parking_lot::Mutex;
 use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::handshake::headers::MAX_HEADERS;
 use tungstenite::handshake::machine::TryParse;
-use tungstenite::handshake::server::{
-    create_response, write_response, Callback, ErrorResponse, Request, Response,
-};
+use tungstenite::handshake::server::{create_response, Callback, ErrorResponse, Request, Response};
 use tungstenite::http::{header, Method, StatusCode, Uri};
 
+pub use super::refusal::{Hint, Refusal};
 use crate::settings::{AuthMode, Settings};
 
 /// What an admitted upgrade leads to.
@@ -34,98 +37,6 @@ pub enum Endpoint {
     Client { user: Name, device: Name },
     /// The built-in echo endpoint.
     Echo,
-}
-
-/// An upgrade refused with an HTTP status and a short plain-text reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The response status (4xx).
-    pub status: StatusCode,
-    /// One line for a human (curl, a browser, a log), sent as the body.
-    pub reason: String,
-    /// The headers that tell the client how to do better.
-    pub hint: Hint,
-}
-
-/// Headers a [`Refusal`] adds to say what the client should send instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hint {
-    None,
-    /// 426: `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (RFC 7231, "426 Upgrade
-    /// Required"; RFC 6455).
-    Upgrade,
-    /// 405: `Allow: GET`, the only method a WebSocket endpoint takes (RFC 7231, "405 Method Not
-    /// Allowed").
-    AllowGet,
-    /// A version other than 13: `Sec-WebSocket-Version: 13` (RFC 6455, "Supporting Multiple
-    /// Versions of WebSocket Protocol").
-    Version,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            reason: reason.into(),
-            hint: Hint::None,
-        }
-    }
-
-    fn hinted(mut self, hint: Hint) -> Self {
-        self.hint = hint;
-        self
-    }
-
-    /// The response bytes when the refusal is written before tungstenite's handshake ran:
-    /// tungstenite's own response writer on [`Refusal::into_response`], then the body unless
-    /// `head_only` (a `HEAD` request gets the same headers, `Content-Length` included).
-    pub fn to_http(&self, head_only: bool) -> Result<Vec<u8>, WsError> {
-        let resp = self.clone().into_response();
-        let mut out = Vec::with_capacity(256);
-        write_response(&mut out, &resp)?;
-        if let (false, Some(body)) = (head_only, resp.body()) {
-            out.extend_from_slice(body.as_bytes());
-        }
-        Ok(out)
-    }
-
-    /// The HTTP response tungstenite writes instead of the 101.
-    pub fn into_response(self) -> ErrorResponse {
-        let body = format!("{}\n", self.reason);
-        let mut resp = ErrorResponse::new(Some(body.clone()));
-        *resp.status_mut() = self.status;
-        let headers = resp.headers_mut();
-        let version = || header::HeaderValue::from_static("13");
-        match self.hint {
-            Hint::None => {}
-            Hint::Upgrade => {
-                headers.insert(
-                    header::UPGRADE,
-                    header::HeaderValue::from_static("websocket"),
-                );
-                headers.insert(header::SEC_WEBSOCKET_VERSION, version());
-            }
-            Hint::AllowGet => {
-                headers.insert(header::ALLOW, header::HeaderValue::from_static("GET"));
-            }
-            Hint::Version => {
-                headers.insert(header::SEC_WEBSOCKET_VERSION, version());
-            }
-        }
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain"),
-        );
-        headers.insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        headers.insert(
-            header::CONTENT_LENGTH,
-            header::HeaderValue::from(body.len()),
-        );
-        resp
-    }
 }
 
 /// Decides an upgrade request. `now_unix` is the time tokens are checked against.
@@ -310,6 +221,9 @@ pub struct AdmissionCell {
     pub now_unix: u64,
     /// The admitted endpoint, once the callback ran and admitted the request.
     pub endpoint: Option<Endpoint>,
+    /// The admitted user's place under its session cap, for the worker to keep with the
+    /// session (dropped with a handshake that fails after all).
+    pub permit: Option<UserPermit>,
 }
 
 /// The cell shared by the worker and [`Gate`] (tungstenite consumes the callback).
@@ -322,14 +236,27 @@ pub struct Gate {
     pub settings: Arc<Settings>,
     /// Where the time comes from and the endpoint goes; read by the worker after the upgrade.
     pub admission: Admission,
+    /// Sessions per user, shared by every worker.
+    pub users: Arc<UserSessions>,
 }
 
 impl Callback for Gate {
     fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
         let mut cell = self.admission.lock();
-        match admit(&self.settings, request, cell.now_unix) {
-            Ok(endpoint) => {
+        let admitted = admit(&self.settings, request, cell.now_unix).and_then(|endpoint| {
+            let permit = match &endpoint {
+                Endpoint::Client { user, .. } => self
+                    .users
+                    .try_take(user.as_str())
+                    .map_err(|_| Refusal::user_sessions())?,
+                Endpoint::Echo => None,
+            };
+            Ok((endpoint, permit))
+        });
+        match admitted {
+            Ok((endpoint, permit)) => {
                 cell.endpoint = Some(endpoint);
+                cell.permit = permit;
                 Ok(response)
             }
             Err(refusal) => Err(refusal.into_response()),

@@ -6,10 +6,12 @@
 //! - [`protocol`]: the v1 client protocol of one session: client frames become broker requests,
 //!   broker events become server frames (sans-io: requests go out through [`RequestPort`]).
 //! - [`outbound`]: the per-session output queue, bounded in bytes.
+//! - [`refusal`]: the HTTP answer of a connection refused before its upgrade (4xx, 503, 429).
 
 pub mod handshake;
 pub mod outbound;
 pub mod protocol;
+pub mod refusal;
 pub mod session;
 
 pub use protocol::RequestPort;

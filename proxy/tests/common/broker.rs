@@ -29,6 +29,9 @@ pub fn broker_binary() -> PathBuf {
     .clone()
 }
 
+/// The link secret the broker-tier tests give brokers and gateways (`--link-secret`).
+pub const LINK_SECRET: &str = "test-link-secret-0123456789";
+
 /// A running `hermod-broker`, killed on drop.
 pub struct Broker {
     /// The child; killed (SIGKILL) and reaped on drop unless it already exited.
@@ -88,6 +91,11 @@ impl Broker {
     /// Its name in the registry (and in the gateway's placement with `--registry`).
     pub fn member(&self) -> String {
         format!("{}@{}", self.node, self.addr)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL, and reap.

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use hermod_core::settings::{
-    self, count, duration, is_host_port, log_filter, one_of, socket_addr, RedisChoice, Sources,
+    self, count, duration, is_host_port, link_secret, log_filter, one_of, require_link_secret,
+    socket_addr, RedisChoice, Sources,
 };
 pub use hermod_core::settings::{
     config_path, env_name, EnvLookup, Origin, SettingError as ConfigError, ENV_PREFIX,
@@ -21,6 +22,9 @@ pub use hermod_core::settings::{
 
 use super::settings::Settings;
 use crate::{Durability, Limits};
+
+/// Smallest `--link-buffer-budget`: one largest command and its reply.
+const MIN_LINK_BUFFER_BUDGET: usize = 2 * hermod_core::link::MAX_FRAME_LEN;
 
 /// Longest `--advertise` address (bounds the input only).
 const MAX_TEXT: usize = 128;
@@ -52,6 +56,13 @@ hermod_core::setting_args! {
     registry_ttl: "DURATION",
     /// Close a gateway link silent this long (default 5s; gateways PING every 1s).
     link_timeout: "DURATION",
+    /// Secret gateways must present (HELLO 3 AUTH hermod SECRET), 16 to 512 printable
+    /// characters; required unless --listen is loopback. Never shown; visible in ps: prefer
+    /// HERMOD_LINK_SECRET or the config file.
+    link_secret: "SECRET",
+    /// Most bytes buffered across all gateway links, input and output (default 536870912 =
+    /// 512 MiB); a link past its share when it is reached is closed.
+    link_buffer_budget: "BYTES",
     /// After SIGTERM, wait this long for gateways to move their sessions away (default 10s).
     drain_timeout: "DURATION",
     }
@@ -124,6 +135,11 @@ pub fn resolve(
         })?;
     let mut s = Settings::new(client);
     src.set(&mut s.listen, "listen", parse_addr)?;
+    s.link_secret = link_secret(&src)?;
+    require_link_secret(s.listen, s.link_secret.as_ref())?;
+    src.set(&mut s.link_buffer_budget, "link_buffer_budget", |v| {
+        count(v, MIN_LINK_BUFFER_BUDGET, 1 << 40)
+    })?;
     s.admin_listen = src.get("admin_listen", parse_addr)?;
     if s.admin_listen == Some(s.listen) && s.listen.port() != 0 {
         let problem = "must differ from --listen";

@@ -117,3 +117,47 @@ fn errors_are_one_line_and_name_the_setting() {
         .to_string();
     assert_eq!(bad, "--config (from b.toml): unknown key `nope`");
 }
+
+#[test]
+fn link_secret_and_buffer_budget() {
+    let s = run(REDIS, &[], None).unwrap();
+    assert!(s.link_secret.is_none());
+    assert_eq!(s.link_buffer_budget, 512 << 20);
+    // Beyond loopback a secret is required: one line, exit-2 class (a setting error).
+    let mut args = REDIS.to_vec();
+    args.extend_from_slice(&["--listen", "0.0.0.0:7070"]);
+    let e = err(&args, &[], None);
+    assert!(
+        e.starts_with("--link-secret: required when --listen (0.0.0.0:7070)"),
+        "{e}"
+    );
+    // From the environment or the file; never shown, not even in Debug.
+    let secret = "file-or-env-secret-0123456789";
+    let env = [("HERMOD_LINK_SECRET", secret)];
+    let s = run(&args, &env, None).unwrap();
+    assert!(s
+        .link_secret
+        .as_ref()
+        .unwrap()
+        .verify(b"hermod", secret.as_bytes()));
+    assert!(!format!("{s:?}").contains(secret));
+    let file = format!("link_secret = \"{secret}\"\nlink_buffer_budget = 268435456\n");
+    let s = run(&args, &[], Some(&file)).unwrap();
+    assert!(s.link_secret.is_some());
+    assert_eq!(s.link_buffer_budget, 256 << 20);
+    let e = err(
+        &[REDIS, &["--link-buffer-budget", "1000"][..]].concat(),
+        &[],
+        None,
+    );
+    assert!(e.starts_with("--link-buffer-budget: "), "{e}");
+    let e = err(
+        &[REDIS, &["--link-secret", "short"][..]].concat(),
+        &[],
+        None,
+    );
+    assert!(
+        e.starts_with("--link-secret: ") && !e.contains("short"),
+        "{e}"
+    );
+}

@@ -101,6 +101,9 @@ pub struct BrokerPool {
     out: VecDeque<Out>,
     /// Counters.
     rehomed: u64,
+    /// Pushes (per session) dropped because the session is not placed on the link they came
+    /// from.
+    foreign_pushes: u64,
 }
 
 impl BrokerPool {
@@ -113,6 +116,7 @@ impl BrokerPool {
             request_timeout,
             out: VecDeque::new(),
             rehomed: 0,
+            foreign_pushes: 0,
         }
     }
 
@@ -213,6 +217,11 @@ impl BrokerPool {
         self.rehomed
     }
 
+    /// Pushes dropped because their session is placed on another link (or none).
+    pub fn foreign_pushes(&self) -> u64 {
+        self.foreign_pushes
+    }
+
     /// Counters; walks every session.
     pub fn stats(&self) -> PoolStats {
         PoolStats {
@@ -308,23 +317,33 @@ impl BrokerPool {
         self.deliver(key, event);
     }
 
-    /// An `ev` push from a broker for one session.
-    pub fn on_event(&mut self, key: SessionKey, event: Event) {
+    /// An `ev` push from the broker on `link` for one session. A session not placed on that
+    /// link is not that broker's business: the push is dropped (and counted).
+    pub fn on_event(&mut self, link: LinkId, key: SessionKey, event: Event) {
         let Some(state) = self.sessions.get_mut(&key) else {
             return;
         };
+        if state.home != Some(link) {
+            self.foreign_pushes += 1;
+            return;
+        }
         if !state.overflowed && state.observe(&event, None) {
             self.deliver(key, event);
         }
     }
 
-    /// A `msg` push: one frame for several sessions, each getting the same (shared) bytes.
-    pub fn on_message(&mut self, id: &MsgId, frame: &Bytes, sids: &[SessionKey]) {
+    /// A `msg` push from the broker on `link`: one frame for several sessions, each getting
+    /// the same (shared) bytes; sessions not placed on that link are skipped (and counted).
+    pub fn on_message(&mut self, link: LinkId, id: &MsgId, frame: &Bytes, sids: &[SessionKey]) {
         let room = room_of(frame).and_then(|r| Name::parse("room", r).ok());
         for key in sids {
             let Some(state) = self.sessions.get_mut(key) else {
                 continue;
             };
+            if state.home != Some(link) {
+                self.foreign_pushes += 1;
+                continue;
+            }
             let event = Event::Message {
                 id: id.clone(),
                 frame: frame.clone(),

@@ -160,6 +160,7 @@ fn a_dead_broker_s_sessions_move_with_rooms_and_in_flight() {
     }
     // The broker answers the join and p1, and delivers p1's message.
     hub.on_event(
+        hub.home_of(s).unwrap_or(LinkId(u32::MAX)),
         s,
         Event::Joined {
             room: n("lobby"),
@@ -167,6 +168,7 @@ fn a_dead_broker_s_sessions_move_with_rooms_and_in_flight() {
         },
     );
     hub.on_event(
+        hub.home_of(s).unwrap_or(LinkId(u32::MAX)),
         s,
         Event::Sent {
             cid: Cid::parse("p1").unwrap(),
@@ -174,7 +176,12 @@ fn a_dead_broker_s_sessions_move_with_rooms_and_in_flight() {
         },
     );
     let frame = encode_room_msg(&MsgId::new("1-5"), &n("u"), &n("lobby"), &raw("\"x\""), 1);
-    hub.on_message(&MsgId::new("1-5"), &Bytes::from(frame), &[s, key(999)]);
+    hub.on_message(
+        hub.home_of(s).unwrap(),
+        &MsgId::new("1-5"),
+        &Bytes::from(frame),
+        &[s, key(999)],
+    );
     let (_, deliveries) = drain(&mut hub);
     assert_eq!(
         deliveries.len(),
@@ -204,6 +211,7 @@ fn a_dead_broker_s_sessions_move_with_rooms_and_in_flight() {
 
     // The re-join's `joined` is not the client's business.
     hub.on_event(
+        hub.home_of(s).unwrap_or(LinkId(u32::MAX)),
         s,
         Event::Joined {
             room: n("lobby"),
@@ -274,7 +282,11 @@ fn overflow_detaches_and_silences_until_the_worker_detaches() {
     let (commands, _) = drain(&mut hub);
     assert_eq!(commands.len(), 1);
     assert!(commands[0].1.starts_with("Detach"));
-    hub.on_event(key(1), Event::Left { room: n("r") });
+    hub.on_event(
+        hub.home_of(key(1)).unwrap_or(LinkId(u32::MAX)),
+        key(1),
+        Event::Left { room: n("r") },
+    );
     hub.on_request(
         Request::Ack {
             session: key(1),
@@ -380,4 +392,40 @@ fn moves_rebuild_everyone_before_re_sending() {
         kinds,
         ["Atta", "Join", "Atta", "Join", "Atta", "Join", "Publ", "Publ", "Publ"]
     );
+}
+
+#[test]
+fn a_push_for_a_session_placed_elsewhere_is_dropped_and_counted() {
+    let t0 = Instant::now();
+    let mut hub = BrokerPool::new(TIMEOUT);
+    let a = hub.add_link("a".into());
+    let b = hub.add_link("b".into());
+    hub.link_up(a, t0);
+    hub.link_up(b, t0);
+    for i in 0..20 {
+        hub.on_request(attach(i, &format!("user{i}")), t0);
+    }
+    drain(&mut hub);
+    let bob = (0..20).find(|i| hub.home_of(key(*i)) == Some(a)).unwrap();
+    let other = (0..20).find(|i| hub.home_of(key(*i)) == Some(b)).unwrap();
+    let (bob, other) = (key(bob), key(other));
+    let sent = || Event::Sent {
+        cid: Cid::parse("c1").unwrap(),
+        id: MsgId::new("1-1"),
+    };
+    // Broker b (or whoever can reach the gateway as b) speaks for bob: dropped.
+    hub.on_event(b, bob, sent());
+    let frame = Bytes::from_static(b"{\"type\":\"msg\",\"id\":\"1-1\"}");
+    hub.on_message(b, &MsgId::new("1-1"), &frame, &[bob, other]);
+    let (_, deliveries) = drain(&mut hub);
+    assert_eq!(deliveries.len(), 1, "only b's own session gets b's message");
+    assert_eq!(deliveries[0].0, other);
+    assert_eq!(hub.foreign_pushes(), 2);
+    // From its own broker, bob gets it.
+    hub.on_event(a, bob, sent());
+    hub.on_message(a, &MsgId::new("1-1"), &frame, &[bob]);
+    let (_, deliveries) = drain(&mut hub);
+    assert_eq!(deliveries.len(), 2);
+    assert!(deliveries.iter().all(|d| d.0 == bob));
+    assert_eq!(hub.foreign_pushes(), 2);
 }

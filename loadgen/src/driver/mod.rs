@@ -14,9 +14,15 @@
 //! arrival time is the kernel's receive timestamp of the bytes that completed it (see
 //! [`crate::sock`]), not the time the loop read it, so the loop's own wake-up delay is not
 //! counted as the server's latency. With `--read-at-ticks` (open loop) the loop instead sleeps
-//! until its next send tick (at most [`READ_EVERY`]) and reads whatever arrived then: fewer
+//! until its next send tick (at most [`wake::READ_EVERY`]) and reads whatever arrived then: fewer
 //! wake-ups and less CPU under load, sends always at tick boundaries (a larger `send_lag_us`),
 //! and, on loopback, a cheaper server too, since the sender pays for waking a blocked reader.
+//!
+//! Children: [`wake`], how the loop waits for its next pass; [`arrival`], a reply's arrival
+//! time from its kernel receive stamp.
+
+mod arrival;
+mod wake;
 
 use std::io;
 use std::mem;
@@ -34,16 +40,13 @@ use crate::report::{new_histogram, record_ns};
 use crate::schedule::{ClosedLoop, Nanos, OpenLoop};
 use crate::sys::{self, Clock, Timer};
 
+use arrival::arrival;
+use wake::Wait;
+
 /// The token of the worker's timer; connection tokens are `0..connections`.
 const TIMER: Token = Token(usize::MAX);
 /// Messages one connection writes per tick at most, so one backlog cannot starve the others.
 const MAX_BATCH: u64 = 256;
-/// Longest sleep of the loop: the progress counters are published at least this often.
-const MAX_SLEEP: Duration = Duration::from_millis(200);
-/// Open loop with `--read-at-ticks`: the longest the loop sleeps without reading replies (they keep
-/// their kernel receive time; this bounds how long they wait in socket buffers when no send is
-/// due, and how late a reconnect's handshake is noticed).
-const READ_EVERY: Nanos = 1_000_000;
 /// How often the worker recomputes its p99 for the progress line.
 const P99_EVERY: Nanos = 1_000_000_000;
 
@@ -70,15 +73,6 @@ pub struct Timing {
     /// Open loop: sleep until the next send tick and read what arrived then, instead of blocking
     /// in the poll and waking for every reply.
     pub read_at_ticks: bool,
-}
-
-/// How the loop waits for its next pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// Block in the poll for at most this long (replies and the timer wake it).
-    Poll(Duration),
-    /// Sleep until this time, then take whatever readiness there is without blocking.
-    Until(Nanos),
 }
 
 /// What a scenario sends and how it reads replies; the driver does the rest.
@@ -509,41 +503,6 @@ impl<'p, S: Script> Driver<'p, S> {
         }
     }
 
-    /// How to wait for the next pass: until the next due tick, a reconnect, the end of the
-    /// window or the drain, and at most [`MAX_SLEEP`]. Blocking in the poll arms the timer.
-    fn wakeup(&mut self) -> io::Result<Wait> {
-        if !self.ready.is_empty() {
-            return Ok(Wait::Poll(Duration::ZERO));
-        }
-        let now = self.now();
-        let until = if now < self.timing.end {
-            self.timing.end
-        } else {
-            self.timing.drain_until
-        };
-        let until = self.sessions.next_due().map_or(until, |d| d.min(until));
-        let until = until.min(now + MAX_SLEEP.as_nanos() as Nanos);
-        let (Pacing::Open(s), true) = (&self.pacing, now < self.timing.end) else {
-            return Ok(Wait::Poll(Duration::from_nanos(until.saturating_sub(now))));
-        };
-        let tick = s.next_due().map(|due| match self.timing.tick {
-            0 => due,
-            tick => due.div_ceil(tick) * tick,
-        });
-        if tick.is_some_and(|wake| wake <= now) {
-            return Ok(Wait::Poll(Duration::ZERO));
-        }
-        if self.timing.read_at_ticks {
-            let at = tick.map_or(until, |wake| wake.min(until));
-            return Ok(Wait::Until(at.min(now + READ_EVERY)));
-        }
-        if let Some(wake) = tick.filter(|&wake| self.armed != Some(wake)) {
-            self.timer.arm(Duration::from_nanos(wake - now))?;
-            self.armed = Some(wake);
-        }
-        Ok(Wait::Poll(Duration::from_nanos(until.saturating_sub(now))))
-    }
-
     /// Publishes counters, and the p99 once a second.
     fn publish(&mut self, now: Nanos, next_p99: &mut Nanos) {
         let (received, errors) = self.script.counts();
@@ -568,46 +527,5 @@ impl<'p, S: Script> Driver<'p, S> {
         outcome.reconnects = self.sessions.reconnects;
         outcome.closed_by_code = self.sessions.closed_by_code;
         outcome
-    }
-}
-
-/// Farthest a kernel receive timestamp may lie from the clock pair it is converted with and
-/// still be believed: farther means the realtime clock was stepped in between, and the read
-/// time is used instead.
-const MAX_STAMP_AGE: u64 = 10_000_000_000;
-
-/// When a reply arrived, in run nanoseconds: the kernel's receive stamp `stamp` (realtime)
-/// moved onto the run's monotonic clock through the pair (`now`, `real_now`) read together (a
-/// stamp after the pair: bytes that arrived while the loop was reading), or `now` when there
-/// is no believable stamp.
-fn arrival(now: Nanos, real_now: u64, stamp: Option<u64>) -> Nanos {
-    match stamp {
-        Some(s) if s.abs_diff(real_now) > MAX_STAMP_AGE => now,
-        Some(s) if s <= real_now => now.saturating_sub(real_now - s),
-        Some(s) => now + (s - real_now),
-        None => now,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::arrival;
-
-    #[test]
-    fn a_stamp_moves_the_arrival_back_by_its_age() {
-        assert_eq!(arrival(5_000, 1_000_000, Some(999_000)), 4_000);
-        assert_eq!(arrival(500, 1_000_000, Some(999_000)), 0);
-    }
-
-    #[test]
-    fn bytes_that_arrived_during_the_read_are_dated_after_the_clock_pair() {
-        assert_eq!(arrival(5_000, 1_000_000, Some(1_000_700)), 5_700);
-    }
-
-    #[test]
-    fn missing_or_implausible_stamps_fall_back_to_the_read_time() {
-        assert_eq!(arrival(5_000, 1_000_000, None), 5_000);
-        assert_eq!(arrival(5_000, 20_000_000_000, Some(1)), 5_000);
-        assert_eq!(arrival(5_000, 1, Some(20_000_000_000)), 5_000);
     }
 }
