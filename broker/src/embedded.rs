@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::{Events, Poll, Waker};
 
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
-use hermod_core::reactor::mailbox::{mailbox, MailboxReceiver, MailboxSender};
+use hermod_core::reactor::mailbox::{fair_mailbox, MailboxReceiver, MailboxSender};
 use hermod_core::redis::RedisSockets;
 
 use crate::broker::Broker;
@@ -105,8 +105,9 @@ impl Shared {
 /// A running embedded broker.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
-    /// Where the gateway sends requests (cloned out by [`EmbeddedBroker::sender`]).
-    requests: MailboxSender<Request>,
+    /// Where the gateway sends requests, one lane per sink (gateway worker), drained fairly
+    /// (cloned out by [`EmbeddedBroker::sender_for`]).
+    requests: Vec<MailboxSender<Request>>,
     /// Wakes the broker loop on shutdown, even while gateway workers still hold request senders.
     waker: Arc<Waker>,
     /// Stop flag, readiness and counters shared with the broker loop.
@@ -119,7 +120,14 @@ impl EmbeddedBroker {
     /// A sender for requests. The mailbox is bounded: `try_send` reports it full, `send_timeout`
     /// waits for room.
     pub fn sender(&self) -> MailboxSender<Request> {
-        self.requests.clone()
+        self.sender_for(0)
+    }
+
+    /// The sender of `lane` (a gateway worker's id): each lane is its own bounded queue, and the
+    /// broker loop takes an equal share of each turn's budget from every lane, so one worker's
+    /// flood neither fills the others' queues nor delays them.
+    pub fn sender_for(&self, lane: usize) -> MailboxSender<Request> {
+        self.requests[lane % self.requests.len()].clone()
     }
 
     /// Whether the engine can serve operations (Redis reachable and set up): `/readyz`.
@@ -145,7 +153,8 @@ impl EmbeddedBroker {
     }
 }
 
-/// Starts `broker` on its own thread, with a request mailbox of `queue` slots.
+/// Starts `broker` on its own thread, with a request mailbox of `queue` slots shared out between
+/// one lane per sink.
 pub fn spawn<E: Engine + Send + 'static>(
     broker: Broker<E>,
     queue: usize,
@@ -163,7 +172,8 @@ pub fn spawn_with_flush<E: Engine + Send + 'static>(
 ) -> io::Result<EmbeddedBroker> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-    let (requests, rx) = mailbox(queue.max(1), Arc::clone(&waker));
+    let lanes = sinks.len().max(1);
+    let (requests, rx) = fair_mailbox(lanes, (queue / lanes).max(1), Arc::clone(&waker));
     let shared = Arc::new(Shared::default());
     shared.publish(broker.engine().is_ready(), &broker.engine().stats());
     let broker_loop = BrokerLoop {
@@ -204,7 +214,7 @@ struct BrokerLoop<E: Engine> {
     broker: Broker<E>,
     /// Waits for requests (the mailbox's waker) and socket readiness.
     poll: Poll,
-    /// The request mailbox.
+    /// The request mailbox: one lane per gateway worker, drained round-robin.
     rx: MailboxReceiver<Request>,
     /// The requests of the current turn (the allocation is kept).
     requests: Vec<Request>,

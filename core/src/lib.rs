@@ -14,6 +14,7 @@
 //!   pushes apart, bounded input) and the RESP encoders.
 //! - [`link`]: the gateway <-> broker link protocol (RESP3 commands and push frames), sans-io
 //!   encode/decode.
+//! - [`rate`]: per-session rate limits (token buckets on messages and bytes, a `now` passed in).
 //! - [`metrics`]: the one table of every Prometheus metric the server binaries export, and the
 //!   one writer of the text exposition format (plus a checker that reads it back).
 //! - [`redis`]: the Redis client: a sans-io core (lanes of pipelined connections, timeouts,
@@ -32,6 +33,7 @@ pub mod jwt;
 pub mod link;
 pub mod metrics;
 pub mod protocol;
+pub mod rate;
 pub mod reactor;
 pub mod redis;
 pub mod resp;

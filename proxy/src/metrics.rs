@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use hermod_core::metrics::{names, Exposition};
+use hermod_core::rate::Over;
 
 /// Close codes counted one by one; anything else lands in `other`. 1006 stands for "no close
 /// frame" (reset, EOF, I/O error, linger expired), as in RFC 6455.
@@ -106,6 +107,14 @@ pub struct Metrics {
     pub request_timeouts: AtomicU64,
     /// `send`/`publish` -> `sent` latency.
     pub send_latency: Histogram,
+    /// Client messages refused over a rate limit, index-aligned with [`Over::ALL`].
+    pub rate_limited: [AtomicU64; 2],
+    /// Sessions closed 1008 `rate limit exceeded`.
+    pub rate_limit_closes: AtomicU64,
+    /// `send`/`publish` refused because `data` nested too deep.
+    pub data_too_deep: AtomicU64,
+    /// Times a session stopped reading while its output was blocked.
+    pub reads_paused: AtomicU64,
     /// Tunnels held now (`--route`): connecting, awaiting the upstream's answer, or relaying.
     pub tunnels_open: AtomicUsize,
     /// Requests routed to a tunnel upstream, whatever came of them.
@@ -228,7 +237,31 @@ impl Metrics {
         }
         self.render_labelled(&mut w);
         self.send_latency.render(&mut w);
+        self.render_fairness(&mut w);
         self.render_tunnels(&mut w);
+    }
+
+    /// Counts a message refused over the `over` bucket.
+    pub fn rate_limited(&self, over: Over) {
+        let i = Over::ALL.iter().position(|o| *o == over).unwrap_or(0);
+        self.rate_limited[i].fetch_add(1, Relaxed);
+    }
+
+    /// Issue 11, session fairness: rate limits, input depth, paused reads.
+    fn render_fairness(&self, w: &mut Exposition<'_>) {
+        let limited = &names::RATE_LIMITED;
+        w.header(limited);
+        for (over, counter) in Over::ALL.iter().zip(&self.rate_limited) {
+            w.sample(limited, &[&over.as_str()], counter.load(Relaxed));
+        }
+        let counters = [
+            (&names::RATE_LIMIT_CLOSES, &self.rate_limit_closes),
+            (&names::DATA_TOO_DEEP, &self.data_too_deep),
+            (&names::READS_PAUSED, &self.reads_paused),
+        ];
+        for (family, value) in counters {
+            w.counter(family, value.load(Relaxed));
+        }
     }
 
     /// Handshakes refused by status, sessions closed by code.

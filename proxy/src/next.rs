@@ -30,6 +30,8 @@ pub enum CloseReason {
     MessageTooBig,
     /// The gateway shuts down (the client should reconnect).
     ServiceRestart,
+    /// Kept sending past the per-session rate limits (`ws/limits.rs`).
+    RateLimited,
 }
 
 impl CloseReason {
@@ -43,6 +45,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => 1008,
             CloseReason::MessageTooBig => 1009,
             CloseReason::ServiceRestart => 1012,
+            CloseReason::RateLimited => 1008,
         }
     }
 
@@ -56,6 +59,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow consumer",
             CloseReason::MessageTooBig => "message too big",
             CloseReason::ServiceRestart => "service restart",
+            CloseReason::RateLimited => "rate limit exceeded",
         }
     }
 }
@@ -93,6 +97,7 @@ mod tests {
             (CloseReason::SlowConsumer, 1008, "slow consumer"),
             (CloseReason::MessageTooBig, 1009, "message too big"),
             (CloseReason::ServiceRestart, 1012, "service restart"),
+            (CloseReason::RateLimited, 1008, "rate limit exceeded"),
         ];
         for (reason, code, text) in all {
             assert_eq!((reason.code(), reason.text()), (code, text), "{reason:?}");

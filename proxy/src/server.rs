@@ -99,7 +99,7 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
     let backend = Backend::start(&settings, &handles)?;
 
     let (events_tx, events) = crossbeam_channel::unbounded();
-    let threads = spawn_workers(workers, &backend.sender(), &events_tx)?;
+    let threads = spawn_workers(workers, &backend, &events_tx)?;
     let serving = Arc::new(AtomicBool::new(true));
     let redis = matches!(settings.storage, Storage::Redis { .. });
     let state = match &backend {
@@ -191,11 +191,16 @@ impl Backend {
         Ok(Backend::Links(hub))
     }
 
-    /// A sender for the workers' requests.
-    fn sender(&self) -> MailboxSender<Request> {
+    /// The sender of worker `id`'s requests: its own lane of the broker's mailbox.
+    fn sender(&self, id: u16) -> MailboxSender<Request> {
         match self {
-            Backend::Embedded { requests, .. } => requests.clone(),
-            Backend::Links(hub) => hub.sender(),
+            Backend::Embedded {
+                broker, requests, ..
+            } => match &*broker.lock() {
+                Some(b) => b.sender_for(usize::from(id)),
+                None => requests.clone(),
+            },
+            Backend::Links(hub) => hub.sender_for(usize::from(id)),
         }
     }
 
@@ -235,15 +240,16 @@ fn links_admin_state(
     }
 }
 
-/// One thread per worker, `hermod-worker-N`, each with its own request sender to the broker.
+/// One thread per worker, `hermod-worker-N`, each with its own request sender to the broker
+/// (its own lane of the broker's mailbox).
 fn spawn_workers(
     workers: Vec<PreparedWorker>,
-    requests: &MailboxSender<Request>,
+    backend: &Backend,
     events: &Sender<Event>,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
     let mut threads = Vec::with_capacity(workers.len());
     for (id, w) in (0u16..).zip(workers) {
-        let sender = requests.clone();
+        let sender = backend.sender(id);
         let notice = ExitNotice(id, events.clone());
         let t = thread::Builder::new()
             .name(format!("hermod-worker-{id}"))

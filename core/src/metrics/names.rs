@@ -102,6 +102,28 @@ pub const SEND_LATENCY: Family = Family::histogram(
     "hermod_send_latency_seconds",
     "Time from a client's send/publish to the broker's sent answer.",
 );
+// Issue 11, session fairness: rate limits, input depth, outbound accounting.
+pub const RATE_LIMITED: Family = Family::counter(
+    Gateway,
+    "hermod_rate_limited_total",
+    "Client messages refused over a session's rate limit, by bucket (messages, bytes).",
+)
+.with_labels(&["reason"]);
+pub const RATE_LIMIT_CLOSES: Family = Family::counter(
+    Gateway,
+    "hermod_rate_limit_closes_total",
+    "Sessions closed 1008 for staying over their rate limit.",
+);
+pub const DATA_TOO_DEEP: Family = Family::counter(
+    Gateway,
+    "hermod_data_too_deep_total",
+    "send/publish refused bad_request: data nested deeper than 64 levels.",
+);
+pub const READS_PAUSED: Family = Family::counter(
+    Gateway,
+    "hermod_reads_paused_total",
+    "Times a session stopped reading because its output to the peer was blocked.",
+);
 
 // The gateway's tunnels (`--route`).
 pub const TUNNELS_OPEN: Family = Family::gauge(
@@ -358,6 +380,10 @@ pub const ALL: &[Family] = &[
     SESSIONS_CLOSED_OTHER,
     SESSIONS_CLOSED,
     SEND_LATENCY,
+    RATE_LIMITED,
+    RATE_LIMIT_CLOSES,
+    DATA_TOO_DEEP,
+    READS_PAUSED,
     TUNNELS_OPEN,
     TUNNEL_REQUESTS,
     TUNNELS,

@@ -12,6 +12,9 @@ use serde_json::value::RawValue;
 
 use crate::ids::{Cid, MsgId, Name};
 
+mod depth;
+pub use depth::{nests_deeper_than, MAX_DATA_DEPTH};
+
 /// The `code` of an `error` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -74,6 +77,8 @@ pub struct BadFrame {
     /// The frame's `cid`, when it had a readable one, so the client can match the error.
     pub cid: Option<Cid>,
     pub message: String,
+    /// `data` nested deeper than [`MAX_DATA_DEPTH`] (counted apart in the metrics).
+    pub too_deep: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -84,6 +89,9 @@ pub struct BadFrame {
 /// kilobytes.
 const MAX_QUOTED_OP: usize = 32;
 
+/// The refusal of a `data` nested past [`MAX_DATA_DEPTH`].
+const TOO_DEEP: &str = "`data` nests deeper than 64 levels";
+
 /// Parses one client text frame (docs/protocol.md): a JSON object whose `op` is `send`, `ack`, `join`,
 /// `leave` or `publish`.
 ///
@@ -91,7 +99,8 @@ const MAX_QUOTED_OP: usize = 32;
 /// valid `cid`, that `cid`, so the client can match the error to its request. Unknown extra fields
 /// are ignored; a repeated field is refused. `since: null` counts as absent.
 ///
-/// Bounds: the caller bounds the frame size (spec: 64 KiB). Nesting depth costs no stack: the
+/// Bounds: the caller bounds the frame size (spec: 64 KiB); `data` may nest at most
+/// [`MAX_DATA_DEPTH`] levels (checked by one byte scan, [`nests_deeper_than`]). Nesting depth costs no stack: the
 /// object itself is the only level we descend into, and every value we do not read as a string
 /// (`data`, unknown fields, wrongly typed fields) is skipped by serde_json's iterative scanner.
 /// serde_json's recursion limit (128 levels) would stop any recursive descent added later.
@@ -103,10 +112,15 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, BadFrame> {
             Category::Data => "a frame must be a JSON object".to_owned(),
             _ => format!("malformed JSON: {e}"),
         };
-        BadFrame { cid: None, message }
+        BadFrame {
+            cid: None,
+            message,
+            too_deep: false,
+        }
     })?;
     raw.build().map_err(|message| BadFrame {
         cid: readable_cid(&raw.cid),
+        too_deep: message == TOO_DEEP,
         message,
     })
 }
@@ -178,10 +192,14 @@ impl<'a> Raw<'a> {
         }
     }
 
+    /// The payload, refused when it nests deeper than [`MAX_DATA_DEPTH`] (one byte scan of the
+    /// text serde_json already validated; no second parse).
     fn data(&self) -> Result<Box<RawValue>, String> {
-        self.data
-            .map(RawValue::to_owned)
-            .ok_or_else(|| "missing field `data`".to_owned())
+        let data = self.data.ok_or_else(|| "missing field `data`".to_owned())?;
+        if nests_deeper_than(data.get(), MAX_DATA_DEPTH) {
+            return Err(TOO_DEEP.to_owned());
+        }
+        Ok(data.to_owned())
     }
 }
 

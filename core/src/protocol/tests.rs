@@ -214,8 +214,9 @@ fn deep_nesting_uses_no_stack() {
     for deep in [arrays(20_000), objects(20_000)] {
         let e = bad(&format!(r#"{{"op":"leave","room":{deep},"cid":"c"}}"#));
         assert!(e.message.contains("must be a string"), "{e}");
+        // Parsed without using the stack, then refused by the depth limit.
         let text = format!(r#"{{"op":"send","to":"b","cid":"c","data":{deep}}}"#);
-        assert!(matches!(ok(&text), ClientFrame::Send { .. }));
+        assert!(bad(&text).too_deep);
         let text = format!(r#"{{"op":"leave","room":"r","x":{deep}}}"#);
         assert!(matches!(ok(&text), ClientFrame::Leave { .. }));
         let unclosed = format!(
@@ -385,4 +386,37 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn data_nested_past_the_limit_is_refused_with_its_cid() {
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let f = |n: usize| {
+        format!(
+            r#"{{"op":"send","to":"bob","cid":"c1","data":{}}}"#,
+            deep(n)
+        )
+    };
+    assert!(matches!(ok(&f(MAX_DATA_DEPTH)), ClientFrame::Send { .. }));
+    for n in [MAX_DATA_DEPTH + 1, 30_000] {
+        let e = bad(&f(n));
+        assert!(e.too_deep, "{e:?}");
+        assert_eq!(e.cid.as_ref().map(Cid::as_str), Some("c1"));
+        assert!(
+            e.message.contains(&MAX_DATA_DEPTH.to_string()),
+            "{}",
+            e.message
+        );
+    }
+    let p = format!(
+        r#"{{"op":"publish","room":"r","cid":"c2","data":{}}}"#,
+        deep(65)
+    );
+    assert!(bad(&p).too_deep);
+    // Brackets inside strings are not nesting.
+    let s = format!(
+        r#"{{"op":"send","to":"bob","cid":"c3","data":"{}"}}"#,
+        "[".repeat(500)
+    );
+    assert!(matches!(ok(&s), ClientFrame::Send { .. }));
 }

@@ -11,6 +11,13 @@
 //! Both sides use read-modify-write operations (`swap`) on the flag with acquire/release
 //! ordering, so whichever swap comes second sees the other's effects: either the receiver's drain
 //! sees the message, or the sender sees the cleared flag and wakes.
+//!
+//! A mailbox may have several *lanes* ([`fair_mailbox`]): one bounded queue per producer (a
+//! gateway worker), drained round-robin with an equal share of each drain's budget per lane, so
+//! one producer flooding its lane neither fills the others' nor delays them by more than one
+//! share per turn. Lanes share the waker and the pending flag.
+
+use std::cell::Cell;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -54,19 +61,40 @@ pub fn mailbox<T>(
     capacity: usize,
     waker: Arc<mio::Waker>,
 ) -> (MailboxSender<T>, MailboxReceiver<T>) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let (mut senders, rx) = fair_mailbox(1, capacity, waker);
+    let tx = senders.pop().expect("one lane");
+    (tx, rx)
+}
+
+/// Creates a mailbox of `lanes` (at least one) queues of `capacity` messages each, one sender
+/// per lane, drained fairly (see the module doc).
+pub fn fair_mailbox<T>(
+    lanes: usize,
+    capacity: usize,
+    waker: Arc<mio::Waker>,
+) -> (Vec<MailboxSender<T>>, MailboxReceiver<T>) {
+    let lanes = lanes.max(1);
     let shared = Arc::new(Shared {
         pending: AtomicBool::new(false),
         waker,
-        senders: AtomicUsize::new(1),
+        senders: AtomicUsize::new(lanes),
     });
-    (
-        MailboxSender {
-            tx,
-            shared: Arc::clone(&shared),
-        },
-        MailboxReceiver { rx, shared },
-    )
+    let (senders, receivers) = (0..lanes)
+        .map(|_| {
+            let (tx, rx) = crossbeam_channel::bounded(capacity);
+            let tx = MailboxSender {
+                tx,
+                shared: Arc::clone(&shared),
+            };
+            (tx, rx)
+        })
+        .unzip();
+    let rx = MailboxReceiver {
+        lanes: receivers,
+        next: Cell::new(0),
+        shared,
+    };
+    (senders, rx)
 }
 
 /// The sending end; clone it freely, one per producer.
@@ -129,8 +157,10 @@ impl<T> Drop for MailboxSender<T> {
 /// The receiving end, owned by the reactor thread whose Poll the waker belongs to.
 #[derive(Debug)]
 pub struct MailboxReceiver<T> {
-    /// The bounded queue.
-    rx: Receiver<T>,
+    /// The bounded queues, one per lane.
+    lanes: Vec<Receiver<T>>,
+    /// The lane the next drain starts with (rotates, so no lane is always first).
+    next: Cell<usize>,
     /// Flag, waker and sender count shared with the senders.
     shared: Arc<Shared>,
 }
@@ -143,19 +173,38 @@ impl<T> MailboxReceiver<T> {
     /// still queued, it sets the flag again and wakes the Poll, so the reactor comes back for the
     /// rest on its next `poll` without any bookkeeping of its own, after serving its other events:
     /// `max` bounds the work one wake can cost.
+    ///
+    /// With several lanes, each round takes up to `max / lanes` (at least one) messages from
+    /// each lane in turn, starting one lane further every drain; rounds repeat while the budget
+    /// lasts and some lane had messages, so a lone busy lane still gets the whole budget.
     pub fn drain(&self, max: usize, mut f: impl FnMut(T)) -> usize {
         self.shared.pending.swap(false, Ordering::AcqRel);
+        let n = self.lanes.len();
+        let share = (max / n).max(1);
+        let start = self.next.get();
+        self.next.set((start + 1) % n);
         let mut count = 0;
         while count < max {
-            match self.rx.try_recv() {
-                Ok(msg) => {
-                    f(msg);
-                    count += 1;
+            let before = count;
+            for i in 0..n {
+                let lane = &self.lanes[(start + i) % n];
+                let mut taken = 0;
+                while taken < share && count < max {
+                    match lane.try_recv() {
+                        Ok(msg) => {
+                            f(msg);
+                            taken += 1;
+                            count += 1;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => return count,
+            }
+            if count == before {
+                return count;
             }
         }
-        if !self.rx.is_empty() {
+        if !self.is_empty() {
             self.shared.pending.store(true, Ordering::Release);
             self.shared.wake();
         }
@@ -167,14 +216,14 @@ impl<T> MailboxReceiver<T> {
         self.shared.senders.load(Ordering::Acquire) == 0
     }
 
-    /// How many messages are queued.
+    /// How many messages are queued, over every lane.
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.lanes.iter().map(Receiver::len).sum()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.lanes.iter().all(Receiver::is_empty)
     }
 }
 
@@ -310,5 +359,35 @@ mod tests {
         assert!(woken(&mut poll, PATIENCE));
         assert!(rx.is_disconnected());
         assert_eq!(rx.drain(4, |_| {}), 0);
+    }
+
+    #[test]
+    fn lanes_share_each_drain_fairly() {
+        let (_poll, waker) = poll_and_waker();
+        let (senders, rx) = fair_mailbox::<(usize, u32)>(2, 1000, waker);
+        for i in 0..1000 {
+            senders[0].try_send((0, i)).expect("room");
+        }
+        for i in 0..10 {
+            senders[1].try_send((1, i)).expect("room");
+        }
+        // The flooded lane cannot push the other's 10 messages out of the first drain.
+        let mut got = Vec::new();
+        assert_eq!(rx.drain(100, |m| got.push(m)), 100);
+        assert_eq!(got.iter().filter(|(lane, _)| *lane == 1).count(), 10);
+        // Each lane stays in order.
+        let lane0: Vec<u32> = got.iter().filter(|m| m.0 == 0).map(|m| m.1).collect();
+        assert_eq!(lane0, (0..90).collect::<Vec<_>>());
+        // A lone busy lane gets the whole budget.
+        assert_eq!(rx.drain(500, |_| {}), 500);
+        assert_eq!(rx.len(), 410);
+        // A full lane refuses its sender only.
+        for i in 0..590 {
+            senders[0].try_send((0, i)).expect("room");
+        }
+        assert!(senders[0].try_send((0, 0)).is_err());
+        assert!(senders[1].try_send((1, 0)).is_ok());
+        drop(senders);
+        assert!(rx.is_disconnected());
     }
 }

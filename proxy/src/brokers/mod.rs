@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use hermod_core::bus::Request;
 use hermod_core::link::LinkSecret;
-use hermod_core::reactor::mailbox::{mailbox, MailboxSender};
+use hermod_core::reactor::mailbox::{fair_mailbox, MailboxSender};
 use hermod_core::resp::RespLimits;
 
 pub use links_loop::{Sink, Upstream};
@@ -54,8 +54,8 @@ pub struct BrokersConfig {
 /// The running links thread, as the server holds it.
 #[derive(Debug)]
 pub struct BrokerLinks {
-    /// Where the workers send requests.
-    requests: MailboxSender<Request>,
+    /// Where the workers send requests: one lane per worker, drained fairly.
+    requests: Vec<MailboxSender<Request>>,
     /// Wakes the thread to stop it, even while workers still hold senders.
     waker: Arc<mio::Waker>,
     /// Set to stop the thread.
@@ -67,9 +67,9 @@ pub struct BrokerLinks {
 }
 
 impl BrokerLinks {
-    /// A sender for a worker's requests.
-    pub fn sender(&self) -> MailboxSender<Request> {
-        self.requests.clone()
+    /// The sender of worker `lane`'s requests (its own bounded lane of the mailbox).
+    pub fn sender_for(&self, lane: usize) -> MailboxSender<Request> {
+        self.requests[lane % self.requests.len()].clone()
     }
 
     /// `/readyz` and `/metrics` figures.
@@ -93,7 +93,9 @@ impl BrokerLinks {
 /// Starts the links thread (`hermod-links`) with one sink per worker.
 pub fn spawn(config: BrokersConfig, sinks: Vec<Sink>) -> io::Result<BrokerLinks> {
     let (poll, waker) = links_loop::poll_and_waker()?;
-    let (requests, rx) = mailbox(config.queue.max(1), Arc::clone(&waker));
+    let lanes = sinks.len().max(1);
+    let capacity = (config.queue / lanes).max(1);
+    let (requests, rx) = fair_mailbox(lanes, capacity, Arc::clone(&waker));
     let status = Arc::new(LinkStatus::default());
     let stop = Arc::new(AtomicBool::new(false));
     let max_bulk = config.max_message_size.saturating_add(64 << 10);

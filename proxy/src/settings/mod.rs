@@ -26,6 +26,8 @@ use hermod_core::redis::ClientConfig;
 
 use routes::Route;
 
+use hermod_core::rate::RateConfig;
+
 /// How clients prove who they are at the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
@@ -103,6 +105,9 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How long graceful shutdown waits for close handshakes and flushes before exiting.
     pub shutdown_grace: Duration,
+    /// Per-session rate limits of `/ws` sessions (`--session-rate`, `--session-burst`,
+    /// `--session-byte-rate`).
+    pub rate: RateConfig,
     /// Broker retention and dedupe settings.
     pub broker: hermod_broker::Limits,
     /// The embedded broker's storage engine (with `Brokers::Registry`: the registry's Redis).
@@ -152,6 +157,7 @@ impl Settings {
             max_sessions_per_user: 64,
             request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            rate: RateConfig::DEFAULT,
             broker: hermod_broker::Limits::default(),
             storage: Storage::Memory,
             brokers: Brokers::Embedded,

@@ -108,6 +108,15 @@ hermod_core::setting_args! {
     request_timeout: "DURATION",
     /// Time graceful shutdown waits for closes and flushes (default 5s).
     shutdown_grace: "DURATION",
+    // Issue 11, session fairness: per-session rate limits of /ws sessions.
+    /// Messages per second a /ws session may send, sustained (every op, acks included); past
+    /// it requests get `rate_limited`; 0 turns the limits off (default 2000).
+    session_rate: "N",
+    /// Messages a /ws session may send at once above --session-rate (default 4000).
+    session_burst: "N",
+    /// Bytes per second a /ws session may send, sustained, with a burst of two seconds' worth;
+    /// 0 turns the byte limit off (default 8388608).
+    session_byte_rate: "BYTES",
     /// Messages kept per inbox (default 10000).
     inbox_max_len: "N",
     /// Age after which inbox messages are dropped (default 7d).
@@ -214,6 +223,7 @@ pub fn resolve(
     let mut s = Settings::defaults();
     resolve_network(&src, &mut s)?;
     resolve_timing(&src, &mut s)?;
+    resolve_rate(&src, &mut s)?;
     resolve_limits(&src, &mut s.broker)?;
     resolve_memory(&src, &mut s.broker)?;
     s.storage = storage::resolve_storage(&src)?;
@@ -299,6 +309,20 @@ fn resolve_memory(src: &Sources<'_>, l: &mut hermod_broker::Limits) -> Result<()
     let bytes = |v: &str| count(v, 1 << 16, usize::MAX).map(|n| n as u64);
     src.set(&mut l.memory_budget, "memory_budget", bytes)?;
     src.set(&mut l.memory_per_user, "memory_per_user", bytes)
+}
+
+/// `--session-rate`, `--session-burst`, `--session-byte-rate`: the per-session rate limits.
+fn resolve_rate(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigError> {
+    let r = &mut s.rate;
+    src.set(&mut r.messages_per_sec, "session_rate", |v| {
+        count(v, 0, 10_000_000).map(|n| n as u32)
+    })?;
+    src.set(&mut r.burst, "session_burst", |v| {
+        count(v, 1, 10_000_000).map(|n| n as u32)
+    })?;
+    src.set(&mut r.bytes_per_sec, "session_byte_rate", |v| {
+        count(v, 0, 1 << 40).map(|n| n as u64)
+    })
 }
 
 fn resolve_timing(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigError> {

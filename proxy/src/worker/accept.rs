@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::ws::handshake::Endpoint;
 use hermod_core::bus::Request;
 use hermod_core::reactor::admission::AddressRefusal;
 use hermod_core::reactor::listener::{is_fd_exhaustion, AcceptOutcome};
@@ -162,7 +163,11 @@ impl WorkerLoop {
             Step::Upgraded(ws, endpoint) => {
                 self.cx.metrics.handshakes_ok.fetch_add(1, Relaxed);
                 let cx = self.cx.session_cx(key, now);
-                let (session, next) = Session::open(*ws, endpoint, &cx);
+                let carried = match &endpoint {
+                    Endpoint::Client { user, .. } => self.carry.take(user, now),
+                    Endpoint::Echo => None,
+                };
+                let (session, next) = Session::open(*ws, endpoint, carried, &cx);
                 let attach = session.identity().map(|(user, device)| Request::Attach {
                     session: cx.key,
                     user: user.clone(),

@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hermod_core::bus::{Delivery, Request};
+use hermod_core::ids::Name;
+use hermod_core::rate::Carryover;
 use hermod_core::reactor::admission::{AddressTable, UserSessions};
 use hermod_core::reactor::interrupted;
 use hermod_core::reactor::listener::Acceptor;
@@ -205,6 +207,10 @@ pub struct WorkerLoop {
     ws_config: WebSocketConfig,
     /// Relay buffers for tunnels, lent only while bytes are in flight.
     pool: BufPool,
+    /// Rate limiters of sessions that ended in debt, by user: a reconnect inherits them.
+    carry: Carryover<Name>,
+    /// The current loop turn's time (read once per turn).
+    now: Instant,
     /// Admission limits shared with the other workers.
     limits: SharedLimits,
     /// Slots in [`Conn::Refusing`] (at most `accept::MAX_REFUSING`).
@@ -240,6 +246,8 @@ impl WorkerLoop {
             shutdown_deadline: None,
             ws_config,
             pool: BufPool::new(POOL_KEEP),
+            carry: Carryover::default(),
+            now: Instant::now(),
             limits: w.limits,
             refusing: 0,
         })
@@ -259,6 +267,7 @@ impl WorkerLoop {
                 break;
             }
             let now = Instant::now();
+            self.now = now;
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
@@ -516,6 +525,9 @@ impl WorkerLoop {
                 if session.attached {
                     let session = self.cx.session_key(key);
                     self.cx.broker.send_control(Request::Detach { session });
+                }
+                if let Some((user, limiter)) = session.into_limiter() {
+                    self.carry.put(user, limiter, self.now);
                 }
             }
             Conn::Tunnel(mut tunnel) => {

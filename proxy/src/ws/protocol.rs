@@ -13,6 +13,7 @@ use std::time::Instant;
 use hermod_core::bus::{Event, Request, SessionKey};
 use hermod_core::ids::{Cid, Name};
 use hermod_core::protocol::{self, ClientFrame, ErrorCode};
+use hermod_core::rate::{RateLimiter, Verdict};
 use tungstenite::{Message, Utf8Bytes};
 
 use super::outbound::Outbound;
@@ -63,16 +64,45 @@ pub struct ClientProtocol {
     /// The broker paused a replay (inbox backlog, room history) and waits for `ResumeReplay`,
     /// which goes out once what it sent so far has been written to the socket.
     replay_paused: bool,
+    /// The session's token buckets (`--session-rate`, `--session-burst`,
+    /// `--session-byte-rate`): every message the client sends is charged here.
+    limiter: RateLimiter,
 }
 
 impl ClientProtocol {
-    pub fn new(user: Name, device: Name) -> Self {
+    pub fn new(user: Name, device: Name, limiter: RateLimiter) -> Self {
         ClientProtocol {
             user,
             device,
             in_flight: VecDeque::new(),
             late: VecDeque::new(),
             replay_paused: false,
+            limiter,
+        }
+    }
+
+    /// The user and the rate limiter, as the session ends.
+    pub fn into_limiter(self) -> (Name, RateLimiter) {
+        (self.user, self.limiter)
+    }
+
+    /// Charges a message that is no op (a ping or pong) against the rate limits: it cannot be
+    /// refused (tungstenite answers pings itself), but it counts, and a peer that keeps pinging
+    /// past the limits is closed 1008.
+    pub fn charge_control(&mut self, len: usize, cx: &SessionCx<'_>) -> Next {
+        match self
+            .limiter
+            .check(&cx.settings.rate, cx.settings.max_message_size, cx.now, len)
+        {
+            Verdict::Pass => Next::Continue,
+            Verdict::Refuse(over) => {
+                cx.metrics.rate_limited(over);
+                Next::Continue
+            }
+            Verdict::Close(over) => {
+                cx.metrics.rate_limited(over);
+                rate_limit_close(cx)
+            }
         }
     }
 
@@ -89,10 +119,39 @@ impl ClientProtocol {
     }
 
     /// Handles one text frame from the client.
+    ///
+    /// Every frame is charged against the session's rate limits first (ops without a `cid`
+    /// included); one over them is answered `rate_limited` (with its `cid` when it has a readable
+    /// one), and the session is closed 1008 once it has been refused too often.
     pub fn on_text(&mut self, text: &str, cx: &SessionCx<'_>, out: &mut Outbound) -> Next {
-        let frame = match protocol::parse_client_frame(text) {
+        let s = cx.settings;
+        let verdict = self
+            .limiter
+            .check(&s.rate, s.max_message_size, cx.now, text.len());
+        let parsed = protocol::parse_client_frame(text);
+        if let Verdict::Refuse(over) | Verdict::Close(over) = verdict {
+            cx.metrics.rate_limited(over);
+            if matches!(verdict, Verdict::Close(_)) {
+                return rate_limit_close(cx);
+            }
+            let cid = match &parsed {
+                Ok(ClientFrame::Send { cid, .. } | ClientFrame::Publish { cid, .. }) => Some(cid),
+                Ok(_) => None,
+                Err(bad) => bad.cid.as_ref(),
+            };
+            let msg = "over the session's rate limit; slow down";
+            return error(out, cid, ErrorCode::RateLimited, msg);
+        }
+        let frame = match parsed {
             Ok(frame) => frame,
-            Err(bad) => return error(out, bad.cid.as_ref(), ErrorCode::BadRequest, &bad.message),
+            Err(bad) => {
+                if bad.too_deep {
+                    cx.metrics
+                        .data_too_deep
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return error(out, bad.cid.as_ref(), ErrorCode::BadRequest, &bad.message);
+            }
         };
         let session = cx.key;
         let (request, tracked) = match frame {
@@ -234,6 +293,14 @@ impl ClientProtocol {
     }
 }
 
+/// Counts a session closed for staying over its rate limits.
+fn rate_limit_close(cx: &SessionCx<'_>) -> Next {
+    cx.metrics
+        .rate_limit_closes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Next::Close(CloseReason::RateLimited)
+}
+
 /// Queues a message; a full queue means the client is not keeping up.
 pub fn push(out: &mut Outbound, msg: Message) -> Next {
     match out.push(msg) {
@@ -257,6 +324,7 @@ mod tests {
     use std::time::Duration;
 
     use hermod_core::ids::MsgId;
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn key() -> SessionKey {
         SessionKey {
@@ -300,7 +368,8 @@ mod tests {
 
     fn client() -> ClientProtocol {
         let n = |s| Name::parse("user", s).expect("valid");
-        ClientProtocol::new(n("alice"), n("default"))
+        let limiter = RateLimiter::new(Instant::now());
+        ClientProtocol::new(n("alice"), n("default"), limiter)
     }
 
     #[test]
@@ -435,6 +504,48 @@ mod tests {
             "{answers:?}"
         );
         assert_eq!(c.next_deadline(&settings), None);
+    }
+
+    #[test]
+    fn ops_over_the_rate_limit_are_refused_then_the_session_closed() {
+        let mut settings = Settings::defaults();
+        settings.rate.messages_per_sec = 10;
+        settings.rate.burst = 2;
+        let metrics = Metrics::default();
+        let port = Port::new(1 << 16);
+        let cx = SessionCx {
+            now: Instant::now(),
+            key: key(),
+            settings: &settings,
+            metrics: &metrics,
+            broker: &port,
+        };
+        let mut out = Outbound::new(1 << 24);
+        let mut c = client();
+        let send = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
+        let ack = r#"{"op":"ack","id":"1-0"}"#;
+        assert_eq!(c.on_text(send, &cx, &mut out), Next::Continue);
+        assert_eq!(c.on_text(ack, &cx, &mut out), Next::Continue);
+        assert_eq!(port.got.borrow().len(), 2);
+        assert_eq!(c.on_text(send, &cx, &mut out), Next::Continue);
+        assert_eq!(c.on_text(ack, &cx, &mut out), Next::Continue);
+        let answers = texts(&mut out);
+        assert!(answers[0].contains(r#""cid":"c1","code":"rate_limited""#));
+        assert!(answers[1].starts_with(r#"{"op":"error","code":"rate_limited""#));
+        assert_eq!(
+            port.got.borrow().len(),
+            2,
+            "refused ops never reach the broker"
+        );
+        // The 1,000th refusal within the window closes the session.
+        let nexts: Vec<Next> = (2..hermod_core::rate::STRIKE_LIMIT)
+            .map(|_| c.on_text(ack, &cx, &mut out))
+            .collect();
+        assert_eq!(nexts.last(), Some(&Next::Close(CloseReason::RateLimited)));
+        assert!(nexts[..nexts.len() - 1]
+            .iter()
+            .all(|n| *n == Next::Continue));
+        assert_eq!(metrics.rate_limit_closes.load(Relaxed), 1);
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::net::Shutdown;
 use std::time::Instant;
 
 use hermod_core::bus::Event;
+use hermod_core::ids::Name;
+use hermod_core::rate::RateLimiter;
 use hermod_core::reactor::{interrupted, would_block};
 use mio::net::TcpStream;
 use tungstenite::error::{Error as WsError, ProtocolError};
@@ -119,6 +121,10 @@ struct Open {
     out: Outbound,
     /// tungstenite's last write hit WouldBlock: feed it nothing more until the socket is writable.
     blocked: bool,
+    /// Reading stopped because output was blocked: a peer that does not read cannot make us
+    /// queue pongs (tungstenite answers every ping it reads) or echoes. Resumed once the
+    /// socket took our output.
+    read_paused: bool,
     /// When the peer last sent anything (pongs included): drives ping and idle timeout.
     last_seen: Instant,
     /// A ping went out since `last_seen`.
@@ -136,6 +142,8 @@ struct Closing {
     code: u16,
     /// Our side is shut down (close frame fully written).
     write_shut: bool,
+    /// A client session's user and rate limiter, for [`Session::into_limiter`].
+    carried: Option<(Name, RateLimiter)>,
 }
 
 /// What a tungstenite error means for the session.
@@ -164,11 +172,18 @@ pub fn fate(e: &WsError) -> Fate {
 
 impl Session {
     /// A freshly upgraded session; a client session's welcome is queued.
-    pub fn open(ws: WebSocket<TcpStream>, endpoint: Endpoint, cx: &SessionCx<'_>) -> (Self, Next) {
+    /// `carried` is the limiter a previous session of the same user left in debt, if any.
+    pub fn open(
+        ws: WebSocket<TcpStream>,
+        endpoint: Endpoint,
+        carried: Option<RateLimiter>,
+        cx: &SessionCx<'_>,
+    ) -> (Self, Next) {
         let mut out = Outbound::new(cx.settings.max_outbound_bytes);
         let (role, next) = match endpoint {
             Endpoint::Client { user, device } => {
-                let client = ClientProtocol::new(user, device);
+                let limiter = carried.unwrap_or_else(|| RateLimiter::new(cx.now));
+                let client = ClientProtocol::new(user, device, limiter);
                 let next = client.welcome(cx.key, &mut out);
                 (Role::Client(client), next)
             }
@@ -179,6 +194,7 @@ impl Session {
             role,
             out,
             blocked: false,
+            read_paused: false,
             last_seen: cx.now,
             pinged: false,
             peer_close: None,
@@ -192,6 +208,19 @@ impl Session {
             },
             next,
         )
+    }
+
+    /// A client session's user and rate limiter as it ends, so that a reconnect of that user
+    /// inherits what the limiter holds against it (`Carryover`).
+    pub fn into_limiter(self) -> Option<(Name, RateLimiter)> {
+        match self.phase {
+            Phase::Open(Open {
+                role: Role::Client(client),
+                ..
+            }) => Some(client.into_limiter()),
+            Phase::Open(_) => None,
+            Phase::Closing(c) => c.carried,
+        }
     }
 
     /// The identity to attach to the broker (client sessions).
@@ -218,7 +247,8 @@ impl Session {
                         return next;
                     }
                 }
-                if readable {
+                // A read paused while output was blocked resumes without a new readable edge.
+                if readable || (open.read_paused && !open.blocked) {
                     return open.read(&mut self.ws, cx);
                 }
                 Next::Continue
@@ -300,11 +330,22 @@ impl Session {
             };
             // Errors (WouldBlock, a dead socket) surface again in `Closing::drive`.
             let _ = self.ws.close(Some(frame));
-            self.phase = Phase::Closing(Closing {
+            let closing = Phase::Closing(Closing {
                 deadline: linger,
                 code,
                 write_shut: false,
+                carried: None,
             });
+            let carried = match std::mem::replace(&mut self.phase, closing) {
+                Phase::Open(Open {
+                    role: Role::Client(client),
+                    ..
+                }) => Some(client.into_limiter()),
+                _ => None,
+            };
+            if let Phase::Closing(c) = &mut self.phase {
+                c.carried = carried;
+            }
         }
         match &mut self.phase {
             Phase::Closing(closing) => closing.drive(&mut self.ws),
@@ -314,9 +355,20 @@ impl Session {
 }
 
 impl Open {
-    /// Reads messages until WouldBlock or the budget runs out.
+    /// Reads messages until WouldBlock or the budget runs out, or until output blocks: then
+    /// reading pauses until the socket is writable again (see `read_paused`).
     fn read(&mut self, ws: &mut WebSocket<TcpStream>, cx: &SessionCx<'_>) -> Next {
         for _ in 0..READ_BUDGET {
+            if self.blocked {
+                if !self.read_paused {
+                    self.read_paused = true;
+                    cx.metrics
+                        .reads_paused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Next::Continue;
+            }
+            self.read_paused = false;
             let msg = match ws.read() {
                 Ok(msg) => msg,
                 Err(WsError::Io(e)) if interrupted(&e) => continue,
@@ -330,9 +382,20 @@ impl Open {
             };
             self.last_seen = cx.now;
             self.pinged = false;
+            let ping = matches!(msg, Message::Ping(_));
             let next = self.on_message(msg, cx);
             if next != Next::Continue {
                 return next;
+            }
+            if ping {
+                // tungstenite queued the pong in its write buffer, outside our bound: write it
+                // now (tungstenite would try on its next read anyway), and if the peer is not
+                // reading, stop reading its pings.
+                match ws.flush() {
+                    Ok(()) => {}
+                    Err(WsError::Io(e)) if would_block(&e) => self.blocked = true,
+                    Err(e) => return self.write_failed(&e),
+                }
             }
         }
         Next::MoreToRead
@@ -352,7 +415,11 @@ impl Open {
                 self.peer_close = Some(frame.map_or(NO_STATUS, |f| u16::from(f.code)));
                 Next::Continue
             }
-            // tungstenite answers pings itself; pongs only count as activity.
+            // tungstenite answers pings itself; pings and pongs count against a client
+            // session's rate limits and as activity.
+            (msg @ (Message::Ping(_) | Message::Pong(_)), Role::Client(client)) => {
+                client.charge_control(msg.len(), cx)
+            }
             _ => Next::Continue,
         }
     }

@@ -90,6 +90,9 @@ fn every_setting_is_read_from_flags() {
         "--ping-interval=500ms",
         "--handshake-timeout=3",
         "--max-outbound-bytes=4096",
+        "--session-rate=50",
+        "--session-burst=7",
+        "--session-byte-rate=0",
         "--max-connections=10",
         "--request-timeout=250ms",
         "--shutdown-grace=0",
@@ -112,6 +115,11 @@ fn every_setting_is_read_from_flags() {
     assert_eq!(s.ping_interval, Duration::from_millis(500));
     assert_eq!(s.handshake_timeout, Duration::from_secs(3));
     assert_eq!(s.max_outbound_bytes, 4096);
+    let rate = s.rate;
+    assert_eq!(
+        (rate.messages_per_sec, rate.burst, rate.bytes_per_sec),
+        (50, 7, 0)
+    );
     assert_eq!(s.max_connections, 10);
     assert_eq!(s.request_timeout, Duration::from_millis(250));
     assert_eq!(s.shutdown_grace, Duration::ZERO);
