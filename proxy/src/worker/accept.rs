@@ -122,22 +122,8 @@ impl WorkerLoop {
             address,
             user: None,
         });
-        let stream = self
-            .slots
-            .get_mut(key)
-            .and_then(|s| s.conn.new_stream_mut());
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let registered = match stream {
-            Some(stream) => self.poll.registry().register(stream, key.token(), interest),
-            None => Err(std::io::Error::other("slot vanished")),
-        };
-        if let Err(e) = registered {
-            tracing::warn!("register: {e}");
-            self.remove(key, None);
+        if !self.register_new(key, deadline) {
             return;
-        }
-        if let Some(slot) = self.slots.get_mut(key) {
-            slot.timer = Some(self.timers.insert(deadline, key));
         }
         self.first_step(key, now);
     }
@@ -231,6 +217,14 @@ impl WorkerLoop {
             user: None,
         });
         self.refusing += 1;
+        if self.register_new(key, now + REFUSE_LINGER) {
+            self.on_refusing(key);
+        }
+    }
+
+    /// Registers the new connection in `key` for reading and writing and arms its timer at
+    /// `deadline`; false (the slot removed) when it could not be registered.
+    fn register_new(&mut self, key: Key, deadline: Instant) -> bool {
         let stream = self
             .slots
             .get_mut(key)
@@ -241,13 +235,14 @@ impl WorkerLoop {
             None => Err(std::io::Error::other("slot vanished")),
         };
         if let Err(e) = registered {
-            tracing::debug!("register: {e}");
-            return self.remove(key, None);
+            tracing::warn!("register: {e}");
+            self.remove(key, None);
+            return false;
         }
         if let Some(slot) = self.slots.get_mut(key) {
-            slot.timer = Some(self.timers.insert(now + REFUSE_LINGER, key));
+            slot.timer = Some(self.timers.insert(deadline, key));
         }
-        self.on_refusing(key);
+        true
     }
 
     /// Writes what is left of a refusal, then discards input until the client closes.
