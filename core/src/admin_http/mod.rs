@@ -111,9 +111,9 @@ fn too_large() -> Response {
     )
 }
 
-/// The outcome of parsing the bytes received so far.
+/// The outcome of parsing the bytes an admin connection received so far ([`parse_head`]).
 #[derive(Debug, PartialEq, Eq)]
-enum Head {
+pub enum Head {
     Complete {
         method: String,
         path: String,
@@ -128,7 +128,10 @@ enum Head {
     Bad,
 }
 
-fn parse_head(bytes: &[u8]) -> Head {
+/// Parses the request head at the start of `bytes` (at most 32 headers; the server holds at
+/// most [`MAX_HEAD`] bytes). Pure: the admin server's only parser of peer input, and a fuzz
+/// target (`proxy/fuzz`, `admin_head`).
+pub fn parse_head(bytes: &[u8]) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(bytes) {
