@@ -22,10 +22,13 @@ import websockets
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/hermod-proxy"
 N, SIZE, WINDOW = 4000, 60_000, 64
 
+# Every run turns the per-session rate limits off (`--session-rate 0`): on by default they slow
+# one session to 8 MiB/s, and what is measured here is what the store holds.
+NO_RATE = ["--session-rate", "0"]
 CONFIGS = [
-    ("no limit (budget and quota set past the flood)", ["--memory-budget", str(8 << 30), "--memory-per-user", str(8 << 30)]),
-    ("defaults (1 GiB budget, 64 MiB per user)", []),
-    ("--memory-budget 64 MiB --memory-per-user 8 MiB", ["--memory-budget", str(64 << 20), "--memory-per-user", str(8 << 20)]),
+    ("no limit (budget and quota set past the flood)", NO_RATE + ["--memory-budget", str(8 << 30), "--memory-per-user", str(8 << 30)]),
+    ("defaults (1 GiB budget, 64 MiB per user)", NO_RATE),
+    ("--memory-budget 64 MiB --memory-per-user 8 MiB", NO_RATE + ["--memory-budget", str(64 << 20), "--memory-per-user", str(8 << 20)]),
 ]
 
 
