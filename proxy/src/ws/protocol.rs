@@ -366,6 +366,22 @@ mod tests {
         }
     }
 
+    /// What a handler borrows, at `now`, for the one session `key()`.
+    fn cx_at<'a>(
+        now: Instant,
+        settings: &'a Settings,
+        metrics: &'a Metrics,
+        port: &'a Port,
+    ) -> SessionCx<'a> {
+        SessionCx {
+            now,
+            key: key(),
+            settings,
+            metrics,
+            broker: port,
+        }
+    }
+
     fn client() -> ClientProtocol {
         let n = |s| Name::parse("user", s).expect("valid");
         let limiter = RateLimiter::new(Instant::now());
@@ -378,13 +394,7 @@ mod tests {
         let metrics = Metrics::default();
         let port = Port::new(4);
         let now = Instant::now();
-        let mut cx = SessionCx {
-            now,
-            key: key(),
-            settings: &settings,
-            metrics: &metrics,
-            broker: &port,
-        };
+        let mut cx = cx_at(now, &settings, &metrics, &port);
         let mut out = Outbound::new(1 << 20);
         let mut c = client();
         let f1 = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
@@ -423,13 +433,7 @@ mod tests {
         let port = Port::new(8);
         let t0 = Instant::now();
         let timeout = settings.request_timeout;
-        let mut cx = SessionCx {
-            now: t0,
-            key: key(),
-            settings: &settings,
-            metrics: &metrics,
-            broker: &port,
-        };
+        let mut cx = cx_at(t0, &settings, &metrics, &port);
         let mut out = Outbound::new(1 << 20);
         let mut c = client();
         let f = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
@@ -482,13 +486,7 @@ mod tests {
         let settings = Settings::defaults();
         let metrics = Metrics::default();
         let port = Port::new(0);
-        let cx = SessionCx {
-            now: Instant::now(),
-            key: key(),
-            settings: &settings,
-            metrics: &metrics,
-            broker: &port,
-        };
+        let cx = cx_at(Instant::now(), &settings, &metrics, &port);
         let mut out = Outbound::new(1 << 20);
         let mut c = client();
         assert_eq!(c.on_text("{nope", &cx, &mut out), Next::Continue);
@@ -513,13 +511,7 @@ mod tests {
         settings.rate.burst = 2;
         let metrics = Metrics::default();
         let port = Port::new(1 << 16);
-        let cx = SessionCx {
-            now: Instant::now(),
-            key: key(),
-            settings: &settings,
-            metrics: &metrics,
-            broker: &port,
-        };
+        let cx = cx_at(Instant::now(), &settings, &metrics, &port);
         let mut out = Outbound::new(1 << 24);
         let mut c = client();
         let send = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
@@ -553,13 +545,7 @@ mod tests {
         let settings = Settings::defaults();
         let metrics = Metrics::default();
         let port = Port::new(1);
-        let cx = SessionCx {
-            now: Instant::now(),
-            key: key(),
-            settings: &settings,
-            metrics: &metrics,
-            broker: &port,
-        };
+        let cx = cx_at(Instant::now(), &settings, &metrics, &port);
         let mut c = client();
         let mut out = Outbound::new(64);
         assert_eq!(
