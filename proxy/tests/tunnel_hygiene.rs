@@ -92,6 +92,18 @@ fn echo_works(front: &Proxy) {
     }
 }
 
+/// Upgrades through the front proxy's `/rec` route with `extra` headers, and returns the request
+/// head the recording upstream saw.
+fn upgraded_head(front: &Proxy, heads: &mpsc::Receiver<String>, extra: &str) -> String {
+    let mut c = tcp(front.client);
+    c.write_all(request("GET", "/rec", extra).as_bytes())
+        .expect("request");
+    assert!(read_head(&mut c).starts_with("HTTP/1.1 101 "));
+    heads
+        .recv_timeout(TIMEOUT)
+        .expect("upstream saw the request")
+}
+
 fn answer(front: &Proxy, raw: &str) -> String {
     let mut c = tcp(front.client);
     let _ = c.write_all(raw.as_bytes());
@@ -104,13 +116,7 @@ fn answer(front: &Proxy, raw: &str) -> String {
 fn spoofed_forwarding_headers_are_replaced() {
     let (_echo, front, heads) = fronts(&[]);
     let spoof = "X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n";
-    let mut c = tcp(front.client);
-    c.write_all(request("GET", "/rec", spoof).as_bytes())
-        .expect("request");
-    assert!(read_head(&mut c).starts_with("HTTP/1.1 101 "));
-    let head = heads
-        .recv_timeout(TIMEOUT)
-        .expect("upstream saw the request");
+    let head = upgraded_head(&front, &heads, spoof);
     assert!(
         !head.contains("6.6.6.6"),
         "spoofed value passed on:\n{head}"
@@ -129,13 +135,7 @@ fn spoofed_forwarding_headers_are_replaced() {
 fn a_trusted_front_proxy_keeps_its_forwarding_headers() {
     let (_echo, front, heads) = fronts(&["--route-trusted-proxies", "127.0.0.1"]);
     let from_lb = "X-Forwarded-For: 203.0.113.9\r\nX-Real-IP: 203.0.113.9\r\n";
-    let mut c = tcp(front.client);
-    c.write_all(request("GET", "/rec", from_lb).as_bytes())
-        .expect("request");
-    assert!(read_head(&mut c).starts_with("HTTP/1.1 101 "));
-    let head = heads
-        .recv_timeout(TIMEOUT)
-        .expect("upstream saw the request");
+    let head = upgraded_head(&front, &heads, from_lb);
     assert!(
         head.contains("X-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n"),
         "{head}"
