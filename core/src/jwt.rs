@@ -1,4 +1,5 @@
-//! HS256 JSON Web Tokens: just what Hermod needs, `sub` (the user id) and `exp` (unix seconds).
+//! HS256 JSON Web Tokens: `sub` (the user id), `exp` (unix seconds), and the room grants
+//! `rooms` (patterns the user may join) and `publish` (patterns the user may publish to).
 //!
 //! Sans-io: the caller passes the current time. Only HS256 is accepted; the algorithm is checked
 //! before the signature, so `alg: none` and algorithm-confusion tokens are refused outright. The
@@ -30,6 +31,22 @@ pub struct Claims {
     /// Expiry in unix seconds; a fractional `exp` is rounded up, so `exp > now` held at
     /// verification.
     pub exp: u64,
+    /// Room patterns the user may join (live and history); empty when the claim is absent.
+    pub rooms: Vec<String>,
+    /// Room patterns the user may publish to; empty when the claim is absent.
+    pub publish: Vec<String>,
+}
+
+impl Claims {
+    /// Claims with no room grants.
+    pub fn new(sub: impl Into<String>, exp: u64) -> Self {
+        Claims {
+            sub: sub.into(),
+            exp,
+            rooms: Vec::new(),
+            publish: Vec::new(),
+        }
+    }
 }
 
 /// Why a token was refused.
@@ -61,15 +78,39 @@ struct Payload {
     sub: Option<String>,
     /// Integer or float seconds, as issuers differ.
     exp: Option<Number>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
 }
 
-/// Signs a token for `sub` that expires at `exp_unix` (unix seconds).
+/// Signs a token for `sub` that expires at `exp_unix` (unix seconds), with no room grants.
 pub fn mint(secret: &[u8], sub: &str, exp_unix: u64) -> String {
-    let mut payload = String::with_capacity(sub.len() + 32);
+    mint_claims(secret, &Claims::new(sub, exp_unix))
+}
+
+/// Signs a token carrying `claims` (`rooms` and `publish` only when not empty).
+pub fn mint_claims(secret: &[u8], claims: &Claims) -> String {
+    let mut payload = String::with_capacity(claims.sub.len() + 32);
     payload.push_str("{\"sub\":");
-    push_json_str(&mut payload, sub);
+    push_json_str(&mut payload, &claims.sub);
     payload.push_str(",\"exp\":");
-    payload.push_str(&exp_unix.to_string());
+    payload.push_str(&claims.exp.to_string());
+    for (name, patterns) in [("rooms", &claims.rooms), ("publish", &claims.publish)] {
+        if patterns.is_empty() {
+            continue;
+        }
+        payload.push_str(",\"");
+        payload.push_str(name);
+        payload.push_str("\":[");
+        for (i, pattern) in patterns.iter().enumerate() {
+            if i > 0 {
+                payload.push(',');
+            }
+            push_json_str(&mut payload, pattern);
+        }
+        payload.push(']');
+    }
     payload.push('}');
 
     let mut token = String::with_capacity(HEADER_B64.len() + payload.len() * 4 / 3 + 48);
@@ -114,7 +155,12 @@ pub fn verify(secret: &[u8], token: &str, now_unix: u64) -> Result<Claims, JwtEr
     let sub = payload.sub.ok_or(JwtError::MissingClaim("sub"))?;
     let exp = payload.exp.ok_or(JwtError::MissingClaim("exp"))?;
     let exp = unexpired(&exp, now_unix)?;
-    Ok(Claims { sub, exp })
+    Ok(Claims {
+        sub,
+        exp,
+        rooms: payload.rooms,
+        publish: payload.publish,
+    })
 }
 
 /// `exp` as whole seconds (rounded up) if it is after `now`.
@@ -184,13 +230,7 @@ mod tests {
         //   s = b(hmac.new(b'hermod-test-secret', (h+'.'+p).encode(), hashlib.sha256).digest())
         assert_eq!(mint(SECRET, "alice", 2_000_000_000), PY_TOKEN);
         let claims = verify(SECRET, PY_TOKEN, 1_700_000_000).unwrap();
-        assert_eq!(
-            claims,
-            Claims {
-                sub: "alice".into(),
-                exp: 2_000_000_000
-            }
-        );
+        assert_eq!(claims, Claims::new("alice", 2_000_000_000));
     }
 
     #[test]
@@ -200,6 +240,18 @@ mod tests {
             assert_eq!(verify(b"k", &token, 99).unwrap().sub, sub);
         }
         assert_eq!(verify(b"", &mint(b"", "x", 5), 0).unwrap().exp, 5);
+    }
+
+    #[test]
+    fn room_grants_round_trip() {
+        let claims = Claims {
+            rooms: vec!["team.42".into(), "team.42.*".into()],
+            publish: vec!["team.\"x".into()],
+            ..Claims::new("alice", 100)
+        };
+        assert_eq!(verify(b"k", &mint_claims(b"k", &claims), 99), Ok(claims));
+        let wrong = sign(SECRET, HS256, r#"{"sub":"a","exp":9,"rooms":"team"}"#);
+        assert_eq!(verify(SECRET, &wrong, 0), Err(JwtError::Malformed));
     }
 
     #[test]
@@ -258,13 +310,7 @@ mod tests {
             eyJleHAiOjE3MDAwMDAwMDAuNSwic3ViIjoiYm9iIiwiaWF0IjoxfQ.\
             OWro0V6GL6Y6gFVFeCv76fORpjMl0k9ZDL47-qk5gOM";
         let claims = verify(SECRET, float, 1_700_000_000).unwrap();
-        assert_eq!(
-            claims,
-            Claims {
-                sub: "bob".into(),
-                exp: 1_700_000_001
-            }
-        );
+        assert_eq!(claims, Claims::new("bob", 1_700_000_001));
         assert_eq!(verify(SECRET, float, 1_700_000_001), Err(JwtError::Expired));
         let negative = sign(SECRET, HS256, r#"{"sub":"a","exp":-5}"#);
         assert_eq!(verify(SECRET, &negative, 0), Err(JwtError::Expired));
@@ -343,7 +389,7 @@ mod tests {
         #[test]
         fn minted_tokens_verify(sub in any::<String>(), exp in 1..u64::MAX, secret in any::<Vec<u8>>()) {
             let claims = verify(&secret, &mint(&secret, &sub, exp), exp - 1).unwrap();
-            prop_assert_eq!(claims, Claims { sub, exp });
+            prop_assert_eq!(claims, Claims::new(sub, exp));
         }
     }
 }

@@ -26,6 +26,7 @@ use hermod_core::redis::ClientConfig;
 
 use routes::Route;
 
+use hermod_core::jwt;
 use hermod_core::rate::RateConfig;
 
 /// How clients prove who they are at the handshake.
@@ -35,6 +36,17 @@ pub enum AuthMode {
     Jwt { secret: Vec<u8> },
     /// Identity from the `user` query parameter. Development only.
     None,
+}
+
+impl AuthMode {
+    /// Verifies a client's token at `now_unix` (the handshake's, and a session's `refresh`).
+    /// Under [`AuthMode::None`] there are no tokens: every one is refused.
+    pub fn verify(&self, token: &str, now_unix: u64) -> Result<jwt::Claims, jwt::JwtError> {
+        match self {
+            AuthMode::Jwt { secret } => jwt::verify(secret, token, now_unix),
+            AuthMode::None => Err(jwt::JwtError::UnsupportedAlgorithm),
+        }
+    }
 }
 
 /// Where the embedded broker stores messages.

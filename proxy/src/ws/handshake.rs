@@ -33,8 +33,13 @@ use crate::settings::{AuthMode, Settings};
 /// What an admitted upgrade leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// The v1 client protocol for this identity.
-    Client { user: Name, device: Name },
+    /// The v1 client protocol for this identity. `claims`: the verified token's claims (room
+    /// grants, expiry); `None` under `--auth none`.
+    Client {
+        user: Name,
+        device: Name,
+        claims: Option<Box<jwt::Claims>>,
+    },
     /// The built-in echo endpoint.
     Echo,
 }
@@ -49,25 +54,32 @@ pub fn admit(settings: &Settings, req: &Request, now_unix: u64) -> Result<Endpoi
     if path != settings.ws_path {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "no such endpoint"));
     }
-    let user = match &settings.auth {
-        AuthMode::Jwt { secret } => {
+    let (user, claims) = match &settings.auth {
+        AuthMode::Jwt { .. } => {
             let token = match query_param(query, "token")? {
                 Some(t) => t,
                 None => bearer(req)?,
             };
-            let claims = jwt::verify(secret, &token, now_unix)
+            let claims = settings
+                .auth
+                .verify(&token, now_unix)
                 .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
-            Name::parse("user", &claims.sub).map_err(bad_request)?
+            let user = Name::parse("user", &claims.sub).map_err(bad_request)?;
+            (user, Some(Box::new(claims)))
         }
         AuthMode::None => {
             let user = query_param(query, "user")?
                 .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "missing user parameter"))?;
-            Name::parse("user", &user).map_err(bad_request)?
+            (Name::parse("user", &user).map_err(bad_request)?, None)
         }
     };
     let device = query_param(query, "device")?.unwrap_or_else(|| "default".to_owned());
     let device = Name::parse("device", &device).map_err(bad_request)?;
-    Ok(Endpoint::Client { user, device })
+    Ok(Endpoint::Client {
+        user,
+        device,
+        claims,
+    })
 }
 
 /// What a request head peeked before tungstenite reads it gets.
@@ -296,10 +308,12 @@ mod tests {
         jwt::mint(SECRET, sub, exp)
     }
 
-    fn client(user: &str, device: &str) -> Endpoint {
+    /// The endpoint of an admitted client; `exp`: the expiry of its token, `None` without one.
+    fn client(user: &str, device: &str, exp: Option<u64>) -> Endpoint {
         Endpoint::Client {
             user: Name::parse("user", user).expect("valid"),
             device: Name::parse("device", device).expect("valid"),
+            claims: exp.map(|exp| Box::new(jwt::Claims::new(user, exp))),
         }
     }
 
@@ -322,10 +336,10 @@ mod tests {
         let s = jwt_settings();
         let t = token("alice", NOW + 60);
         let q = admit(&s, &request(&format!("/ws?token={t}"), None), NOW);
-        assert_eq!(q, Ok(client("alice", "default")));
+        assert_eq!(q, Ok(client("alice", "default", Some(NOW + 60))));
         let bearer = format!("Bearer {t}");
         let h = admit(&s, &request("/ws?device=phone", Some(&bearer)), NOW);
-        assert_eq!(h, Ok(client("alice", "phone")));
+        assert_eq!(h, Ok(client("alice", "phone", Some(NOW + 60))));
     }
 
     #[test]
@@ -381,7 +395,7 @@ mod tests {
         let s = settings(AuthMode::None);
         assert_eq!(
             admit(&s, &request("/ws?user=bob%40example&device=tab", None), NOW),
-            Ok(client("bob@example", "tab"))
+            Ok(client("bob@example", "tab", None))
         );
         assert_eq!(status(admit(&s, &request("/ws", None), NOW)), 400);
         assert_eq!(status(admit(&s, &request("/ws?user=", None), NOW)), 400);

@@ -181,7 +181,7 @@ impl Session {
     ) -> (Self, Next) {
         let mut out = Outbound::new(cx.settings.max_outbound_bytes);
         let (role, next) = match endpoint {
-            Endpoint::Client { user, device } => {
+            Endpoint::Client { user, device, .. } => {
                 let limiter = carried.unwrap_or_else(|| RateLimiter::new(cx.now));
                 let client = ClientProtocol::new(user, device, limiter);
                 let next = client.welcome(cx.key, &mut out);
