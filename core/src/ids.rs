@@ -3,6 +3,7 @@
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -51,6 +52,13 @@ impl Name {
 
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-')
+}
+
+/// Looks a name up by its text in maps keyed by `Name` (hashes and compares as the `str`).
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Name {

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::ids::Name;
+
 /// Shards of each table: contention is a handful of workers at accept time.
 const SHARDS: usize = 16;
 /// Entries a shard holds before it drops, at most once a second, those that hold nothing (no
@@ -221,7 +223,8 @@ fn key_of(ip: IpAddr) -> IpAddr {
 #[derive(Debug)]
 pub struct UserSessions {
     max: u32,
-    shards: Vec<Mutex<HashMap<Arc<str>, u32>>>,
+    /// Keyed by the session's own `Name` (shared, not copied).
+    shards: Vec<Mutex<HashMap<Name, u32>>>,
     hasher: RandomState,
 }
 
@@ -233,7 +236,7 @@ pub struct UserCapReached;
 #[derive(Debug)]
 pub struct UserPermit {
     table: Arc<UserSessions>,
-    user: Arc<str>,
+    user: Name,
 }
 
 impl UserSessions {
@@ -247,19 +250,20 @@ impl UserSessions {
 
     /// Counts one more session of `user`, or refuses when it already has the maximum.
     /// `Ok(None)` when the cap is off.
-    pub fn try_take(self: &Arc<Self>, user: &str) -> Result<Option<UserPermit>, UserCapReached> {
+    /// The map and the permit share `user`'s text: a session costs no copy of its name here.
+    pub fn try_take(self: &Arc<Self>, user: &Name) -> Result<Option<UserPermit>, UserCapReached> {
         if self.max == 0 {
             return Ok(None);
         }
-        let mut shard = self.shard(user).lock();
-        let count = shard.entry(Arc::from(user)).or_insert(0);
+        let mut shard = self.shard(user.as_str()).lock();
+        let count = shard.entry(user.clone()).or_insert(0);
         if *count >= self.max {
             return Err(UserCapReached);
         }
         *count += 1;
         Ok(Some(UserPermit {
             table: Arc::clone(self),
-            user: Arc::from(user),
+            user: user.clone(),
         }))
     }
 
@@ -268,18 +272,19 @@ impl UserSessions {
         self.shard(user).lock().get(user).copied().unwrap_or(0)
     }
 
-    fn shard(&self, user: &str) -> &Mutex<HashMap<Arc<str>, u32>> {
+    fn shard(&self, user: &str) -> &Mutex<HashMap<Name, u32>> {
         &self.shards[self.hasher.hash_one(user) as usize % SHARDS]
     }
 }
 
 impl Drop for UserPermit {
     fn drop(&mut self) {
-        let mut shard = self.table.shard(&self.user).lock();
-        if let Some(count) = shard.get_mut(&*self.user) {
+        let user = self.user.as_str();
+        let mut shard = self.table.shard(user).lock();
+        if let Some(count) = shard.get_mut(user) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                shard.remove(&*self.user);
+                shard.remove(user);
             }
         }
     }
@@ -397,15 +402,17 @@ mod tests {
 
     #[test]
     fn sessions_per_user_are_capped_and_given_back() {
+        let name = |s| Name::parse("user", s).unwrap();
+        let (alice, bob) = (name("alice"), name("bob"));
         let users = Arc::new(UserSessions::new(2));
-        let a = users.try_take("alice").unwrap();
-        let _b = users.try_take("alice").unwrap();
-        assert!(users.try_take("alice").is_err());
-        assert!(users.try_take("bob").unwrap().is_some());
+        let a = users.try_take(&alice).unwrap();
+        let _b = users.try_take(&alice).unwrap();
+        assert!(users.try_take(&alice).is_err());
+        assert!(users.try_take(&bob).unwrap().is_some());
         drop(a);
         assert_eq!(users.count("alice"), 1);
-        assert!(users.try_take("alice").unwrap().is_some());
+        assert!(users.try_take(&name("alice")).unwrap().is_some());
         let off = Arc::new(UserSessions::new(0));
-        assert!(off.try_take("alice").unwrap().is_none());
+        assert!(off.try_take(&alice).unwrap().is_none());
     }
 }

@@ -259,7 +259,7 @@ impl Callback for Gate {
             let permit = match &endpoint {
                 Endpoint::Client { user, .. } => self
                     .users
-                    .try_take(user.as_str())
+                    .try_take(user)
                     .map_err(|_| Refusal::user_sessions())?,
                 Endpoint::Echo => None,
             };

@@ -76,6 +76,14 @@ impl Outbound {
         Some(msg)
     }
 
+    /// Gives the queue's buffer back when nothing is queued (a session that goes idle after a
+    /// burst, such as its welcome, holds no queue memory).
+    pub fn release_if_empty(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
+        }
+    }
+
     /// Drops everything queued (the session is closing).
     pub fn clear(&mut self) {
         self.queue = VecDeque::new();
