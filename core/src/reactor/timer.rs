@@ -11,10 +11,14 @@
 //! `<= now`, never one early, and [`TimerWheel::next_deadline`] is the exact earliest deadline, so
 //! a reactor that sleeps until it and then polls loses nothing to tick rounding. Pick
 //! `tick * slots` above the usual timeout (idle, ping) so that most timers land within one
-//! revolution: both polling and `next_deadline` then touch only the buckets they pass over.
+//! revolution: polling then touches only the buckets it passes over. The earliest deadline is
+//! remembered: inserts keep it exact, and only cancelling or firing the earliest timer makes the
+//! next [`TimerWheel::next_deadline`] look for it again (a reactor asks on every loop turn, and
+//! a search may pass over thousands of empty buckets when every timer is seconds away).
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use super::slots::{Key, Slots};
@@ -50,6 +54,10 @@ pub struct TimerWheel<K> {
     entries: Slots<Entry<K>>,
     /// The tick of the latest `poll_expired`: every armed entry has `tick >= current`.
     current: u64,
+    /// The earliest armed deadline, when known (`None` inside: nothing armed); `None` when it
+    /// must be searched for again. Set by `next_deadline`, kept exact by `insert`, forgotten
+    /// when the earliest timer is cancelled or timers fire.
+    earliest: Cell<Option<Option<Instant>>>,
 }
 
 impl<K> TimerWheel<K> {
@@ -63,6 +71,7 @@ impl<K> TimerWheel<K> {
             buckets: (0..slots).map(|_| Vec::new()).collect(),
             entries: Slots::with_capacity(0),
             current: 0,
+            earliest: Cell::new(Some(None)),
         }
     }
 
@@ -79,6 +88,9 @@ impl<K> TimerWheel<K> {
             pos,
         });
         self.buckets[bucket].push(id);
+        if let Some(known) = self.earliest.get() {
+            self.earliest.set(Some(min_instant(known, deadline)));
+        }
         TimerId(id)
     }
 
@@ -87,6 +99,9 @@ impl<K> TimerWheel<K> {
         let entry = self.entries.remove(id.0)?;
         let bucket = self.bucket_of(entry.tick);
         self.unlink(bucket, entry.pos);
+        if self.earliest.get() == Some(Some(entry.deadline)) {
+            self.earliest.set(None);
+        }
         Some(entry.key)
     }
 
@@ -105,10 +120,21 @@ impl<K> TimerWheel<K> {
     /// The earliest armed deadline (exact; possibly already past), or `None` when nothing is
     /// armed. A reactor sleeps until then: `deadline.saturating_duration_since(now)`.
     ///
-    /// Cost: the buckets from the current tick up to the first one holding a timer due this
-    /// revolution, and the entries in them; a full pass over the wheel if every timer is more
-    /// than one revolution away.
+    /// Cost: none while the earliest timer is known (see the module doc); otherwise the buckets
+    /// from the current tick up to the first one holding a timer due this revolution, and the
+    /// entries in them; a full pass over the wheel if every timer is more than one revolution
+    /// away.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if let Some(known) = self.earliest.get() {
+            return known;
+        }
+        let earliest = self.search_earliest();
+        self.earliest.set(Some(earliest));
+        earliest
+    }
+
+    /// The earliest armed deadline, found by walking the wheel.
+    fn search_earliest(&self) -> Option<Instant> {
         if self.entries.is_empty() {
             return None;
         }
@@ -135,6 +161,7 @@ impl<K> TimerWheel<K> {
     /// Pushes onto `out` the key of every timer whose deadline is `<= now`, disarming them.
     /// `now` should not go backwards; if it does, only timers already due at `now` fire.
     pub fn poll_expired(&mut self, now: Instant, out: &mut Vec<K>) {
+        let fired_before = out.len();
         let target = self.tick_of(now).max(self.current);
         let slots = self.buckets.len() as u64;
         if target - self.current >= slots {
@@ -147,6 +174,9 @@ impl<K> TimerWheel<K> {
             }
         }
         self.current = target;
+        if out.len() > fired_before {
+            self.earliest.set(None);
+        }
     }
 
     /// How many timers are armed.
