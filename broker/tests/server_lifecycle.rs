@@ -136,6 +136,13 @@ fn registry_admin_and_drain_after_the_gateway_detaches() {
         "{body}"
     );
     assert!(metrics.contains("\nhermod_redis_up 1\n"), "{metrics}");
+    // The process's own figures, as the proxy exports them.
+    for family in [
+        "hermod_process_resident_memory_bytes",
+        "hermod_process_open_fds",
+    ] {
+        assert!(families.contains(&family), "{family}: {body}");
+    }
 
     broker.signal("TERM");
     assert!(matches!(link.next_push(), LinkPush::Draining));

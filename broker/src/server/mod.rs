@@ -262,6 +262,7 @@ fn admin_state(
                 .and_then(|g| g.as_ref().map(|r| (r.is_ready(), r.stats())));
             let (up, stats) = status.unwrap_or_default();
             metrics.render(out, up, &stats);
+            hermod_core::admin_http::render_process(out);
         }),
     }
 }

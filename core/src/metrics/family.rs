@@ -36,7 +36,8 @@ pub enum Source {
     /// The in-memory engine: `hermod-proxy` with neither `--redis`, `--sentinel`, `--brokers`
     /// nor `--registry`.
     MemoryEngine,
-    /// `hermod-proxy`, always: the process's own figures read from /proc, and the build.
+    /// `hermod-proxy` and `hermod-broker`, always: the process's own figures read from /proc,
+    /// the build, and the admin listener's own counters.
     Process,
     /// `hermod-broker`, always: gateway links, sessions, draining, the registry.
     Broker,
@@ -50,7 +51,7 @@ impl Source {
             Source::GatewayLinks => "proxy with `--brokers`/`--registry`",
             Source::Engine => "proxy with `--redis`/`--sentinel`; broker",
             Source::MemoryEngine => "proxy with the in-memory engine",
-            Source::Process => "proxy",
+            Source::Process => "proxy; broker",
             Source::Broker => "broker",
         }
     }
