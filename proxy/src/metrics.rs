@@ -111,6 +111,10 @@ pub struct Metrics {
     pub rate_limited: [AtomicU64; 2],
     /// Sessions closed 1008 `rate limit exceeded`.
     pub rate_limit_closes: AtomicU64,
+    /// `join`/`publish`/`send`/`refresh` answered `forbidden`.
+    pub forbidden: AtomicU64,
+    /// Sessions closed 4001 `token expired`.
+    pub token_expired: AtomicU64,
     /// `send`/`publish` refused because `data` nested too deep.
     pub data_too_deep: AtomicU64,
     /// Times a session stopped reading while its output was blocked.
@@ -257,6 +261,8 @@ impl Metrics {
         let counters = [
             (&names::RATE_LIMIT_CLOSES, &self.rate_limit_closes),
             (&names::DATA_TOO_DEEP, &self.data_too_deep),
+            (&names::FORBIDDEN, &self.forbidden),
+            (&names::TOKEN_EXPIRED_CLOSES, &self.token_expired),
             (&names::READS_PAUSED, &self.reads_paused),
         ];
         for (family, value) in counters {

@@ -232,6 +232,7 @@ impl WorkerLoop {
                 settings: w.settings,
                 metrics: w.metrics,
                 broker: BrokerPort::new(broker),
+                now_unix: context::unix_now(),
             },
             poll: w.poll,
             listener: Some(w.listener),
@@ -268,6 +269,7 @@ impl WorkerLoop {
             }
             let now = Instant::now();
             self.now = now;
+            self.cx.now_unix = context::unix_now();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
