@@ -78,6 +78,9 @@ pub enum Auth {
     },
     /// `token=JWT&device=D`, the token signed with `secret` for `{prefix}{i}`.
     Jwt {
+        /// Room patterns the token grants joining and publishing to (`room` runs: the run's
+        /// room prefix followed by `*`); empty for the other scenarios.
+        room_grants: Vec<String>,
         /// HS256 secret shared with the proxy.
         secret: String,
         /// User `i` is `{prefix}{i}`.
@@ -100,13 +103,18 @@ impl Auth {
                 url.push_str(&format!("user={prefix}{index}&device={device}"));
             }
             Auth::Jwt {
+                room_grants,
                 secret,
                 prefix,
                 device,
                 exp_unix,
             } => {
-                let user = format!("{prefix}{index}");
-                let token = hermod_core::jwt::mint(secret.as_bytes(), &user, *exp_unix);
+                let claims = hermod_core::jwt::Claims {
+                    rooms: room_grants.clone(),
+                    publish: room_grants.clone(),
+                    ..hermod_core::jwt::Claims::new(format!("{prefix}{index}"), *exp_unix)
+                };
+                let token = hermod_core::jwt::mint_claims(secret.as_bytes(), &claims);
                 url.push(sep);
                 url.push_str(&format!("token={token}&device={device}"));
             }
@@ -134,6 +142,7 @@ mod tests {
             "ws://h:1/ws?x=1&user=u7&device=lg"
         );
         let j = Auth::Jwt {
+            room_grants: Vec::new(),
             secret: "s".into(),
             prefix: "u".into(),
             device: "d".into(),
@@ -145,6 +154,23 @@ mod tests {
             .and_then(|t| t.strip_suffix("&device=d"))
             .unwrap();
         assert_eq!(token, hermod_core::jwt::mint(b"s", "u3", 4_000_000_000));
+        let granted = Auth::Jwt {
+            room_grants: vec!["lgroom*".into()],
+            secret: "s".into(),
+            prefix: "u".into(),
+            device: "d".into(),
+            exp_unix: 4_000_000_000,
+        };
+        let url = granted.apply("ws://h:1/ws".into(), 3);
+        let token = url
+            .strip_prefix("ws://h:1/ws?token=")
+            .and_then(|t| t.strip_suffix("&device=d"))
+            .unwrap();
+        let claims = hermod_core::jwt::verify(b"s", token, 0).unwrap();
+        assert_eq!(
+            (claims.rooms, claims.publish),
+            (vec!["lgroom*".to_string()], vec!["lgroom*".to_string()])
+        );
         assert_eq!(Auth::Plain.apply("ws://h/".into(), 1), "ws://h/");
     }
 
