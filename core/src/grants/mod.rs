@@ -11,8 +11,9 @@
 //! A **namespace** is a room-name prefix with a join policy and a publish policy. The longest
 //! prefix naming a room decides for it; a room no namespace names needs a grant for both.
 //!
-//! Pure: no clock, no I/O. The check runs on every `publish`, so matching is a scan of a few
-//! short byte strings, nothing allocated.
+//! Pure: no clock, no I/O. The check runs on every `publish`, so nothing is allocated: the
+//! namespace is found by binary search in the sorted prefixes, the grant by a scan of the
+//! token's (at most [`MAX_PATTERNS`]) patterns.
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -164,7 +165,8 @@ pub struct Namespace {
     pub publish: PublishPolicy,
 }
 
-/// The namespaces of the configuration, longest prefix first. Shared by every worker.
+/// The namespaces of the configuration, sorted by prefix for a binary search. Shared by every
+/// worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomPolicy {
     namespaces: Vec<Namespace>,
@@ -188,12 +190,7 @@ impl RoomPolicy {
                 return Err(GrantError::Prefix(ns.prefix.clone()));
             }
         }
-        namespaces.sort_by(|a, b| {
-            b.prefix
-                .len()
-                .cmp(&a.prefix.len())
-                .then(a.prefix.cmp(&b.prefix))
-        });
+        namespaces.sort_by(|a, b| a.prefix.cmp(&b.prefix));
         if let Some(pair) = namespaces.windows(2).find(|w| w[0].prefix == w[1].prefix) {
             return Err(GrantError::Duplicate(pair[0].prefix.clone()));
         }
@@ -201,11 +198,33 @@ impl RoomPolicy {
     }
 
     /// The namespace deciding for `room`: the longest prefix of it, else the secure default.
+    ///
+    /// A binary search in the sorted prefixes: the last prefix `<= key` is the longest prefix
+    /// of `key` if any prefix of `key` is there (a prefix sorts before what it prefixes, and a
+    /// longer prefix after a shorter one). When it is not one, only the part `key` shares with
+    /// it can still hold a prefix, so the search repeats on that, strictly shorter, part.
     pub fn namespace(&self, room: &str) -> &Namespace {
-        self.namespaces
-            .iter()
-            .find(|ns| room.starts_with(ns.prefix.as_str()))
-            .unwrap_or(&UNNAMED)
+        let mut key = room;
+        loop {
+            let after = self
+                .namespaces
+                .partition_point(|ns| ns.prefix.as_str() <= key);
+            let Some(candidate) = after.checked_sub(1).map(|i| &self.namespaces[i]) else {
+                return &UNNAMED;
+            };
+            if key.starts_with(candidate.prefix.as_str()) {
+                return candidate;
+            }
+            let mut shared = key
+                .bytes()
+                .zip(candidate.prefix.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            while !key.is_char_boundary(shared) {
+                shared -= 1;
+            }
+            key = &key[..shared];
+        }
     }
 
     /// Whether a session holding `grants` may join `room` (live and history).

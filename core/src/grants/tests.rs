@@ -153,7 +153,7 @@ proptest! {
     /// Whatever order namespaces are given in, a room gets the longest prefix's policy.
     #[test]
     fn longest_prefix_wins_in_any_order(
-        prefixes in proptest::collection::btree_set(name(), 1..8),
+        prefixes in proptest::collection::btree_set(name(), 1..24),
         room in name(),
         seed: u64,
     ) {
