@@ -141,36 +141,29 @@ mod tests {
             q.apply("ws://h:1/ws?x=1".into(), 7),
             "ws://h:1/ws?x=1&user=u7&device=lg"
         );
-        let j = Auth::Jwt {
-            room_grants: Vec::new(),
-            secret: "s".into(),
-            prefix: "u".into(),
-            device: "d".into(),
-            exp_unix: 4_000_000_000,
+        // The token of connection 3 minted with these room grants.
+        let token_of = |room_grants: Vec<String>| {
+            let j = Auth::Jwt {
+                room_grants,
+                secret: "s".into(),
+                prefix: "u".into(),
+                device: "d".into(),
+                exp_unix: 4_000_000_000,
+            };
+            let url = j.apply("ws://h:1/ws".into(), 3);
+            url.strip_prefix("ws://h:1/ws?token=")
+                .and_then(|t| t.strip_suffix("&device=d"))
+                .map(str::to_owned)
+                .unwrap()
         };
-        let url = j.apply("ws://h:1/ws".into(), 3);
-        let token = url
-            .strip_prefix("ws://h:1/ws?token=")
-            .and_then(|t| t.strip_suffix("&device=d"))
-            .unwrap();
-        assert_eq!(token, hermod_core::jwt::mint(b"s", "u3", 4_000_000_000));
-        let granted = Auth::Jwt {
-            room_grants: vec!["lgroom*".into()],
-            secret: "s".into(),
-            prefix: "u".into(),
-            device: "d".into(),
-            exp_unix: 4_000_000_000,
-        };
-        let url = granted.apply("ws://h:1/ws".into(), 3);
-        let token = url
-            .strip_prefix("ws://h:1/ws?token=")
-            .and_then(|t| t.strip_suffix("&device=d"))
-            .unwrap();
-        let claims = hermod_core::jwt::verify(b"s", token, 0).unwrap();
         assert_eq!(
-            (claims.rooms, claims.publish),
-            (vec!["lgroom*".to_string()], vec!["lgroom*".to_string()])
+            token_of(Vec::new()),
+            hermod_core::jwt::mint(b"s", "u3", 4_000_000_000)
         );
+        let granted = token_of(vec!["lgroom*".into()]);
+        let claims = hermod_core::jwt::verify(b"s", &granted, 0).unwrap();
+        let grants = vec!["lgroom*".to_string()];
+        assert_eq!((claims.rooms, claims.publish), (grants.clone(), grants));
         assert_eq!(Auth::Plain.apply("ws://h/".into(), 1), "ws://h/");
     }
 

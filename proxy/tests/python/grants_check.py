@@ -11,9 +11,6 @@ new token gets what was sent meanwhile. Prints `ok` and exits 0, or what went wr
 Exit 3 when the `websockets` package is missing.
 """
 
-import base64
-import hashlib
-import hmac
 import json
 import sys
 import time
@@ -25,31 +22,7 @@ except ImportError as exc:  # the Rust test turns this into a clear failure
     print(f"python package `websockets` (>= 11) is missing: {exc}; pip install websockets")
     sys.exit(3)
 
-TIMEOUT = 10
-
-
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def mint(secret: str, sub: str, ttl: int, rooms=(), publish=()) -> tuple[str, int]:
-    exp = int(time.time()) + ttl
-    claims = {"sub": sub, "exp": exp}
-    if rooms:
-        claims["rooms"] = list(rooms)
-    if publish:
-        claims["publish"] = list(publish)
-    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64url(json.dumps(claims).encode())
-    sig = hmac.new(secret.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
-    return f"{header}.{body}.{b64url(sig)}", exp
-
-
-def recv(ws, op):
-    frame = json.loads(ws.recv(timeout=TIMEOUT))
-    if frame.get("op") != op:
-        raise AssertionError(f"expected op {op!r}, got {frame}")
-    return frame
+from hs256 import TIMEOUT, mint, recv  # noqa: E402 - after the dependency check
 
 
 def open_with(addr, token, user, device="py"):

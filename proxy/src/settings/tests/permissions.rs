@@ -1,42 +1,7 @@
 //! The `[[namespace]]` tables of the file and `--direct-messages`, through the whole resolution.
 
 use super::{err, run};
-use hermod_core::grants::{DirectMessages, JoinPolicy, PublishPolicy, TokenGrants};
-
-const CHAT: &str = r#"
-workers = 1
-
-[[namespace]]
-prefix = "public."
-join = "any"
-publish = "members"
-
-[[namespace]]
-prefix = "public.announce."
-join = "any"
-publish = "server"
-"#;
-
-#[test]
-fn namespaces_come_from_the_file() {
-    let s = run(&[], &[], Some(CHAT)).unwrap().settings;
-    let none = TokenGrants::default();
-    assert_eq!(
-        s.rooms.namespace("public.x").publish,
-        PublishPolicy::Members
-    );
-    assert_eq!(
-        s.rooms.namespace("public.announce.x").publish,
-        PublishPolicy::Server
-    );
-    assert!(s.rooms.may_join("public.announce.x", &none));
-    assert_eq!(s.rooms.namespace("dm.x").join, JoinPolicy::Grant);
-    let d = run(&[], &[], None).unwrap().settings;
-    assert!(
-        !d.rooms.may_join("public.x", &none),
-        "no file: grants needed"
-    );
-}
+use hermod_core::grants::{DirectMessages, JoinPolicy, TokenGrants};
 
 /// The chat application of deploy/hermod-proxy.toml, uncommented, resolves as it says.
 #[test]
@@ -60,6 +25,12 @@ fn example_config_namespaces_resolve() {
     assert!(s.rooms.may_publish("public.lobby", &none, true));
     assert!(!s.rooms.may_publish("public.announce.news", &none, true));
     assert!(!s.rooms.may_join("team.42.general", &none));
+    assert_eq!(s.rooms.namespace("dm.x").join, JoinPolicy::Grant);
+    let d = run(&[], &[], None).unwrap().settings;
+    assert!(
+        !d.rooms.may_join("public.x", &none),
+        "no file: grants needed"
+    );
 }
 
 #[test]
