@@ -13,22 +13,21 @@
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod access;
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use hermod_core::bus::{Event, Request, SessionKey};
+use hermod_core::grants::TokenGrants;
 use hermod_core::ids::{Cid, Name};
 use hermod_core::protocol::{self, ClientFrame, ErrorCode};
 use hermod_core::rate::{RateLimiter, Verdict};
 use tungstenite::{Message, Utf8Bytes};
 
-pub mod access;
-#[cfg(test)]
-mod tests;
-
-use access::{Expiry, TokenAccess};
-use hermod_core::grants::TokenGrants;
-
+use self::access::{Expiry, TokenAccess};
 use super::outbound::Outbound;
 use crate::metrics::Metrics;
 use crate::next::{CloseReason, Next};
@@ -186,8 +185,7 @@ impl ClientProtocol {
                 return error(out, bad.cid.as_ref(), ErrorCode::BadRequest, &bad.message);
             }
         };
-        if let Some(refused) = self.forbidden(&frame, cx) {
-            let (cid, message) = refused;
+        if let Some((cid, message)) = self.forbidden(&frame, cx) {
             cx.metrics
                 .forbidden
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
