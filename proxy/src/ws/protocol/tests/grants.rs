@@ -280,3 +280,39 @@ fn a_session_is_warned_before_its_token_expires_then_closed_4001() {
     let far = session(t0, &claims(u64::MAX, &[], &[]));
     assert_eq!(far.next_deadline(&settings), None);
 }
+
+/// A refresh that takes a joined room away but cannot reach the broker to leave it says so; the
+/// new token still applies.
+#[test]
+fn a_refresh_that_cannot_leave_a_room_tells_the_client() {
+    let settings = jwt_settings();
+    let metrics = Metrics::default();
+    let port = Port::new(0);
+    let now = Instant::now();
+    let cx = cx_at(now, &settings, &metrics, &port);
+    let mut out = Outbound::new(1 << 20);
+    let mut c = session(now, &claims(NOW_UNIX + 100, &["a"], &[]));
+    let joined = Event::Joined {
+        room: room("a"),
+        recovered: false,
+    };
+    assert_eq!(c.on_event(joined, &cx, &mut out), Next::Continue);
+    texts(&mut out);
+    let token = jwt::mint_claims(SECRET, &claims(NOW_UNIX + 3600, &[], &[]));
+    let refresh = format!(r#"{{"op":"refresh","token":"{token}"}}"#);
+    assert_eq!(c.on_text(&refresh, &cx, &mut out), Next::Continue);
+    let answers = texts(&mut out);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(
+        answers[0].contains(r#""code":"unavailable""#),
+        "{answers:?}"
+    );
+    assert!(
+        answers[0].contains("could not leave room `a`"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[1].starts_with(r#"{"op":"refreshed""#),
+        "{answers:?}"
+    );
+}
