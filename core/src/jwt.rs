@@ -35,6 +35,9 @@ pub struct Claims {
     pub rooms: Vec<String>,
     /// Room patterns the user may publish to; empty when the claim is absent.
     pub publish: Vec<String>,
+    /// User patterns the user may send direct messages to (read under `--direct-messages
+    /// grant`); empty when the claim is absent.
+    pub send: Vec<String>,
 }
 
 impl Claims {
@@ -45,6 +48,7 @@ impl Claims {
             exp,
             rooms: Vec::new(),
             publish: Vec::new(),
+            send: Vec::new(),
         }
     }
 }
@@ -82,6 +86,8 @@ struct Payload {
     rooms: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+    #[serde(default)]
+    send: Vec<String>,
 }
 
 /// Signs a token for `sub` that expires at `exp_unix` (unix seconds), with no room grants.
@@ -89,14 +95,18 @@ pub fn mint(secret: &[u8], sub: &str, exp_unix: u64) -> String {
     mint_claims(secret, &Claims::new(sub, exp_unix))
 }
 
-/// Signs a token carrying `claims` (`rooms` and `publish` only when not empty).
+/// Signs a token carrying `claims` (`rooms`, `publish` and `send` only when not empty).
 pub fn mint_claims(secret: &[u8], claims: &Claims) -> String {
     let mut payload = String::with_capacity(claims.sub.len() + 32);
     payload.push_str("{\"sub\":");
     push_json_str(&mut payload, &claims.sub);
     payload.push_str(",\"exp\":");
     payload.push_str(&claims.exp.to_string());
-    for (name, patterns) in [("rooms", &claims.rooms), ("publish", &claims.publish)] {
+    for (name, patterns) in [
+        ("rooms", &claims.rooms),
+        ("publish", &claims.publish),
+        ("send", &claims.send),
+    ] {
         if patterns.is_empty() {
             continue;
         }
@@ -160,6 +170,7 @@ pub fn verify(secret: &[u8], token: &str, now_unix: u64) -> Result<Claims, JwtEr
         exp,
         rooms: payload.rooms,
         publish: payload.publish,
+        send: payload.send,
     })
 }
 
@@ -247,6 +258,7 @@ mod tests {
         let claims = Claims {
             rooms: vec!["team.42".into(), "team.42.*".into()],
             publish: vec!["team.\"x".into()],
+            send: vec!["bob".into(), "support.*".into()],
             ..Claims::new("alice", 100)
         };
         assert_eq!(verify(b"k", &mint_claims(b"k", &claims), 99), Ok(claims));

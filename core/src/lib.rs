@@ -7,6 +7,8 @@
 //! - [`ids`]: validated names, client request ids and message ids.
 //! - [`protocol`]: the v1 client protocol (JSON frames), parse and encode.
 //! - [`jwt`]: HS256 tokens: mint and verify.
+//! - [`grants`]: room and direct-message permissions: token grant patterns and the namespaces
+//!   of the configuration.
 //! - [`bus`]: the broker's message interface (requests in, deliveries out).
 //! - [`reactor`]: the parts of a mio reactor: generation-tagged slots, a timer wheel,
 //!   a cross-thread mailbox, and listeners.
@@ -28,6 +30,7 @@
 #[cfg(feature = "server")]
 pub mod admin_http;
 pub mod bus;
+pub mod grants;
 pub mod ids;
 pub mod jwt;
 pub mod link;

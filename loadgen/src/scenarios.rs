@@ -107,7 +107,13 @@ fn auth(scenario: &Scenario) -> Result<Auth, BadOptions> {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
+            // Rooms no namespace names need a grant: a `room` run's tokens grant its rooms.
+            let room_grants = match scenario {
+                Scenario::Room(a) => vec![format!("{}*", a.room_prefix)],
+                _ => Vec::new(),
+            };
             Ok(Auth::Jwt {
+                room_grants,
                 secret: secret.clone(),
                 prefix,
                 device,

@@ -78,6 +78,9 @@ pub enum Auth {
     },
     /// `token=JWT&device=D`, the token signed with `secret` for `{prefix}{i}`.
     Jwt {
+        /// Room patterns the token grants joining and publishing to (`room` runs: the run's
+        /// room prefix followed by `*`); empty for the other scenarios.
+        room_grants: Vec<String>,
         /// HS256 secret shared with the proxy.
         secret: String,
         /// User `i` is `{prefix}{i}`.
@@ -100,13 +103,18 @@ impl Auth {
                 url.push_str(&format!("user={prefix}{index}&device={device}"));
             }
             Auth::Jwt {
+                room_grants,
                 secret,
                 prefix,
                 device,
                 exp_unix,
             } => {
-                let user = format!("{prefix}{index}");
-                let token = hermod_core::jwt::mint(secret.as_bytes(), &user, *exp_unix);
+                let claims = hermod_core::jwt::Claims {
+                    rooms: room_grants.clone(),
+                    publish: room_grants.clone(),
+                    ..hermod_core::jwt::Claims::new(format!("{prefix}{index}"), *exp_unix)
+                };
+                let token = hermod_core::jwt::mint_claims(secret.as_bytes(), &claims);
                 url.push(sep);
                 url.push_str(&format!("token={token}&device={device}"));
             }
@@ -133,18 +141,29 @@ mod tests {
             q.apply("ws://h:1/ws?x=1".into(), 7),
             "ws://h:1/ws?x=1&user=u7&device=lg"
         );
-        let j = Auth::Jwt {
-            secret: "s".into(),
-            prefix: "u".into(),
-            device: "d".into(),
-            exp_unix: 4_000_000_000,
+        // The token of connection 3 minted with these room grants.
+        let token_of = |room_grants: Vec<String>| {
+            let j = Auth::Jwt {
+                room_grants,
+                secret: "s".into(),
+                prefix: "u".into(),
+                device: "d".into(),
+                exp_unix: 4_000_000_000,
+            };
+            let url = j.apply("ws://h:1/ws".into(), 3);
+            url.strip_prefix("ws://h:1/ws?token=")
+                .and_then(|t| t.strip_suffix("&device=d"))
+                .map(str::to_owned)
+                .unwrap()
         };
-        let url = j.apply("ws://h:1/ws".into(), 3);
-        let token = url
-            .strip_prefix("ws://h:1/ws?token=")
-            .and_then(|t| t.strip_suffix("&device=d"))
-            .unwrap();
-        assert_eq!(token, hermod_core::jwt::mint(b"s", "u3", 4_000_000_000));
+        assert_eq!(
+            token_of(Vec::new()),
+            hermod_core::jwt::mint(b"s", "u3", 4_000_000_000)
+        );
+        let granted = token_of(vec!["lgroom*".into()]);
+        let claims = hermod_core::jwt::verify(b"s", &granted, 0).unwrap();
+        let grants = vec!["lgroom*".to_string()];
+        assert_eq!((claims.rooms, claims.publish), (grants.clone(), grants));
         assert_eq!(Auth::Plain.apply("ws://h/".into(), 1), "ws://h/");
     }
 

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 fn load_file(flag: Option<&str>, env: EnvLookup<'_>) -> Result<Option<ConfigFile>, ExitCode> {
     match settings::config_path(flag, env) {
         None => Ok(None),
-        Some(path) => ConfigFile::load(&path, settings::SETTING_KEYS)
+        Some(path) => ConfigFile::load(&path, &settings::file_keys())
             .map(Some)
             .map_err(|e| setting_exit(&e)),
     }

@@ -12,7 +12,9 @@ use hermod_core::rate::Over;
 
 /// Close codes counted one by one; anything else lands in `other`. 1006 stands for "no close
 /// frame" (reset, EOF, I/O error, linger expired), as in RFC 6455.
-pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012];
+pub const CLOSE_CODES: [u16; 11] = [
+    1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 4001,
+];
 
 /// Upper bounds (seconds) of the `send`/`publish` -> `sent` latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 13] = [
@@ -111,6 +113,10 @@ pub struct Metrics {
     pub rate_limited: [AtomicU64; 2],
     /// Sessions closed 1008 `rate limit exceeded`.
     pub rate_limit_closes: AtomicU64,
+    /// `join`/`publish`/`send`/`refresh` answered `forbidden`.
+    pub forbidden: AtomicU64,
+    /// Sessions closed 4001 `token expired`.
+    pub token_expired: AtomicU64,
     /// `send`/`publish` refused because `data` nested too deep.
     pub data_too_deep: AtomicU64,
     /// Times a session stopped reading while its output was blocked.
@@ -257,6 +263,8 @@ impl Metrics {
         let counters = [
             (&names::RATE_LIMIT_CLOSES, &self.rate_limit_closes),
             (&names::DATA_TOO_DEEP, &self.data_too_deep),
+            (&names::FORBIDDEN, &self.forbidden),
+            (&names::TOKEN_EXPIRED_CLOSES, &self.token_expired),
             (&names::READS_PAUSED, &self.reads_paused),
         ];
         for (family, value) in counters {

@@ -32,6 +32,9 @@ pub enum CloseReason {
     ServiceRestart,
     /// Kept sending past the per-session rate limits (`ws/limits.rs`).
     RateLimited,
+    /// The session's token expired without a `refresh` (`ws/protocol/access.rs`). What it did
+    /// not ack waits in its inbox; the client reconnects with a new token.
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -46,6 +49,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => 1009,
             CloseReason::ServiceRestart => 1012,
             CloseReason::RateLimited => 1008,
+            CloseReason::TokenExpired => 4001,
         }
     }
 
@@ -60,6 +64,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => "message too big",
             CloseReason::ServiceRestart => "service restart",
             CloseReason::RateLimited => "rate limit exceeded",
+            CloseReason::TokenExpired => "token expired",
         }
     }
 }
@@ -98,6 +103,7 @@ mod tests {
             (CloseReason::MessageTooBig, 1009, "message too big"),
             (CloseReason::ServiceRestart, 1012, "service restart"),
             (CloseReason::RateLimited, 1008, "rate limit exceeded"),
+            (CloseReason::TokenExpired, 4001, "token expired"),
         ];
         for (reason, code, text) in all {
             assert_eq!((reason.code(), reason.text()), (code, text), "{reason:?}");

@@ -12,4 +12,15 @@ fn python_websockets_client_welcome_send_receive_ack(engine: Engine) {
     python::run_check("ws_check.py", &[&addr, SECRET], &proxy);
 }
 
-engine_tests!(python_websockets_client_welcome_send_receive_ack,);
+/// `tests/python/grants_check.py`: room grants refused and honoured, `expiring` then
+/// `refresh`, and the 4001 close at expiry with the inbox kept for the reconnect.
+fn python_websockets_client_room_grants_refresh_and_expiry(engine: Engine) {
+    let proxy = Proxy::start_jwt_on(engine, &[]);
+    let addr = proxy.client.to_string();
+    python::run_check("grants_check.py", &[&addr, SECRET], &proxy);
+}
+
+engine_tests!(
+    python_websockets_client_welcome_send_receive_ack,
+    python_websockets_client_room_grants_refresh_and_expiry,
+);

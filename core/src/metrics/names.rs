@@ -119,6 +119,17 @@ pub const DATA_TOO_DEEP: Family = Family::counter(
     "hermod_data_too_deep_total",
     "send/publish refused bad_request: data nested deeper than 64 levels.",
 );
+// Issue 12, room permissions and token lifetime.
+pub const FORBIDDEN: Family = Family::counter(
+    Gateway,
+    "hermod_forbidden_total",
+    "join, publish, send and refresh answered forbidden (no grant, or a refused token).",
+);
+pub const TOKEN_EXPIRED_CLOSES: Family = Family::counter(
+    Gateway,
+    "hermod_token_expired_closes_total",
+    "Sessions closed 4001 because their token expired without a refresh.",
+);
 pub const READS_PAUSED: Family = Family::counter(
     Gateway,
     "hermod_reads_paused_total",
@@ -383,6 +394,8 @@ pub const ALL: &[Family] = &[
     RATE_LIMITED,
     RATE_LIMIT_CLOSES,
     DATA_TOO_DEEP,
+    FORBIDDEN,
+    TOKEN_EXPIRED_CLOSES,
     READS_PAUSED,
     TUNNELS_OPEN,
     TUNNEL_REQUESTS,

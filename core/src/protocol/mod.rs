@@ -68,6 +68,10 @@ pub enum ClientFrame {
         cid: Cid,
         data: Box<RawValue>,
     },
+    /// A new token for the open session (at most [`crate::jwt::MAX_TOKEN_LEN`] bytes).
+    Refresh {
+        token: String,
+    },
 }
 
 /// Why a client frame was refused. Answered with `error`/`bad_request`; the connection stays open.
@@ -93,7 +97,7 @@ const MAX_QUOTED_OP: usize = 32;
 const TOO_DEEP: &str = "`data` nests deeper than 64 levels";
 
 /// Parses one client text frame (docs/protocol.md): a JSON object whose `op` is `send`, `ack`, `join`,
-/// `leave` or `publish`.
+/// `leave`, `publish` or `refresh`.
 ///
 /// Every refusal is a [`BadFrame`] with a one-line message and, when the frame had a readable,
 /// valid `cid`, that `cid`, so the client can match the error to its request. Unknown extra fields
@@ -141,6 +145,8 @@ struct Raw<'a> {
     id: Option<Field<'a>>,
     /// Optional position for `join`.
     since: Option<Field<'a>>,
+    /// The new token of `refresh`.
+    token: Option<Field<'a>>,
     /// The opaque payload, kept verbatim: the server never looks inside it.
     data: Option<&'a RawValue>,
     /// The first field that appeared twice: refused, since two readers could disagree on it.
@@ -188,6 +194,16 @@ impl<'a> Raw<'a> {
                 cid: cid(&self.cid)?,
                 data: self.data()?,
             }),
+            "refresh" => {
+                let token = required_str("token", &self.token)?;
+                if token.len() > crate::jwt::MAX_TOKEN_LEN {
+                    let max = crate::jwt::MAX_TOKEN_LEN;
+                    return Err(format!("`token` is longer than {max} bytes"));
+                }
+                Ok(ClientFrame::Refresh {
+                    token: token.to_owned(),
+                })
+            }
             other => Err(format!("unknown op `{}`", clip(other, MAX_QUOTED_OP))),
         }
     }
@@ -265,6 +281,7 @@ impl<'de> Visitor<'de> for RawVisitor {
                 "room" => ("room", &mut raw.room),
                 "id" => ("id", &mut raw.id),
                 "since" => ("since", &mut raw.since),
+                "token" => ("token", &mut raw.token),
                 "data" => {
                     let data: &'de RawValue = map.next_value()?;
                     if raw.data.replace(data).is_some() {
@@ -393,6 +410,16 @@ pub fn encode_left(room: &Name) -> String {
     Obj::new("left", room.as_str().len())
         .str("room", room.as_str())
         .finish()
+}
+
+/// `{"op":"refreshed","exp":UNIX}`: the session's token was replaced; it now expires at `exp`.
+pub fn encode_refreshed(exp: u64) -> String {
+    Obj::new("refreshed", 20).uint("exp", exp).finish()
+}
+
+/// `{"op":"expiring","exp":UNIX}`: the session's token expires at `exp`; send `refresh`.
+pub fn encode_expiring(exp: u64) -> String {
+    Obj::new("expiring", 20).uint("exp", exp).finish()
 }
 
 /// `{"op":"error","cid":C,"code":CODE,"message":TEXT}`; `cid` is left out when there is none.

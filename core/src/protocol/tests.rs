@@ -55,6 +55,20 @@ fn parses_every_op() {
         }
         other => panic!("{other:?}"),
     }
+    match ok(r#"{"op":"refresh","token":"a.b.c"}"#) {
+        ClientFrame::Refresh { token } => assert_eq!(token, "a.b.c"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn refresh_needs_a_bounded_string_token() {
+    let e = bad(r#"{"op":"refresh"}"#);
+    assert_eq!(e.message, "missing field `token`");
+    let e = bad(r#"{"op":"refresh","token":7}"#);
+    assert_eq!(e.message, "`token` must be a string, not a number");
+    let long = format!(r#"{{"op":"refresh","token":"{}"}}"#, "x".repeat(4097));
+    assert_eq!(bad(&long).message, "`token` is longer than 4096 bytes");
 }
 
 #[test]
@@ -252,6 +266,14 @@ fn encoders_write_the_spec_shapes_op_first() {
         ),
         (encode_left(&n("r")), json!({"op":"left","room":"r"})),
         (
+            encode_refreshed(1_764_134_400),
+            json!({"op":"refreshed","exp":1_764_134_400u64}),
+        ),
+        (
+            encode_expiring(u64::MAX),
+            json!({"op":"expiring","exp":u64::MAX}),
+        ),
+        (
             encode_error(Some(&cid), ErrorCode::NotJoined, "join first"),
             json!({"op":"error","cid":"c\"1","code":"not_joined","message":"join first"}),
         ),
@@ -356,7 +378,7 @@ proptest! {
 
     #[test]
     fn valid_frames_round_trip(
-        kind in 0..5u8, name in name_strategy(), cid in cid_strategy(),
+        kind in 0..6u8, name in name_strategy(), cid in cid_strategy(),
         id in cid_strategy(), with_since in any::<bool>(), data in json_strategy(),
     ) {
         let (name, cid, id) = (name.as_str(), cid.as_str(), id.as_str());
@@ -366,6 +388,7 @@ proptest! {
             2 if with_since => json!({"op":"join","room":name,"since":id}),
             2 => json!({"op":"join","room":name}),
             3 => json!({"op":"leave","room":name}),
+            4 => json!({"op":"refresh","token":name}),
             _ => json!({"op":"publish","room":name,"cid":cid,"data":data}),
         }
         .to_string();
@@ -380,6 +403,7 @@ proptest! {
                 prop_assert_eq!(since.as_ref().map(MsgId::as_str), with_since.then_some(id));
             }
             ClientFrame::Leave { room } => prop_assert_eq!(room.as_str(), name),
+            ClientFrame::Refresh { token } => prop_assert_eq!(token.as_str(), name),
             ClientFrame::Publish { room, cid: c, data: d } => {
                 prop_assert_eq!((room.as_str(), c.as_str()), (name, cid));
                 prop_assert_eq!(json_of(d.get()), data);

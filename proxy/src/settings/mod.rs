@@ -5,12 +5,15 @@
 //!   beats file beats default.
 //! - [`storage`]: memory, Redis or Sentinel storage; embedded or external brokers.
 //! - [`routes`]: a tunnel route (`--route`), its upstream resolved once, at startup.
+//! - [`permissions`]: the room namespaces (`[[namespace]]` in the file) and
+//!   `--direct-messages`.
 //! - [`paths`]: the one rule for the paths the gateway serves (`/ws`, echo, routes).
 //!
 //! Pure functions of (flags, environment lookup, file text), except the DNS lookup of route
 //! upstreams: tests need no process environment.
 
 pub mod paths;
+pub mod permissions;
 pub mod resolve;
 pub mod routes;
 pub mod storage;
@@ -18,6 +21,7 @@ pub mod storage;
 mod tests;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use hermod_broker::Durability;
@@ -26,6 +30,7 @@ use hermod_core::redis::ClientConfig;
 
 use routes::Route;
 
+use hermod_core::grants::{DirectMessages, RoomPolicy};
 use hermod_core::jwt;
 use hermod_core::rate::RateConfig;
 
@@ -86,6 +91,11 @@ pub struct Settings {
     /// Reactor threads.
     pub workers: usize,
     pub auth: AuthMode,
+    /// Who may join and publish to which rooms (the file's namespaces; shared by the workers,
+    /// matched on every join and publish). Not consulted under `--auth none`.
+    pub rooms: Arc<RoomPolicy>,
+    /// Who may send direct messages to whom (`--direct-messages`).
+    pub direct_messages: DirectMessages,
     /// Path of the client protocol endpoint (`/ws`).
     pub ws_path: String,
     /// Built-in echo endpoint, off when `None`.
@@ -149,6 +159,8 @@ impl Settings {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             auth: AuthMode::None,
+            rooms: Arc::new(RoomPolicy::default()),
+            direct_messages: DirectMessages::Any,
             ws_path: "/ws".to_owned(),
             echo_path: None,
             max_message_size: 64 * 1024,

@@ -56,8 +56,15 @@ pub enum Command {
     Token(TokenArgs),
 }
 
-/// Every setting's name in snake_case: exactly the keys a config file may hold.
+/// Every setting's name in snake_case: each is a flag, an environment variable and a file key.
 pub const SETTING_KEYS: &[&str] = RunArgs::KEYS;
+
+/// The keys a config file may hold: every setting, and the `[[namespace]]` tables (file only).
+pub fn file_keys() -> Vec<&'static str> {
+    let mut keys = SETTING_KEYS.to_vec();
+    keys.push(super::permissions::NAMESPACE_KEY);
+    keys
+}
 
 hermod_core::setting_args! {
     /// The gateway's settings as given on the command line, unparsed (see [`resolve`]).
@@ -77,6 +84,9 @@ hermod_core::setting_args! {
     workers: "N",
     /// How clients authenticate: jwt or none (development only; identity from ?user=). Default jwt.
     auth: "jwt|none",
+    /// Who may send direct messages: any (any authenticated user to any user) or grant (only
+    /// to users the token's `send` claim matches). Default any.
+    direct_messages: "any|grant",
     /// HS256 secret. Without one (and --auth jwt) a random secret is made and printed.
     jwt_secret: "S",
     /// Path of a built-in WebSocket echo endpoint, e.g. /echo (default: off).
@@ -230,6 +240,7 @@ pub fn resolve(
     s.brokers = storage::resolve_brokers(&src, &s.storage)?;
     s.link_secret = hermod_core::settings::link_secret(&src)?;
     resolve_routes(&args.route, &src, &mut s)?;
+    super::permissions::resolve_permissions(&src, &mut s)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;
 

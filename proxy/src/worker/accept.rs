@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::ws::handshake::Endpoint;
 use hermod_core::bus::Request;
@@ -136,7 +136,7 @@ impl WorkerLoop {
         else {
             return;
         };
-        match h.drive(unix_now()) {
+        match h.drive(super::context::unix_now()) {
             Step::Pending => {}
             Step::Failed(status) => {
                 if status == Some(429) {
@@ -450,12 +450,4 @@ fn peek_head(stream: &TcpStream, settings: &Settings) -> Decision {
             Err(_) => Decision::Drop,
         };
     }
-}
-
-/// The wall clock in Unix seconds, which tokens are checked against (the loop reads it once per
-/// handshake step; the handshake itself reads no clock).
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

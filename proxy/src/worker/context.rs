@@ -5,7 +5,7 @@
 //! its session's Attach.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hermod_core::bus::{Request, SessionKey};
 use hermod_core::reactor::backlog::Backlog;
@@ -25,6 +25,8 @@ pub struct WorkerContext {
     pub metrics: Arc<Metrics>,
     /// The broker's bounded request channel; never blocked on.
     pub broker: BrokerPort,
+    /// The wall clock in unix seconds at the current loop tick (token expiries speak it).
+    pub now_unix: u64,
 }
 
 impl WorkerContext {
@@ -40,12 +42,21 @@ impl WorkerContext {
     pub fn session_cx(&self, key: Key, now: Instant) -> SessionCx<'_> {
         SessionCx {
             now,
+            now_unix: self.now_unix,
             key: self.session_key(key),
             settings: &self.settings,
             metrics: &self.metrics,
             broker: &self.broker,
         }
     }
+}
+
+/// The wall clock in unix seconds, which tokens are checked against (the loop reads it once per
+/// tick and per handshake step; the handshake and the sessions read no clock).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The worker's end of the broker's bounded request channel, with the control requests parked
@@ -125,6 +136,7 @@ mod tests {
             settings: Arc::new(Settings::defaults()),
             metrics: Arc::new(Metrics::default()),
             broker: BrokerPort::new(tx),
+            now_unix: 0,
         };
         (poll, env, rx)
     }

@@ -238,6 +238,7 @@ impl WorkerLoop {
                 settings: w.settings,
                 metrics: w.metrics,
                 broker: BrokerPort::new(broker),
+                now_unix: context::unix_now(),
             },
             poll: w.poll,
             listener: Some(w.listener),
@@ -274,6 +275,7 @@ impl WorkerLoop {
             }
             let now = Instant::now();
             self.now = now;
+            self.cx.now_unix = context::unix_now();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),

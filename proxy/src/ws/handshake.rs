@@ -6,7 +6,7 @@
 //!   or `HEAD` of an endpoint, 405 for other methods, 404 for unknown paths, 400 for a malformed
 //!   head or a broken upgrade (bad `Sec-WebSocket-Key`/`-Version`), 431 for too many headers.
 //! - [`admit`] decides what an upgrade request gets: the client protocol (with an identity), the
-//!   echo endpoint, or 401 bad token, 400 bad identity, 404 unknown path. [`Gate`] plugs it into
+//!   echo endpoint, or 401 bad token (bad grant patterns included), 400 bad identity, 404 unknown path. [`Gate`] plugs it into
 //!   tungstenite's handshake callback and hands the outcome to the worker through a shared cell,
 //!   because tungstenite consumes the callback; it also counts the session against its user's
 //!   cap (`--max-sessions-per-user`), answering 429 past it.
@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use hermod_core::grants::TokenGrants;
 use hermod_core::ids::Name;
 use hermod_core::jwt;
 use hermod_core::reactor::admission::{UserPermit, UserSessions};
@@ -65,6 +66,10 @@ pub fn admit(settings: &Settings, req: &Request, now_unix: u64) -> Result<Endpoi
                 .verify(&token, now_unix)
                 .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
             let user = Name::parse("user", &claims.sub).map_err(bad_request)?;
+            // A token whose grant patterns break the syntax is refused whole: an issuer bug
+            // is reported, never half-applied.
+            TokenGrants::from_claims(&claims)
+                .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
             (user, Some(Box::new(claims)))
         }
         AuthMode::None => {
@@ -369,6 +374,21 @@ mod tests {
             status(admit(&s, &request("/ws", Some("Basic abc")), NOW)),
             401
         );
+    }
+
+    #[test]
+    fn tokens_with_bad_grant_patterns_are_401() {
+        let s = jwt_settings();
+        let secret = SECRET;
+        let mut claims = jwt::Claims::new("alice", NOW + 60);
+        claims.publish = vec!["team.*.x".into()];
+        let t = jwt::mint_claims(secret, &claims);
+        let refused = admit(&s, &request(&format!("/ws?token={t}"), None), NOW);
+        assert_eq!(status(refused.clone()), 401);
+        assert!(format!("{:?}", refused).contains("publish"), "{refused:?}");
+        claims.publish = vec!["team.*".into()];
+        let t = jwt::mint_claims(secret, &claims);
+        assert!(admit(&s, &request(&format!("/ws?token={t}"), None), NOW).is_ok());
     }
 
     #[test]

@@ -30,9 +30,11 @@ use tungstenite::{Message, WebSocket};
 
 use super::handshake::{Admission, Endpoint, Gate};
 use super::outbound::Outbound;
+use super::protocol::access::TokenAccess;
 use super::protocol::{push, ClientProtocol, SessionCx};
 use crate::next::{CloseReason, Next, ABNORMAL, NORMAL, NO_STATUS};
 use crate::settings::Settings;
+use hermod_core::grants::TokenGrants;
 
 /// Messages read per readiness event before the session yields to others (it stays on the
 /// worker's read-ready list, since no new edge will come for bytes already buffered).
@@ -182,9 +184,18 @@ impl Session {
     ) -> (Self, Next) {
         let mut out = Outbound::new(cx.settings.max_outbound_bytes);
         let (role, next) = match endpoint {
-            Endpoint::Client { user, device, .. } => {
+            Endpoint::Client {
+                user,
+                device,
+                claims,
+            } => {
                 let limiter = carried.unwrap_or_else(|| RateLimiter::new(cx.now));
-                let client = ClientProtocol::new(user, device, limiter);
+                // The handshake refused tokens with bad patterns: these grants are valid.
+                let access = claims.map(|claims| {
+                    let grants = TokenGrants::from_claims(&claims).unwrap_or_default();
+                    Box::new(TokenAccess::new(grants, claims.exp, cx.now, cx.now_unix))
+                });
+                let client = ClientProtocol::new(user, device, limiter, access);
                 let next = client.welcome(cx.key, &mut out);
                 (Role::Client(Box::new(client)), next)
             }

@@ -181,7 +181,10 @@ def b64url(raw: bytes) -> str:
 
 def mint(secret: str, sub: str) -> str:
     header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = b64url(json.dumps({"sub": sub, "exp": int(time.time()) + 3600}).encode())
+    # The room the page uses is granted (rooms no namespace names need a grant).
+    claims = {"sub": sub, "exp": int(time.time()) + 3600, "rooms": ["br-room"],
+              "publish": ["br-room"]}
+    claims = b64url(json.dumps(claims).encode())
     signing_input = f"{header}.{claims}".encode()
     sig = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
     return f"{header}.{claims}.{b64url(sig)}"

@@ -73,3 +73,8 @@ pub fn now_unix() -> u64 {
 pub fn mint(secret: &str, sub: &str, exp: u64) -> String {
     hermod_core::jwt::mint(secret.as_bytes(), sub, exp)
 }
+
+/// An HS256 token carrying `claims` (room grants, `send` patterns).
+pub fn mint_claims(secret: &str, claims: &hermod_core::jwt::Claims) -> String {
+    hermod_core::jwt::mint_claims(secret.as_bytes(), claims)
+}

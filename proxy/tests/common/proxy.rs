@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hermod_core::testkit::RedisServer;
 
-use super::{http_get, mint, now_unix, tcp, Client, Engine, SECRET, TIMEOUT};
+use super::{http_get, now_unix, tcp, Client, Engine, SECRET, TIMEOUT};
 
 /// A running `hermod-proxy` child process and the addresses it reported.
 pub struct Proxy {
@@ -195,9 +195,26 @@ impl Proxy {
         self.child.id()
     }
 
-    /// A valid token for `user` (one hour).
+    /// A valid token for `user` (one hour) that grants joining and publishing to every room
+    /// (`"*"`): the harness's tests are about other things. Tests of permissions mint their own
+    /// grants ([`mint_claims`](super::mint_claims)) and connect with [`Proxy::connect_token`].
     pub fn token(&self, user: &str) -> String {
-        mint(SECRET, user, now_unix() + 3600)
+        let claims = hermod_core::jwt::Claims {
+            rooms: vec!["*".into()],
+            publish: vec!["*".into()],
+            ..hermod_core::jwt::Claims::new(user, now_unix() + 3600)
+        };
+        super::mint_claims(SECRET, &claims)
+    }
+
+    /// Connects with `token` on `device` and reads the welcome of `user`.
+    pub fn connect_token(&self, token: &str, user: &str, device: &str) -> Client {
+        let url = format!("ws://{}/ws?token={token}&device={device}", self.client);
+        let stream = tcp(self.client);
+        let mut client = Client::handshake(&url, stream)
+            .unwrap_or_else(|e| panic!("handshake {url}: {e}\nproxy log:\n{}", self.log()));
+        client.expect_welcome(user, device);
+        client
     }
 
     /// `ws://ADDR/ws?...` identifying `user` on `device` the way this proxy expects.

@@ -9,12 +9,8 @@ acked message. Prints `ok` and exits 0, or prints what went wrong and exits 1.
 Exit 3 when the `websockets` package is missing.
 """
 
-import base64
-import hashlib
-import hmac
 import json
 import sys
-import time
 
 try:
     from websockets.sync.client import connect
@@ -22,30 +18,11 @@ except ImportError as exc:  # the Rust test turns this into a clear failure
     print(f"python package `websockets` (>= 11) is missing: {exc}; pip install websockets")
     sys.exit(3)
 
-TIMEOUT = 10
-
-
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def mint(secret: str, sub: str) -> str:
-    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = b64url(json.dumps({"sub": sub, "exp": int(time.time()) + 3600}).encode())
-    signing_input = f"{header}.{claims}".encode()
-    sig = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
-    return f"{header}.{claims}.{b64url(sig)}"
-
-
-def recv(ws, op):
-    frame = json.loads(ws.recv(timeout=TIMEOUT))
-    if frame.get("op") != op:
-        raise AssertionError(f"expected op {op!r}, got {frame}")
-    return frame
+from hs256 import TIMEOUT, mint, recv  # noqa: E402 - after the dependency check
 
 
 def open_as(addr, secret, user, device="py"):
-    ws = connect(f"ws://{addr}/ws?token={mint(secret, user)}&device={device}",
+    ws = connect(f"ws://{addr}/ws?token={mint(secret, user)[0]}&device={device}",
                  open_timeout=TIMEOUT, close_timeout=TIMEOUT)
     welcome = recv(ws, "welcome")
     if welcome.get("user") != user or welcome.get("device") != device:

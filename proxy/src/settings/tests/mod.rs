@@ -1,5 +1,6 @@
 //! Unit tests of settings resolution (`resolve.rs`, `storage.rs`): precedence and errors, no
-//! process env. Routes, the per-address limits and the memory budget: `routes.rs`.
+//! process env. Routes, the per-address limits and the memory budget: `routes.rs`; namespaces
+//! and `--direct-messages`: `permissions.rs`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use super::{AuthMode, Durability, Settings, Storage};
 use hermod_core::redis::Target;
 use hermod_core::settings::duration;
 
+mod permissions;
 mod routes;
 
 fn cli(args: &[&str]) -> Cli {
@@ -25,11 +27,15 @@ fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 }
 
 fn file(text: &str) -> ConfigFile {
-    ConfigFile::parse("test.toml", text, SETTING_KEYS).expect("config file parses")
+    ConfigFile::parse("test.toml", text, &file_keys()).expect("config file parses")
 }
 
 /// Resolves with the given flags, environment and file; the secret maker yields "generated".
-fn run(args: &[&str], env: &[(&str, &str)], text: Option<&str>) -> Result<Resolved, ConfigError> {
+pub(super) fn run(
+    args: &[&str],
+    env: &[(&str, &str)],
+    text: Option<&str>,
+) -> Result<Resolved, ConfigError> {
     let env = env_of(env);
     let lookup = |k: &str| env.get(k).cloned();
     let file = text.map(file);
@@ -38,7 +44,7 @@ fn run(args: &[&str], env: &[(&str, &str)], text: Option<&str>) -> Result<Resolv
     })
 }
 
-fn err(args: &[&str], env: &[(&str, &str)], text: Option<&str>) -> String {
+pub(super) fn err(args: &[&str], env: &[(&str, &str)], text: Option<&str>) -> String {
     run(args, env, text).expect_err("must fail").to_string()
 }
 

@@ -2,20 +2,32 @@
 //! [`Event`]s become server frames, and every `send`/`publish` in flight is answered, by the
 //! broker's `sent`/`error` or, past the request timeout, by `unavailable` (never silence).
 //!
+//! Permissions are checked here, at the gateway, before a request reaches any broker (embedded,
+//! Redis-backed or the broker tier): a `join`, `publish` or `send` the session's token does not
+//! allow is answered `forbidden` naming the room or user, the same whether the room exists or
+//! not. A JWT session's token lifetime (`expiring`, `refresh`, the close at expiry) is
+//! [`access`].
+//!
 //! Sans-io: frames go into the session's [`Outbound`] queue and requests to the broker through
 //! the [`RequestPort`] the worker implements; no socket, no channel, no clock (`now` comes in).
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod access;
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use hermod_core::bus::{Event, Request, SessionKey};
+use hermod_core::grants::TokenGrants;
 use hermod_core::ids::{Cid, Name};
 use hermod_core::protocol::{self, ClientFrame, ErrorCode};
 use hermod_core::rate::{RateLimiter, Verdict};
 use tungstenite::{Message, Utf8Bytes};
 
+use self::access::{Expiry, TokenAccess};
 use super::outbound::Outbound;
 use crate::metrics::Metrics;
 use crate::next::{CloseReason, Next};
@@ -37,6 +49,8 @@ pub trait RequestPort {
 pub struct SessionCx<'a> {
     /// The time of the current loop tick.
     pub now: Instant,
+    /// The wall clock at that tick, in unix seconds: what token expiries are compared with.
+    pub now_unix: u64,
     /// The session being served.
     pub key: SessionKey,
     pub settings: &'a Settings,
@@ -67,10 +81,19 @@ pub struct ClientProtocol {
     /// The session's token buckets (`--session-rate`, `--session-burst`,
     /// `--session-byte-rate`): every message the client sends is charged here.
     limiter: RateLimiter,
+    /// What the session's token allows and until when; `None` under `--auth none` (everything
+    /// allowed, nothing expires). Boxed: one pointer on an idle session.
+    access: Option<Box<TokenAccess>>,
 }
 
 impl ClientProtocol {
-    pub fn new(user: Name, device: Name, limiter: RateLimiter) -> Self {
+    /// A session of `user` on `device`; `access`: its token's rights (`None`: `--auth none`).
+    pub fn new(
+        user: Name,
+        device: Name,
+        limiter: RateLimiter,
+        access: Option<Box<TokenAccess>>,
+    ) -> Self {
         ClientProtocol {
             user,
             device,
@@ -78,6 +101,7 @@ impl ClientProtocol {
             late: VecDeque::new(),
             replay_paused: false,
             limiter,
+            access,
         }
     }
 
@@ -112,10 +136,18 @@ impl ClientProtocol {
         push(out, Message::Text(text.into()))
     }
 
-    /// The earliest in-flight deadline, if any request is in flight.
+    /// The earliest deadline: of the oldest request in flight, and of the token's warning or
+    /// expiry.
     pub fn next_deadline(&self, settings: &Settings) -> Option<Instant> {
-        let (_, sent_at) = self.in_flight.front()?;
-        Some(*sent_at + settings.request_timeout)
+        let request = self
+            .in_flight
+            .front()
+            .map(|(_, sent_at)| *sent_at + settings.request_timeout);
+        let token = self.access.as_ref().and_then(|a| a.next_deadline());
+        match (request, token) {
+            (Some(r), Some(t)) => Some(r.min(t)),
+            (r, t) => r.or(t),
+        }
     }
 
     /// Handles one text frame from the client.
@@ -153,8 +185,15 @@ impl ClientProtocol {
                 return error(out, bad.cid.as_ref(), ErrorCode::BadRequest, &bad.message);
             }
         };
+        if let Some((cid, message)) = self.forbidden(&frame, cx) {
+            cx.metrics
+                .forbidden
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return error(out, cid, ErrorCode::Forbidden, &message);
+        }
         let session = cx.key;
         let (request, tracked) = match frame {
+            ClientFrame::Refresh { token } => return self.refresh(&token, cx, out),
             ClientFrame::Send { to, cid, data } => {
                 let cid2 = cid.clone();
                 (
@@ -216,8 +255,18 @@ impl ClientProtocol {
                 self.answered(&cid, cx);
                 protocol::encode_sent(&cid, &id).into()
             }
-            Event::Joined { room, recovered } => protocol::encode_joined(&room, recovered).into(),
-            Event::Left { room } => protocol::encode_left(&room).into(),
+            Event::Joined { room, recovered } => {
+                if let Some(access) = &mut self.access {
+                    access.on_joined(&room);
+                }
+                protocol::encode_joined(&room, recovered).into()
+            }
+            Event::Left { room } => {
+                if let Some(access) = &mut self.access {
+                    access.on_left(&room);
+                }
+                protocol::encode_left(&room).into()
+            }
             Event::Error { cid, code, message } => {
                 if let Some(cid) = &cid {
                     self.answered(cid, cx);
@@ -246,9 +295,28 @@ impl ClientProtocol {
         std::mem::take(&mut self.replay_paused)
     }
 
-    /// Answers `unavailable` for every request in flight past the request timeout; its broker
-    /// answer is awaited one more request timeout (see `late`).
+    /// Answers `unavailable` for every request in flight past the request timeout (its broker
+    /// answer is awaited one more request timeout, see `late`); warns of the token's expiry, and
+    /// closes the session (4001) once it expired.
     pub fn expire(&mut self, cx: &SessionCx<'_>, out: &mut Outbound) -> Next {
+        if let Some(access) = &mut self.access {
+            match access.poll_expiry(cx.now) {
+                Expiry::Valid => {}
+                Expiry::Warn(exp) => {
+                    let text = protocol::encode_expiring(exp);
+                    let next = push(out, Message::Text(text.into()));
+                    if next != Next::Continue {
+                        return next;
+                    }
+                }
+                Expiry::Expired => {
+                    cx.metrics
+                        .token_expired
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Next::Close(CloseReason::TokenExpired);
+                }
+            }
+        }
         while self.late.front().is_some_and(|(_, until)| *until <= cx.now) {
             self.late.pop_front();
         }
@@ -274,6 +342,81 @@ impl ClientProtocol {
             }
         }
         Next::Continue
+    }
+
+    /// Why `frame` is refused, if the session's token does not allow it: the `cid` to answer
+    /// with and a message naming the room or user. Under `--auth none` nothing is refused.
+    fn forbidden<'f>(
+        &self,
+        frame: &'f ClientFrame,
+        cx: &SessionCx<'_>,
+    ) -> Option<(Option<&'f Cid>, String)> {
+        let access = self.access.as_deref()?;
+        let s = cx.settings;
+        match frame {
+            ClientFrame::Join { room, .. } if !access.may_join(&s.rooms, room) => Some((
+                None,
+                format!("not allowed to join room `{}`", room.as_str()),
+            )),
+            ClientFrame::Publish { room, cid, .. } if !access.may_publish(&s.rooms, room) => {
+                let message = format!("not allowed to publish to room `{}`", room.as_str());
+                Some((Some(cid), message))
+            }
+            ClientFrame::Send { to, cid, .. } if !access.may_send(s.direct_messages, to) => {
+                let message = format!("not allowed to send to user `{}`", to.as_str());
+                Some((Some(cid), message))
+            }
+            _ => None,
+        }
+    }
+
+    /// `refresh`: a valid token for the same user replaces the session's token (its grants and
+    /// expiry; joined rooms it no longer allows are left), answered `refreshed`. Any other is
+    /// `forbidden`, and the old token stands.
+    fn refresh(&mut self, token: &str, cx: &SessionCx<'_>, out: &mut Outbound) -> Next {
+        let Some(access) = self.access.as_deref_mut() else {
+            let msg = "no token to refresh: the gateway runs without authentication";
+            return error(out, None, ErrorCode::Forbidden, msg);
+        };
+        let checked = cx
+            .settings
+            .auth
+            .verify(token, cx.now_unix)
+            .map_err(|e| e.to_string())
+            .and_then(|claims| {
+                if claims.sub != self.user.as_str() {
+                    return Err("the token is for another user".to_owned());
+                }
+                let grants = TokenGrants::from_claims(&claims).map_err(|e| e.to_string())?;
+                Ok((grants, claims.exp))
+            });
+        let (grants, exp) = match checked {
+            Ok(ok) => ok,
+            Err(why) => {
+                cx.metrics
+                    .forbidden
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let msg = format!("refresh refused ({why}); the current token stands");
+                return error(out, None, ErrorCode::Forbidden, &msg);
+            }
+        };
+        access.set_token(grants, exp, cx.now, cx.now_unix);
+        for room in access.joined_but_not_allowed(&cx.settings.rooms) {
+            // The broker answers `left`, which also forgets the room here. A full channel
+            // leaves the room joined: the client is told so.
+            let session = cx.key;
+            if !cx.broker.try_request(Request::Leave {
+                session,
+                room: room.clone(),
+            }) {
+                let msg = format!("could not leave room `{}`, retry `leave`", room.as_str());
+                let next = error(out, None, ErrorCode::Unavailable, &msg);
+                if next != Next::Continue {
+                    return next;
+                }
+            }
+        }
+        push(out, Message::Text(protocol::encode_refreshed(exp).into()))
     }
 
     /// The broker answered `cid`. The answer is the oldest attempt's: a late answer to an
@@ -314,251 +457,4 @@ fn error(out: &mut Outbound, cid: Option<&Cid>, code: ErrorCode, message: &str) 
         out,
         Message::Text(protocol::encode_error(cid, code, message).into()),
     )
-}
-
-#[cfg(test)]
-#[allow(clippy::disallowed_methods)] // a real `Instant` is each test's origin
-mod tests {
-    use super::*;
-    use std::cell::RefCell;
-    use std::time::Duration;
-
-    use hermod_core::ids::MsgId;
-    use std::sync::atomic::Ordering::Relaxed;
-
-    fn key() -> SessionKey {
-        SessionKey {
-            worker: 0,
-            slot: 1,
-            generation: 2,
-        }
-    }
-
-    fn texts(out: &mut Outbound) -> Vec<String> {
-        std::iter::from_fn(|| out.pop())
-            .map(|m| m.into_text().map(|t| t.to_string()).unwrap_or_default())
-            .collect()
-    }
-
-    /// A broker channel of `cap` slots.
-    struct Port {
-        cap: usize,
-        got: RefCell<Vec<Request>>,
-    }
-
-    impl Port {
-        fn new(cap: usize) -> Self {
-            Port {
-                cap,
-                got: RefCell::new(Vec::new()),
-            }
-        }
-    }
-
-    impl RequestPort for Port {
-        fn try_request(&self, request: Request) -> bool {
-            let mut got = self.got.borrow_mut();
-            let room = got.len() < self.cap;
-            if room {
-                got.push(request);
-            }
-            room
-        }
-    }
-
-    /// What a handler borrows, at `now`, for the one session `key()`.
-    fn cx_at<'a>(
-        now: Instant,
-        settings: &'a Settings,
-        metrics: &'a Metrics,
-        port: &'a Port,
-    ) -> SessionCx<'a> {
-        SessionCx {
-            now,
-            key: key(),
-            settings,
-            metrics,
-            broker: port,
-        }
-    }
-
-    fn client() -> ClientProtocol {
-        let n = |s| Name::parse("user", s).expect("valid");
-        let limiter = RateLimiter::new(Instant::now());
-        ClientProtocol::new(n("alice"), n("default"), limiter)
-    }
-
-    #[test]
-    fn send_is_answered_or_times_out() {
-        let settings = Settings::defaults();
-        let metrics = Metrics::default();
-        let port = Port::new(4);
-        let now = Instant::now();
-        let mut cx = cx_at(now, &settings, &metrics, &port);
-        let mut out = Outbound::new(1 << 20);
-        let mut c = client();
-        let f1 = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
-        let f2 = r#"{"op":"send","to":"bob","cid":"c2","data":2}"#;
-        assert_eq!(c.on_text(f1, &cx, &mut out), Next::Continue);
-        assert_eq!(c.on_text(f2, &cx, &mut out), Next::Continue);
-        let first = port.got.borrow_mut().drain(..).next();
-        assert!(matches!(first, Some(Request::Send { .. })));
-        assert_eq!(
-            c.next_deadline(&settings),
-            Some(now + settings.request_timeout)
-        );
-        let sent = Event::Sent {
-            cid: Cid::parse("c1").expect("valid"),
-            id: MsgId::new("1-0"),
-        };
-        assert_eq!(c.on_event(sent, &cx, &mut out), Next::Continue);
-        assert_eq!(texts(&mut out), [r#"{"op":"sent","cid":"c1","id":"1-0"}"#]);
-        cx.now = now + settings.request_timeout + Duration::from_millis(1);
-        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
-        let answers = texts(&mut out);
-        assert_eq!(answers.len(), 1);
-        assert!(
-            answers[0].contains(r#""cid":"c2","code":"unavailable""#),
-            "{answers:?}"
-        );
-        assert_eq!(c.next_deadline(&settings), None);
-    }
-
-    /// A client retries a timed-out `send` with the same cid; the broker's late answer to the
-    /// first attempt must not end the retry, which still times out on its own deadline.
-    #[test]
-    fn a_late_answer_to_a_timed_out_attempt_leaves_the_retry_in_flight() {
-        let settings = Settings::defaults();
-        let metrics = Metrics::default();
-        let port = Port::new(8);
-        let t0 = Instant::now();
-        let timeout = settings.request_timeout;
-        let mut cx = cx_at(t0, &settings, &metrics, &port);
-        let mut out = Outbound::new(1 << 20);
-        let mut c = client();
-        let f = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
-        let c1 = || Cid::parse("c1").expect("valid");
-        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
-        cx.now = t0 + timeout;
-        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
-        assert_eq!(
-            texts(&mut out).len(),
-            1,
-            "the first attempt is answered unavailable"
-        );
-        cx.now = t0 + timeout + Duration::from_millis(100);
-        let retry_at = cx.now;
-        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
-        cx.now = t0 + timeout + Duration::from_millis(150);
-        let late = Event::Error {
-            cid: Some(c1()),
-            code: ErrorCode::Unavailable,
-            message: "storage unavailable".into(),
-        };
-        assert_eq!(c.on_event(late, &cx, &mut out), Next::Continue);
-        assert_eq!(texts(&mut out).len(), 1, "the late answer is passed on");
-        assert_eq!(c.next_deadline(&settings), Some(retry_at + timeout));
-        cx.now = retry_at + timeout;
-        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
-        let answers = texts(&mut out);
-        assert_eq!(answers.len(), 1, "the retry times out: {answers:?}");
-        assert!(answers[0].contains(r#""cid":"c1","code":"unavailable""#));
-        // The retry's own late answer, then a third attempt answered in time.
-        let sent = || Event::Sent {
-            cid: c1(),
-            id: MsgId::new("1-0"),
-        };
-        assert_eq!(c.on_event(sent(), &cx, &mut out), Next::Continue);
-        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
-        assert_eq!(c.on_event(sent(), &cx, &mut out), Next::Continue);
-        assert_eq!(c.next_deadline(&settings), None);
-        // A late answer awaited past its second timeout is forgotten.
-        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
-        cx.now += timeout;
-        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
-        cx.now += timeout;
-        assert_eq!(c.expire(&cx, &mut out), Next::Continue);
-        assert!(c.late.is_empty());
-    }
-
-    #[test]
-    fn bad_frames_and_full_broker_get_errors() {
-        let settings = Settings::defaults();
-        let metrics = Metrics::default();
-        let port = Port::new(0);
-        let cx = cx_at(Instant::now(), &settings, &metrics, &port);
-        let mut out = Outbound::new(1 << 20);
-        let mut c = client();
-        assert_eq!(c.on_text("{nope", &cx, &mut out), Next::Continue);
-        let f = r#"{"op":"publish","room":"r","cid":"c9","data":{}}"#;
-        assert_eq!(c.on_text(f, &cx, &mut out), Next::Continue);
-        let answers = texts(&mut out);
-        assert!(
-            answers[0].contains(r#""code":"bad_request""#),
-            "{answers:?}"
-        );
-        assert!(
-            answers[1].contains(r#""cid":"c9","code":"unavailable""#),
-            "{answers:?}"
-        );
-        assert_eq!(c.next_deadline(&settings), None);
-    }
-
-    #[test]
-    fn ops_over_the_rate_limit_are_refused_then_the_session_closed() {
-        let mut settings = Settings::defaults();
-        settings.rate.messages_per_sec = 10;
-        settings.rate.burst = 2;
-        let metrics = Metrics::default();
-        let port = Port::new(1 << 16);
-        let cx = cx_at(Instant::now(), &settings, &metrics, &port);
-        let mut out = Outbound::new(1 << 24);
-        let mut c = client();
-        let send = r#"{"op":"send","to":"bob","cid":"c1","data":1}"#;
-        let ack = r#"{"op":"ack","id":"1-0"}"#;
-        assert_eq!(c.on_text(send, &cx, &mut out), Next::Continue);
-        assert_eq!(c.on_text(ack, &cx, &mut out), Next::Continue);
-        assert_eq!(port.got.borrow().len(), 2);
-        assert_eq!(c.on_text(send, &cx, &mut out), Next::Continue);
-        assert_eq!(c.on_text(ack, &cx, &mut out), Next::Continue);
-        let answers = texts(&mut out);
-        assert!(answers[0].contains(r#""cid":"c1","code":"rate_limited""#));
-        assert!(answers[1].starts_with(r#"{"op":"error","code":"rate_limited""#));
-        assert_eq!(
-            port.got.borrow().len(),
-            2,
-            "refused ops never reach the broker"
-        );
-        // The 1,000th refusal within the window closes the session.
-        let nexts: Vec<Next> = (2..hermod_core::rate::STRIKE_LIMIT)
-            .map(|_| c.on_text(ack, &cx, &mut out))
-            .collect();
-        assert_eq!(nexts.last(), Some(&Next::Close(CloseReason::RateLimited)));
-        assert!(nexts[..nexts.len() - 1]
-            .iter()
-            .all(|n| *n == Next::Continue));
-        assert_eq!(metrics.rate_limit_closes.load(Relaxed), 1);
-    }
-
-    #[test]
-    fn overflow_and_full_queue_close_1008() {
-        let settings = Settings::defaults();
-        let metrics = Metrics::default();
-        let port = Port::new(1);
-        let cx = cx_at(Instant::now(), &settings, &metrics, &port);
-        let mut c = client();
-        let mut out = Outbound::new(64);
-        assert_eq!(
-            c.on_event(Event::Overflow, &cx, &mut out),
-            Next::Close(CloseReason::SlowConsumer)
-        );
-        let big = Event::Message {
-            id: MsgId::new("1"),
-            frame: bytes::Bytes::from(vec![b'x'; 100]),
-        };
-        assert_eq!(
-            c.on_event(big, &cx, &mut out),
-            Next::Close(CloseReason::SlowConsumer)
-        );
-    }
 }
