@@ -8,7 +8,8 @@ Usage:
   jwt_tool.py jwks OUT KID=PUBFILE...   a JWKS of those public keys under those kids, written
                                         atomically to OUT
   jwt_tool.py mint ALG KEY CLAIMS [KID] a token: ALG HS256 (KEY: the secret), RS256 or ES256
-                                        (KEY: a private key file); CLAIMS: JSON
+                                        (KEY: a private key file); CLAIMS: JSON; KID a,b,c:
+                                        one token per kid, one a line
 
 Exits 3 when PyJWT or cryptography is missing (pip install pyjwt cryptography).
 """
@@ -70,8 +71,9 @@ def mint(alg, key, claims, kid=None):
     if alg != "HS256":
         with open(key) as f:
             key = f.read()
-    headers = {"kid": kid} if kid else None
-    print(jwt.encode(json.loads(claims), key, algorithm=alg, headers=headers))
+    for one in kid.split(",") if kid else [None]:
+        headers = {"kid": one} if one else None
+        print(jwt.encode(json.loads(claims), key, algorithm=alg, headers=headers))
 
 
 def main():
