@@ -22,7 +22,7 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
 /// The statuses a connection is refused with before an upgrade, each counted under its own
 /// label: bad request or upgrade, bad token, unknown path, method not allowed, plain HTTP on a
 /// WebSocket endpoint, header fields too large.
-pub const REJECT_STATUSES: [u16; 6] = [400, 401, 404, 405, 426, 431];
+pub const REJECT_STATUSES: [u16; 7] = [400, 401, 403, 404, 405, 426, 431];
 
 /// Why a connection was refused before it became a session (503 at accept, 429 at the
 /// handshake), each counted under its own `reason` label.

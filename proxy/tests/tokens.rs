@@ -186,6 +186,8 @@ fn origins_outside_the_allow_list_get_403() {
             assert!(response.contains("origin not allowed"), "{response}");
         }
     }
+    let counted = proxy.metric_sum(&["hermod_handshakes_rejected_total", "status=\"403\""]);
+    assert_eq!(counted, Some(2.0));
 }
 
 #[test]

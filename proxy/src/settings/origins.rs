@@ -6,6 +6,8 @@
 //! (cross-site WebSocket hijacking). Non-browser clients usually send none, and could send any
 //! value: an upgrade without `Origin` is let through, and the token decides.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 /// Patterns one list may hold; each is matched by a linear scan of short strings.
 const MAX_ORIGINS: usize = 64;
 /// Longest pattern, in bytes.
