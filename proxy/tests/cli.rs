@@ -145,8 +145,8 @@ fn token_prints_a_verifiable_token() {
     );
     assert_eq!(out.status.code(), Some(0));
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let claims = hermod_core::jwt::verify(CLI_SECRET.as_bytes(), &token, now_unix())
-        .expect("valid token");
+    let claims =
+        hermod_core::jwt::verify(CLI_SECRET.as_bytes(), &token, now_unix()).expect("valid token");
     assert_eq!(claims.sub, "alice");
     assert!(claims.exp >= now_unix() + 100 && claims.exp <= now_unix() + 130);
     assert!(hermod_core::jwt::verify(b"other", &token, now_unix()).is_err());

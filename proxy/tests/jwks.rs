@@ -41,8 +41,18 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
     }
     // Tampered, signed by a key the JWKS does not have under that kid, or HS256 without a secret.
     let parts: Vec<&str> = rs.split('.').collect();
-    let evil = pyjwt("RS256", &keys.file("rsa1.pem"), &json!({"sub": "mallory", "exp": now + 600}), Some("k1"));
-    let swapped = format!("{}.{}.{}", parts[0], evil.split('.').nth(1).expect("payload"), parts[2]);
+    let evil = pyjwt(
+        "RS256",
+        &keys.file("rsa1.pem"),
+        &json!({"sub": "mallory", "exp": now + 600}),
+        Some("k1"),
+    );
+    let swapped = format!(
+        "{}.{}.{}",
+        parts[0],
+        evil.split('.').nth(1).expect("payload"),
+        parts[2]
+    );
     let wrong_key = pyjwt("RS256", &keys.file("rsa2.pem"), &claims, Some("k1"));
     for token in [&swapped, &wrong_key] {
         let response = upgrade(&proxy, token);
@@ -50,7 +60,11 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
         assert!(response.contains("bad token signature"), "{response}");
     }
     let hs = pyjwt("HS256", SECRET, &claims, None);
-    assert_eq!(status_of(&upgrade(&proxy, &hs)), 401, "no --jwt-secret: HS256 refused");
+    assert_eq!(
+        status_of(&upgrade(&proxy, &hs)),
+        401,
+        "no --jwt-secret: HS256 refused"
+    );
 
     // Rotation: the provider adds k2. Its first token is refused (unknown kid) and triggers a
     // refresh; within the refresh gap (5 s) a retry is accepted.
@@ -65,7 +79,11 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
         if status_of(&upgrade(&proxy, &new)) == 101 {
             break;
         }
-        assert!(Instant::now() < deadline, "k2 never accepted; log:\n{}", proxy.log());
+        assert!(
+            Instant::now() < deadline,
+            "k2 never accepted; log:\n{}",
+            proxy.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(status_of(&upgrade(&proxy, &rs)), 101, "k1 still served");
@@ -74,7 +92,13 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
     // MIN_REFRESH_GAP (5 s) after the last.
     let kids: Vec<String> = (0..20).map(|i| format!("made-up-{i}")).collect();
     let claims = claims.to_string();
-    let burst = jwt_tool(&["mint", "RS256", &keys.file("rsa1.pem"), &claims, &kids.join(",")]);
+    let burst = jwt_tool(&[
+        "mint",
+        "RS256",
+        &keys.file("rsa1.pem"),
+        &claims,
+        &kids.join(","),
+    ]);
     let before = refreshes(&proxy);
     for token in burst.lines() {
         assert_eq!(status_of(&upgrade(&proxy, token)), 401);
@@ -99,7 +123,12 @@ fn an_unreachable_jwks_at_start_refuses_tokens_but_serves() {
     let proxy = Proxy::spawn(&["--jwks-url", &url], true);
     assert!(proxy.log().contains("JWKS fetch failed"), "{}", proxy.log());
     let now = now_unix();
-    let token = pyjwt("RS256", &keys.file("rsa1.pem"), &json!({"sub": "a", "exp": now + 60}), Some("k1"));
+    let token = pyjwt(
+        "RS256",
+        &keys.file("rsa1.pem"),
+        &json!({"sub": "a", "exp": now + 60}),
+        Some("k1"),
+    );
     let response = upgrade(&proxy, &token);
     assert_eq!(status_of(&response), 401, "{response}");
 }

@@ -22,7 +22,14 @@ fn upgrade(proxy: &Proxy, token: &str) -> String {
 
 #[test]
 fn claim_rules_refuse_with_401_and_say_why() {
-    let args = ["--jwt-audience", "chat", "--jwt-issuer", "hermod-test", "--jwt-max-lifetime", "1h"];
+    let args = [
+        "--jwt-audience",
+        "chat",
+        "--jwt-issuer",
+        "hermod-test",
+        "--jwt-max-lifetime",
+        "1h",
+    ];
     let proxy = Proxy::start_jwt(&args);
     let now = now_unix();
     let good = || Registered {
@@ -35,30 +42,64 @@ fn claim_rules_refuse_with_401_and_say_why() {
         ("expired", hs256(now - 5, good()), "token expired"),
         (
             "future nbf",
-            hs256(now + 600, Registered { nbf: Some(now + 300), ..good() }),
+            hs256(
+                now + 600,
+                Registered {
+                    nbf: Some(now + 300),
+                    ..good()
+                },
+            ),
             "token not valid yet (nbf)",
         ),
         (
             "future iat",
-            hs256(now + 600, Registered { iat: Some(now + 300), ..good() }),
+            hs256(
+                now + 600,
+                Registered {
+                    iat: Some(now + 300),
+                    ..good()
+                },
+            ),
             "token issued in the future (iat)",
         ),
         (
             "wrong aud",
-            hs256(now + 600, Registered { aud: Some("billing".into()), ..good() }),
+            hs256(
+                now + 600,
+                Registered {
+                    aud: Some("billing".into()),
+                    ..good()
+                },
+            ),
             "token audience (aud) does not match",
         ),
         (
             "wrong iss",
-            hs256(now + 600, Registered { iss: Some("evil".into()), ..good() }),
+            hs256(
+                now + 600,
+                Registered {
+                    iss: Some("evil".into()),
+                    ..good()
+                },
+            ),
             "token issuer (iss) does not match",
         ),
         (
             "no aud",
-            hs256(now + 600, Registered { aud: None, ..good() }),
+            hs256(
+                now + 600,
+                Registered {
+                    aud: None,
+                    ..good()
+                },
+            ),
             "token has no `aud` claim",
         ),
-        ("absurd exp", hs256(u64::MAX, good()), "token `exp` is not a plausible date"),
+        (
+            "absurd exp",
+            hs256(u64::MAX, good()),
+            "token `exp` is not a plausible date",
+        ),
         (
             "too long",
             hs256(now + 7200, good()),
@@ -66,17 +107,31 @@ fn claim_rules_refuse_with_401_and_say_why() {
         ),
         (
             "too long since iat",
-            hs256(now + 600, Registered { iat: Some(now - 3600), ..good() }),
+            hs256(
+                now + 600,
+                Registered {
+                    iat: Some(now - 3600),
+                    ..good()
+                },
+            ),
             "token lifetime longer than the maximum of 3600 s",
         ),
     ];
     for (what, token, reason) in cases {
         let response = upgrade(&proxy, &token);
         assert_eq!(status_of(&response), 401, "{what}: {response}");
-        assert!(response.contains(&format!("bad token: {reason}")), "{what}: {response}");
+        assert!(
+            response.contains(&format!("bad token: {reason}")),
+            "{what}: {response}"
+        );
     }
     // A float exp of 1e300 from PyJWT, too.
-    let absurd = pyjwt("HS256", SECRET, &json!({"sub": "a", "exp": 1e300, "aud": "chat", "iss": "hermod-test"}), None);
+    let absurd = pyjwt(
+        "HS256",
+        SECRET,
+        &json!({"sub": "a", "exp": 1e300, "aud": "chat", "iss": "hermod-test"}),
+        None,
+    );
     assert_eq!(status_of(&upgrade(&proxy, &absurd)), 401);
     // Within every rule (nbf and iat inside the 60 s leeway): 101.
     let skewed = Registered {
@@ -99,11 +154,18 @@ fn short_secrets_stop_the_gateway_with_exit_2() {
     for (args, env) in [
         (vec!["--jwt-secret", short.as_str()], None),
         (vec![], Some(short.as_str())),
-        (vec!["token", "--user", "a", "--jwt-secret", short.as_str()], None),
+        (
+            vec!["token", "--user", "a", "--jwt-secret", short.as_str()],
+            None,
+        ),
     ] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hermod-proxy"));
         cmd.args(&args)
-            .args(if args.is_empty() { &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"][..] } else { &[] })
+            .args(if args.is_empty() {
+                &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"][..]
+            } else {
+                &[]
+            })
             .env_remove("HERMOD_JWT_SECRET");
         if let Some(secret) = env {
             cmd.env("HERMOD_JWT_SECRET", secret);
@@ -128,9 +190,18 @@ fn pyjwt_rs256_and_es256_tokens_verify_with_key_files() {
         let proxy = Proxy::start_jwt(&["--jwt-public-key", &public]);
         let private = keys.file(&format!("{name}.pem"));
         let good = pyjwt(alg, &private, &claims("alice"), None);
-        assert_eq!(status_of(&upgrade(&proxy, &good)), 101, "{alg}: {}", proxy.log());
+        assert_eq!(
+            status_of(&upgrade(&proxy, &good)),
+            101,
+            "{alg}: {}",
+            proxy.log()
+        );
         let with_kid = pyjwt(alg, &private, &claims("alice"), Some("any"));
-        assert_eq!(status_of(&upgrade(&proxy, &with_kid)), 101, "a key file serves any kid");
+        assert_eq!(
+            status_of(&upgrade(&proxy, &with_kid)),
+            101,
+            "a key file serves any kid"
+        );
         let hs = pyjwt("HS256", SECRET, &claims("bob"), None);
         assert_eq!(status_of(&upgrade(&proxy, &hs)), 101, "HS256 beside {alg}");
 
@@ -141,12 +212,29 @@ fn pyjwt_rs256_and_es256_tokens_verify_with_key_files() {
         let swapped = format!("{}.{}.{}", g[0], e[1], g[2]);
         let mut sig = g[2].to_owned().into_bytes();
         sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
-        let flipped = format!("{}.{}.{}", g[0], g[1], String::from_utf8(sig).expect("ascii"));
-        let foreign = pyjwt(alg, &keys.file(&format!("{other}.pem")), &claims("alice"), None);
-        for (what, token) in [("swapped", swapped), ("flipped", flipped), ("other key", foreign)] {
+        let flipped = format!(
+            "{}.{}.{}",
+            g[0],
+            g[1],
+            String::from_utf8(sig).expect("ascii")
+        );
+        let foreign = pyjwt(
+            alg,
+            &keys.file(&format!("{other}.pem")),
+            &claims("alice"),
+            None,
+        );
+        for (what, token) in [
+            ("swapped", swapped),
+            ("flipped", flipped),
+            ("other key", foreign),
+        ] {
             let response = upgrade(&proxy, &token);
             assert_eq!(status_of(&response), 401, "{alg} {what}: {response}");
-            assert!(response.contains("bad token signature"), "{alg} {what}: {response}");
+            assert!(
+                response.contains("bad token signature"),
+                "{alg} {what}: {response}"
+            );
         }
     }
 }
@@ -161,15 +249,26 @@ fn the_public_key_never_serves_as_an_hmac_secret() {
     let forged = jwt::mint(&pem, "admin", now_unix() + 600);
     let response = upgrade(&proxy, &forged);
     assert_eq!(status_of(&response), 401, "{response}");
-    assert!(response.contains("unsupported token algorithm"), "{response}");
+    assert!(
+        response.contains("unsupported token algorithm"),
+        "{response}"
+    );
     let now = now_unix();
-    let good = pyjwt("RS256", &keys.file("rsa1.pem"), &json!({"sub": "a", "exp": now + 60}), None);
+    let good = pyjwt(
+        "RS256",
+        &keys.file("rsa1.pem"),
+        &json!({"sub": "a", "exp": now + 60}),
+        None,
+    );
     assert_eq!(status_of(&upgrade(&proxy, &good)), 101, "{}", proxy.log());
 }
 
 #[test]
 fn origins_outside_the_allow_list_get_403() {
-    let proxy = Proxy::start_jwt(&["--allowed-origins", "https://app.example.com,https://*.example.org"]);
+    let proxy = Proxy::start_jwt(&[
+        "--allowed-origins",
+        "https://app.example.com,https://*.example.org",
+    ]);
     let token = proxy.token("alice");
     let target = format!("/ws?token={token}");
     for (origin, status) in [
@@ -181,7 +280,11 @@ fn origins_outside_the_allow_list_get_403() {
     ] {
         let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
         let response = raw_upgrade(proxy.client, &target, &headers);
-        assert_eq!(status_of(&response), status, "Origin {origin:?}: {response}");
+        assert_eq!(
+            status_of(&response),
+            status,
+            "Origin {origin:?}: {response}"
+        );
         if status == 403 {
             assert!(response.contains("origin not allowed"), "{response}");
         }
@@ -193,8 +296,23 @@ fn origins_outside_the_allow_list_get_403() {
 #[test]
 fn the_token_subcommand_mints_the_new_claims() {
     let out = Command::new(env!("CARGO_BIN_EXE_hermod-proxy"))
-        .args(["token", "--user", "alice", "--ttl", "10m", "--rooms", "team.42,team.42.*"])
-        .args(["--publish", "team.42", "--aud", "chat", "--iss", "hermod-test"])
+        .args([
+            "token",
+            "--user",
+            "alice",
+            "--ttl",
+            "10m",
+            "--rooms",
+            "team.42,team.42.*",
+        ])
+        .args([
+            "--publish",
+            "team.42",
+            "--aud",
+            "chat",
+            "--iss",
+            "hermod-test",
+        ])
         .args(["--jwt-secret", SECRET])
         .output()
         .expect("run hermod-proxy token");

@@ -79,9 +79,9 @@ impl PublicKey {
         if key.n().bits() < MIN_RSA_BITS {
             return Err(KeyError::WeakRsa(key.n().bits()));
         }
-        Ok(PublicKey::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(
-            key,
-        ))))
+        Ok(PublicKey::Rs256(Box::new(
+            rsa::pkcs1v15::VerifyingKey::new(key),
+        )))
     }
 }
 
@@ -168,10 +168,12 @@ impl KeySet {
         let entries: Vec<Entry> = doc
             .keys
             .iter()
-            .filter_map(|jwk| Some(Entry {
-                kid: jwk.kid.clone(),
-                key: jwk_key(jwk)?,
-            }))
+            .filter_map(|jwk| {
+                Some(Entry {
+                    kid: jwk.kid.clone(),
+                    key: jwk_key(jwk)?,
+                })
+            })
             .take(MAX_KEYS)
             .collect();
         if entries.is_empty() {

@@ -76,7 +76,11 @@ fn pyjwt_tokens_verify_with_pem_files() {
         Err(JwtError::UnknownKey),
         "an ES256 token with a kid and no EC key"
     );
-    let no_kid = sign("ES256", r#"{"alg":"ES256"}"#, r#"{"sub":"a","exp":1700000060}"#);
+    let no_kid = sign(
+        "ES256",
+        r#"{"alg":"ES256"}"#,
+        r#"{"sub":"a","exp":1700000060}"#,
+    );
     assert_eq!(check(&rsa, &no_kid), Err(JwtError::UnsupportedAlgorithm));
 }
 
@@ -84,13 +88,25 @@ fn pyjwt_tokens_verify_with_pem_files() {
 fn pyjwt_tokens_verify_with_a_jwks() {
     let jwks = pyjwt("jwks");
     let keys = KeySet::from_jwks(jwks.as_bytes()).expect("JWKS");
-    assert_eq!(keys.len(), 2, "the oct and the encryption keys are skipped: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        2,
+        "the oct and the encryption keys are skipped: {keys:?}"
+    );
     assert_eq!(check(&keys, &pyjwt("rs256")), Ok(alice()));
     assert_eq!(check(&keys, &pyjwt("es256")), Ok(alice()));
-    let unknown = sign("RS256", r#"{"alg":"RS256","kid":"r2"}"#, r#"{"sub":"a","exp":1700000060}"#);
+    let unknown = sign(
+        "RS256",
+        r#"{"alg":"RS256","kid":"r2"}"#,
+        r#"{"sub":"a","exp":1700000060}"#,
+    );
     assert_eq!(check(&keys, &unknown), Err(JwtError::UnknownKey));
     // A kid names one key: an RS256 token naming the EC key finds no RSA key under that id.
-    let wrong_kid = sign("RS256", r#"{"alg":"RS256","kid":"e1"}"#, r#"{"sub":"a","exp":1700000060}"#);
+    let wrong_kid = sign(
+        "RS256",
+        r#"{"alg":"RS256","kid":"e1"}"#,
+        r#"{"sub":"a","exp":1700000060}"#,
+    );
     assert_eq!(check(&keys, &wrong_kid), Err(JwtError::UnknownKey));
 }
 
@@ -106,7 +122,12 @@ fn tampered_asymmetric_tokens_fail() {
         sig[5] ^= 1;
         let flipped = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&sig));
         assert_eq!(check(&keys, &flipped), Err(JwtError::BadSignature));
-        let short = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&sig[..10]));
+        let short = format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            URL_SAFE_NO_PAD.encode(&sig[..10])
+        );
         assert_eq!(check(&keys, &short), Err(JwtError::BadSignature));
     }
 }
@@ -138,7 +159,11 @@ fn asymmetric_tokens_obey_the_claim_rules() {
         audience: Some("chat".into()),
         ..Rules::default()
     };
-    let token = sign("ES256", r#"{"alg":"ES256"}"#, r#"{"sub":"a","exp":1700000060,"aud":["x","chat"]}"#);
+    let token = sign(
+        "ES256",
+        r#"{"alg":"ES256"}"#,
+        r#"{"sub":"a","exp":1700000060,"aud":["x","chat"]}"#,
+    );
     assert!(verify_with(public(&keys), &rules, &token, NOW).is_ok());
     assert_eq!(
         verify_with(public(&keys), &rules, &pyjwt("es256"), NOW),
@@ -163,8 +188,14 @@ fn bad_key_material_is_a_clear_error() {
     // A 1024-bit RSA key: skipped in a JWKS, refused in a file.
     let small_n = URL_SAFE_NO_PAD.encode([0xC5u8; 128]);
     let jwks = format!(r#"{{"keys":[{{"kty":"RSA","n":"{small_n}","e":"AQAB"}}]}}"#);
-    assert_eq!(KeySet::from_jwks(jwks.as_bytes()).unwrap_err(), KeyError::NoUsableKey);
+    assert_eq!(
+        KeySet::from_jwks(jwks.as_bytes()).unwrap_err(),
+        KeyError::NoUsableKey
+    );
     let many: Vec<String> = (0..100).map(|i| format!(r#"{{"kty":"EC","crv":"P-256","kid":"{i}","x":"w3ngFE3-2xy01a28ysOQO_-zNc6ysi_30n0HRVhIUtE","y":"LvzcKINybFK6gtigqzNomDlRMw94BrHt7IJa0Nj-BbA"}}"#)).collect();
     let big = format!(r#"{{"keys":[{}]}}"#, many.join(","));
-    assert_eq!(KeySet::from_jwks(big.as_bytes()).map(|k| k.len()), Ok(keys::MAX_KEYS));
+    assert_eq!(
+        KeySet::from_jwks(big.as_bytes()).map(|k| k.len()),
+        Ok(keys::MAX_KEYS)
+    );
 }

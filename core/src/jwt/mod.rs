@@ -14,9 +14,9 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod keys;
-pub mod rules;
 #[cfg(test)]
 mod keys_tests;
+pub mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -231,7 +231,10 @@ pub fn verify_with(
     }
 
     let header: Header = decode_json(header)?;
-    let alg = header.alg.as_deref().ok_or(JwtError::UnsupportedAlgorithm)?;
+    let alg = header
+        .alg
+        .as_deref()
+        .ok_or(JwtError::UnsupportedAlgorithm)?;
     if alg == "HS256" {
         let secret = keys.secret.ok_or(JwtError::UnsupportedAlgorithm)?;
         let signature = decode_signature(signature)?;
@@ -243,7 +246,12 @@ pub fn verify_with(
         let algorithm = Algorithm::from_alg(alg).ok_or(JwtError::UnsupportedAlgorithm)?;
         let public = keys.public.ok_or(JwtError::UnsupportedAlgorithm)?;
         let signature = decode_signature(signature)?;
-        public.verify(algorithm, header.kid.as_deref(), signed.as_bytes(), &signature)?;
+        public.verify(
+            algorithm,
+            header.kid.as_deref(),
+            signed.as_bytes(),
+            &signature,
+        )?;
     }
 
     let payload: Payload = decode_json(payload)?;
@@ -285,4 +293,3 @@ fn hmac_sha256(secret: &[u8]) -> Hmac<Sha256> {
     // HMAC takes keys of any length (longer ones are hashed), so this never fails.
     <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length")
 }
-

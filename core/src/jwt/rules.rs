@@ -177,7 +177,12 @@ mod tests {
             max_lifetime_secs: u64::MAX,
             ..Rules::default()
         };
-        for v in ["1e300", "1.7976931348623157e308", "18446744073709551615", "253402300800"] {
+        for v in [
+            "1e300",
+            "1.7976931348623157e308",
+            "18446744073709551615",
+            "253402300800",
+        ] {
             for claim in ["exp", "nbf", "iat"] {
                 let mut c = exp_in(60);
                 let slot = match claim {
@@ -186,7 +191,11 @@ mod tests {
                     _ => &mut c.iat,
                 };
                 *slot = num(v);
-                assert_eq!(rules.check(&c, NOW), Err(JwtError::AbsurdTime(claim)), "{claim}={v}");
+                assert_eq!(
+                    rules.check(&c, NOW),
+                    Err(JwtError::AbsurdTime(claim)),
+                    "{claim}={v}"
+                );
             }
         }
         let last = TimeAndParties {
@@ -221,7 +230,10 @@ mod tests {
     #[test]
     fn nbf_and_iat_have_a_leeway() {
         let rules = Rules::default();
-        for (claim, error) in [("nbf", JwtError::NotYetValid), ("iat", JwtError::IssuedInFuture)] {
+        for (claim, error) in [
+            ("nbf", JwtError::NotYetValid),
+            ("iat", JwtError::IssuedInFuture),
+        ] {
             for (offset, ok) in [(0, true), (LEEWAY_SECS, true), (LEEWAY_SECS + 1, false)] {
                 let mut c = exp_in(600);
                 let at = num(&(NOW + offset).to_string());
@@ -252,7 +264,10 @@ mod tests {
         let one = |a: &str| Some(Audience::One(a.to_owned()));
         let many = |a: &[&str]| Some(Audience::Many(a.iter().map(|s| s.to_string()).collect()));
         assert_eq!(rules.check(&with(one("chat"), iss), NOW), Ok(NOW + 60));
-        assert_eq!(rules.check(&with(many(&["x", "chat"]), iss), NOW), Ok(NOW + 60));
+        assert_eq!(
+            rules.check(&with(many(&["x", "chat"]), iss), NOW),
+            Ok(NOW + 60)
+        );
         assert_eq!(
             rules.check(&with(one("other"), iss), NOW),
             Err(JwtError::WrongAudience)
@@ -275,7 +290,10 @@ mod tests {
         );
         // Unconfigured, both are ignored.
         let open = Rules::default();
-        assert_eq!(open.check(&with(one("any"), Some("any")), NOW), Ok(NOW + 60));
+        assert_eq!(
+            open.check(&with(one("any"), Some("any")), NOW),
+            Ok(NOW + 60)
+        );
     }
 
     proptest! {

@@ -242,10 +242,16 @@ fn registered_claims_are_minted_and_checked() {
         public: None,
     };
     assert!(verify_with(keys, &rules, &token, 1_500).is_ok());
-    assert_eq!(verify_with(keys, &rules, &token, 900), Err(JwtError::NotYetValid));
+    assert_eq!(
+        verify_with(keys, &rules, &token, 900),
+        Err(JwtError::NotYetValid)
+    );
     let other = Rules {
         audience: Some("billing".into()),
         ..rules
     };
-    assert_eq!(verify_with(keys, &other, &token, 1_500), Err(JwtError::WrongAudience));
+    assert_eq!(
+        verify_with(keys, &other, &token, 1_500),
+        Err(JwtError::WrongAudience)
+    );
 }

@@ -150,13 +150,23 @@ mod tests {
         assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 8000));
         assert_eq!(url.path, "/.well-known/jwks.json");
         let url = parse_http_url("http://idp.example").unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("idp.example", 80, "/"));
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("idp.example", 80, "/")
+        );
         let url = parse_http_url("http://[::1]:81/k").unwrap();
         assert_eq!((url.host.as_str(), url.port), ("[::1]", 81));
         assert!(parse_http_url("https://idp.example/jwks")
             .unwrap_err()
             .contains("TLS"));
-        for bad in ["ftp://x", "idp.example", "http://", "http://a:99999/", "http://a b/", "http://a:x/"] {
+        for bad in [
+            "ftp://x",
+            "idp.example",
+            "http://",
+            "http://a:99999/",
+            "http://a b/",
+            "http://a:x/",
+        ] {
             assert!(parse_http_url(bad).is_err(), "{bad}");
         }
     }
@@ -167,9 +177,15 @@ mod tests {
         assert_eq!(body_of(ok).unwrap(), b"{}");
         let no_length = b"HTTP/1.1 200 OK\r\n\r\n{\"keys\":[]}";
         assert_eq!(body_of(no_length).unwrap(), b"{\"keys\":[]}");
-        assert!(matches!(body_of(b"HTTP/1.0 404 Not Found\r\n\r\n"), Err(FetchError::Status(404))));
+        assert!(matches!(
+            body_of(b"HTTP/1.0 404 Not Found\r\n\r\n"),
+            Err(FetchError::Status(404))
+        ));
         let short = b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\n{}";
         assert!(matches!(body_of(short), Err(FetchError::Malformed)));
-        assert!(matches!(body_of(b"HTTP/1.0 200"), Err(FetchError::Malformed)));
+        assert!(matches!(
+            body_of(b"HTTP/1.0 200"),
+            Err(FetchError::Malformed)
+        ));
     }
 }

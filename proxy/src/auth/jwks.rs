@@ -119,7 +119,12 @@ impl JwksRefresher {
 
 fn refresh_loop(source: &JwksSource, fetched_ok: bool) -> ! {
     let mut last = Instant::now();
-    let mut next = last + if fetched_ok { REFRESH_EVERY } else { RETRY_AFTER_FAILURE };
+    let mut next = last
+        + if fetched_ok {
+            REFRESH_EVERY
+        } else {
+            RETRY_AFTER_FAILURE
+        };
     loop {
         let now = Instant::now();
         if now < next && !source.wanted.load(Ordering::Acquire) {

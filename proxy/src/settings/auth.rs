@@ -136,7 +136,10 @@ impl TokenRequest {
         let claims = jwt::Claims {
             rooms: self.rooms.clone(),
             publish: self.publish.clone(),
-            ..jwt::Claims::new(self.user.as_str(), now_unix.saturating_add(self.ttl.as_secs()))
+            ..jwt::Claims::new(
+                self.user.as_str(),
+                now_unix.saturating_add(self.ttl.as_secs()),
+            )
         };
         let registered = Registered {
             iat: Some(now_unix),
@@ -188,7 +191,10 @@ pub fn resolve_token(
             .map(str::to_owned)
             .collect();
         if list.len() > 256 || list.iter().any(|p| p.len() > 256) {
-            return Err(flag_error(key, "at most 256 patterns of 256 bytes".to_owned()));
+            return Err(flag_error(
+                key,
+                "at most 256 patterns of 256 bytes".to_owned(),
+            ));
         }
         Ok(list)
     };

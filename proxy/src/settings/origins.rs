@@ -28,7 +28,9 @@ pub fn parse_origins(v: &str) -> Result<Vec<String>, String> {
             ));
         }
         if item != "*" && !item.contains("://") {
-            return Err(format!("`{item}`: expected SCHEME://HOST[:PORT], e.g. https://app.example.com"));
+            return Err(format!(
+                "`{item}`: expected SCHEME://HOST[:PORT], e.g. https://app.example.com"
+            ));
         }
         out.push(item.to_ascii_lowercase());
     }
@@ -38,7 +40,9 @@ pub fn parse_origins(v: &str) -> Result<Vec<String>, String> {
 /// Whether `origin` matches one of `patterns`.
 pub fn origin_allowed(patterns: &[String], origin: &str) -> bool {
     let origin = origin.trim().to_ascii_lowercase();
-    patterns.iter().any(|p| wildcard_match(p.as_bytes(), origin.as_bytes()))
+    patterns
+        .iter()
+        .any(|p| wildcard_match(p.as_bytes(), origin.as_bytes()))
 }
 
 /// `*` matches any run of bytes (including none); everything else matches itself. Greedy with
@@ -81,12 +85,18 @@ mod tests {
         assert!(allowed(list, "http://localhost:3000"));
         assert!(!allowed(list, "http://app.example.com"), "scheme matters");
         assert!(!allowed(list, "https://app.example.com.evil.net"));
-        assert!(!allowed(list, "https://example.org"), "*. needs a subdomain");
+        assert!(
+            !allowed(list, "https://example.org"),
+            "*. needs a subdomain"
+        );
         assert!(!allowed(list, "https://evilexample.org"));
         assert!(!allowed(list, "null"));
         assert!(!allowed(list, ""));
         assert!(allowed("*", "https://anything"));
-        assert!(!allowed("", "https://anything"), "an empty list allows nothing here");
+        assert!(
+            !allowed("", "https://anything"),
+            "an empty list allows nothing here"
+        );
     }
 
     #[test]

@@ -22,9 +22,9 @@ pub use hermod_core::settings::{
 };
 use hermod_core::settings::{count, duration, log_filter, socket_addr, Sources};
 
+pub use super::auth::{resolve_token, TokenRequest};
 use super::paths::parse_path;
 use super::routes::{parse_route, Route};
-pub use super::auth::{resolve_token, TokenRequest};
 use super::{storage, AddressLimit, Settings};
 
 /// Routes one process may have (each is matched by a linear scan of short strings).

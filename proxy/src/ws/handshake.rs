@@ -402,11 +402,25 @@ mod tests {
             }
             status(admit(&s, &b.body(()).expect("request"), NOW))
         };
-        assert_eq!(with_origin("/ws?token=TOKEN", Some("https://app.example.com")), 101);
-        assert_eq!(with_origin("/ws?token=TOKEN", Some("https://evil.net")), 403);
+        assert_eq!(
+            with_origin("/ws?token=TOKEN", Some("https://app.example.com")),
+            101
+        );
+        assert_eq!(
+            with_origin("/ws?token=TOKEN", Some("https://evil.net")),
+            403
+        );
         assert_eq!(with_origin("/ws?token=bad", Some("https://evil.net")), 403);
-        assert_eq!(with_origin("/ws?token=TOKEN", None), 101, "no Origin: not a browser");
-        assert_eq!(with_origin("/echo", Some("https://evil.net")), 101, "echo: no check");
+        assert_eq!(
+            with_origin("/ws?token=TOKEN", None),
+            101,
+            "no Origin: not a browser"
+        );
+        assert_eq!(
+            with_origin("/echo", Some("https://evil.net")),
+            101,
+            "echo: no check"
+        );
     }
 
     #[test]

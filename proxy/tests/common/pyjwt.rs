@@ -117,7 +117,15 @@ pub struct FileServer {
 impl FileServer {
     pub fn start(dir: &Path) -> FileServer {
         let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use hermod_core::jwt;
 
-use super::{err, run, secret_of, token, GENERATED, SECRET};
+use super::{err, run, secret_of, token, SECRET};
 use crate::settings::AuthMode;
 
-const RSA_PUB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../core/src/jwt/testdata/rsa.pub");
+const RSA_PUB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../core/src/jwt/testdata/rsa.pub"
+);
 
 fn verifier(auth: &AuthMode) -> &crate::auth::TokenVerifier {
     match auth {
@@ -23,7 +26,10 @@ fn short_secrets_are_refused_from_every_source() {
     let expected = "must be at least 32 bytes, got 31";
     assert!(err(&["--jwt-secret", &short], &[], None).contains(expected));
     let env = err(&[], &[("HERMOD_JWT_SECRET", &short)], None);
-    assert!(env.contains("HERMOD_JWT_SECRET") && env.contains(expected), "{env}");
+    assert!(
+        env.contains("HERMOD_JWT_SECRET") && env.contains(expected),
+        "{env}"
+    );
     let file = err(&[], &[], Some(&format!("jwt_secret = \"{short}\"")));
     assert!(file.contains(expected), "{file}");
     assert!(token(&["--user=a", "--jwt-secret", &short], &[], None)
@@ -31,7 +37,12 @@ fn short_secrets_are_refused_from_every_source() {
         .contains(expected));
     let ok = "x".repeat(32);
     assert_eq!(
-        secret_of(&run(&["--jwt-secret", &ok], &[], None).unwrap().settings.auth),
+        secret_of(
+            &run(&["--jwt-secret", &ok], &[], None)
+                .unwrap()
+                .settings
+                .auth
+        ),
         Some(ok.into_bytes())
     );
     // The server's generated secret is long enough.
@@ -71,8 +82,15 @@ fn public_key_sources() {
         Err(jwt::JwtError::UnsupportedAlgorithm)
     );
     // Both: each algorithm to its own key.
-    let r = run(&["--jwt-public-key", RSA_PUB, "--jwt-secret", SECRET], &[], None).unwrap();
-    assert!(verifier(&r.settings.auth).verify(&hs, 3_999_999_000).is_ok());
+    let r = run(
+        &["--jwt-public-key", RSA_PUB, "--jwt-secret", SECRET],
+        &[],
+        None,
+    )
+    .unwrap();
+    assert!(verifier(&r.settings.auth)
+        .verify(&hs, 3_999_999_000)
+        .is_ok());
 
     let bad = err(&["--jwt-public-key", "/nonexistent.pem"], &[], None);
     assert!(bad.starts_with("--jwt-public-key: cannot read"), "{bad}");
@@ -82,27 +100,56 @@ fn public_key_sources() {
     let r = run(&["--jwks-url", "http://127.0.0.1:1/jwks.json"], &[], None).unwrap();
     let source = verifier(&r.settings.auth).jwks().expect("a JWKS source");
     assert_eq!(source.url().to_string(), "http://127.0.0.1:1/jwks.json");
-    assert!(source.current().is_empty(), "nothing fetched while resolving");
+    assert!(
+        source.current().is_empty(),
+        "nothing fetched while resolving"
+    );
     assert!(err(&["--jwks-url", "https://idp/jwks"], &[], None).contains("TLS"));
-    let both = err(&["--jwks-url", "http://a/j", "--jwt-public-key", RSA_PUB], &[], None);
+    let both = err(
+        &["--jwks-url", "http://a/j", "--jwt-public-key", RSA_PUB],
+        &[],
+        None,
+    );
     assert!(both.contains("not both"), "{both}");
 }
 
 #[test]
 fn allowed_origins_resolve() {
-    let r = run(&["--allowed-origins", "https://A.example, http://*.b"], &[], None).unwrap();
-    assert_eq!(r.settings.allowed_origins, ["https://a.example", "http://*.b"]);
+    let r = run(
+        &["--allowed-origins", "https://A.example, http://*.b"],
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        r.settings.allowed_origins,
+        ["https://a.example", "http://*.b"]
+    );
     let r = run(&[], &[], Some("allowed_origins = \"*\"\nauth = \"none\"")).unwrap();
     assert_eq!(r.settings.allowed_origins, ["*"]);
-    assert!(run(&[], &[], None).unwrap().settings.allowed_origins.is_empty());
-    assert!(err(&["--allowed-origins", "example.com"], &[], None).starts_with("--allowed-origins: "));
+    assert!(run(&[], &[], None)
+        .unwrap()
+        .settings
+        .allowed_origins
+        .is_empty());
+    assert!(
+        err(&["--allowed-origins", "example.com"], &[], None).starts_with("--allowed-origins: ")
+    );
 }
 
 #[test]
 fn token_subcommand_claims() {
     let t = token(
-        &["--user=alice", "--ttl=10m", "--rooms=team.42,team.42.*", "--publish=team.42",
-          "--aud=chat", "--iss=hermod", "--jwt-secret", SECRET],
+        &[
+            "--user=alice",
+            "--ttl=10m",
+            "--rooms=team.42,team.42.*",
+            "--publish=team.42",
+            "--aud=chat",
+            "--iss=hermod",
+            "--jwt-secret",
+            SECRET,
+        ],
         &[],
         None,
     )
@@ -127,7 +174,9 @@ fn token_subcommand_claims() {
         jwt::verify_with(keys, &rules, &minted, 1_000_000 - jwt::LEEWAY_SECS - 1),
         Err(jwt::JwtError::IssuedInFuture)
     );
-    assert!(token(&["--user=a", "--aud=", "--jwt-secret", SECRET], &[], None)
-        .unwrap_err()
-        .starts_with("--aud: "));
+    assert!(
+        token(&["--user=a", "--aud=", "--jwt-secret", SECRET], &[], None)
+            .unwrap_err()
+            .starts_with("--aud: ")
+    );
 }

@@ -39,7 +39,9 @@ fn run(args: &[&str], env: &[(&str, &str)], text: Option<&str>) -> Result<Resolv
     let env = env_of(env);
     let lookup = |k: &str| env.get(k).cloned();
     let file = text.map(file);
-    resolve(&cli(args).run, &lookup, file.as_ref(), || GENERATED.to_owned())
+    resolve(&cli(args).run, &lookup, file.as_ref(), || {
+        GENERATED.to_owned()
+    })
 }
 
 /// The HS256 secret tokens are checked with (`None` without one, or under `--auth none`).
@@ -66,7 +68,10 @@ fn defaults_apply_when_nothing_is_set() {
     assert_eq!(r.settings.broker, d.broker);
     assert_eq!(r.log, "info");
     // auth defaults to jwt; without a secret one is generated and reported.
-    assert_eq!(secret_of(&r.settings.auth), Some(GENERATED.as_bytes().to_vec()));
+    assert_eq!(
+        secret_of(&r.settings.auth),
+        Some(GENERATED.as_bytes().to_vec())
+    );
     assert_eq!(r.generated_secret.as_deref(), Some(GENERATED));
 }
 
@@ -142,7 +147,10 @@ fn every_setting_is_read_from_flags() {
 #[test]
 fn env_and_file_set_the_secret_and_auth() {
     let r = run(&[], &[("HERMOD_JWT_SECRET", SECRET)], None).unwrap();
-    assert_eq!(secret_of(&r.settings.auth), Some(SECRET.as_bytes().to_vec()));
+    assert_eq!(
+        secret_of(&r.settings.auth),
+        Some(SECRET.as_bytes().to_vec())
+    );
     assert_eq!(r.generated_secret, None);
     let r = run(
         &[],
@@ -328,8 +336,16 @@ fn token_options_resolve() {
     assert_eq!(t.user.as_str(), "alice");
     assert_eq!(t.ttl, Duration::from_secs(3600));
     assert_eq!(t.secret, k.as_bytes());
-    let t = token(&["--user=bob", "--ttl=60"], &[("HERMOD_JWT_SECRET", e)], None).unwrap();
-    assert_eq!((t.ttl, t.secret), (Duration::from_secs(60), e.as_bytes().to_vec()));
+    let t = token(
+        &["--user=bob", "--ttl=60"],
+        &[("HERMOD_JWT_SECRET", e)],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (t.ttl, t.secret),
+        (Duration::from_secs(60), e.as_bytes().to_vec())
+    );
     let text = format!("jwt_secret = \"{f}\"\nworkers = 2");
     let t = token(&["--user=bob"], &[], Some(&text)).unwrap();
     assert_eq!(t.secret, f.as_bytes());
@@ -348,9 +364,11 @@ fn token_errors() {
         token(&["--jwt-secret", SECRET], &[], None).unwrap_err(),
         "--user: required"
     );
-    assert!(token(&["--user=a", "--jwt-secret", SECRET, "--ttl=0"], &[], None)
-        .unwrap_err()
-        .starts_with("--ttl: "));
+    assert!(
+        token(&["--user=a", "--jwt-secret", SECRET, "--ttl=0"], &[], None)
+            .unwrap_err()
+            .starts_with("--ttl: ")
+    );
 }
 
 #[test]
