@@ -6,7 +6,7 @@
 //!
 //! - [`ids`]: validated names, client request ids and message ids.
 //! - [`protocol`]: the v1 client protocol (JSON frames), parse and encode.
-//! - [`jwt`]: HS256 tokens: mint and verify.
+//! - [`jwt`]: tokens: HS256 mint and verify, RS256/ES256 public keys (PEM, JWKS), the claim rules.
 //! - [`bus`]: the broker's message interface (requests in, deliveries out).
 //! - [`reactor`]: the parts of a mio reactor: generation-tagged slots, a timer wheel,
 //!   a cross-thread mailbox, and listeners.
