@@ -100,13 +100,36 @@ pub fn get(url: &HttpUrl, timeout: Duration) -> Result<Vec<u8>, FetchError> {
         url.path, url.host, url.port
     );
     stream.write_all(request.as_bytes())?;
+    // Read to EOF, or until a `Content-Length` body is complete (a server that keeps the
+    // connection open despite HTTP/1.0 must not cost us the read timeout).
     let mut response = Vec::with_capacity(8 * 1024);
-    let limit = (MAX_RESPONSE_BYTES + 1) as u64;
-    (&mut stream).take(limit).read_to_end(&mut response)?;
-    if response.len() > MAX_RESPONSE_BYTES {
-        return Err(FetchError::TooLarge);
+    let mut chunk = [0u8; 8 * 1024];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if response.len() > MAX_RESPONSE_BYTES {
+            return Err(FetchError::TooLarge);
+        }
+        if matches!(body_of(&response), Ok(_) | Err(FetchError::Status(_))) && has_length(&response)
+        {
+            break;
+        }
     }
     body_of(&response)
+}
+
+/// Whether the response head (complete) carries a `Content-Length`.
+fn has_length(response: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut head = httparse::Response::new(&mut headers);
+    matches!(head.parse(response), Ok(httparse::Status::Complete(_)))
+        && head
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("content-length"))
 }
 
 /// The body of a complete `200` response, cut to its `Content-Length` when it has one.
@@ -186,6 +209,39 @@ mod tests {
         assert!(matches!(
             body_of(b"HTTP/1.0 200"),
             Err(FetchError::Malformed)
+        ));
+    }
+
+    /// Serves `response` once on a loopback port and keeps the connection open afterwards.
+    fn serve_once(response: &'static [u8]) -> HttpUrl {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = conn.read(&mut head);
+            conn.write_all(response).unwrap();
+            std::thread::sleep(Duration::from_secs(4));
+        });
+        parse_http_url(&format!("http://127.0.0.1:{port}/jwks.json")).unwrap()
+    }
+
+    #[test]
+    fn get_stops_at_the_content_length_and_bounds_the_size() {
+        let url = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"keys\":[]}");
+        // The server holds the connection past the read timeout: waiting for its close would
+        // end in a timeout error, not the body.
+        assert_eq!(get(&url, Duration::from_secs(1)).unwrap(), b"{\"keys\":[]}");
+        let url = serve_once(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(
+            get(&url, Duration::from_secs(2)),
+            Err(FetchError::Status(503))
+        ));
+        static BIG: [u8; MAX_RESPONSE_BYTES + 100] = [b' '; MAX_RESPONSE_BYTES + 100];
+        let url = serve_once(&BIG);
+        assert!(matches!(
+            get(&url, Duration::from_secs(2)),
+            Err(FetchError::TooLarge)
         ));
     }
 }
