@@ -131,4 +131,6 @@ fn an_unreachable_jwks_at_start_refuses_tokens_but_serves() {
     );
     let response = upgrade(&proxy, &token);
     assert_eq!(status_of(&response), 401, "{response}");
+    // Unknown to the empty set: the kind of refusal that asks the refresher for a fetch.
+    assert!(response.contains("unknown key id"), "{response}");
 }

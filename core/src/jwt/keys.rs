@@ -202,25 +202,28 @@ impl KeySet {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), JwtError> {
-        let mut candidates = self.entries.iter().filter(|e| e.key.algorithm() == alg);
-        let mut tried = false;
-        let verified = match kid {
-            Some(kid) => candidates
-                .filter(|e| e.kid.as_deref().is_none_or(|k| k == kid))
-                .any(|e| {
-                    tried = true;
-                    e.key.verifies(message, signature)
-                }),
-            None => candidates.any(|e| {
-                tried = true;
-                e.key.verifies(message, signature)
-            }),
+        // A key file's key (no kid) serves any kid; a JWKS key only its own.
+        let named = |e: &&Entry| match (kid, e.kid.as_deref()) {
+            (Some(wanted), Some(own)) => wanted == own,
+            _ => true,
         };
-        match (verified, tried, kid) {
-            (true, _, _) => Ok(()),
-            (false, true, _) => Err(JwtError::BadSignature),
-            (false, false, Some(_)) if !self.is_empty() => Err(JwtError::UnknownKey),
-            (false, false, _) => Err(JwtError::UnsupportedAlgorithm),
+        let mut candidates = self
+            .entries
+            .iter()
+            .filter(|e| e.key.algorithm() == alg)
+            .filter(named)
+            .peekable();
+        if candidates.peek().is_none() {
+            // With a kid, perhaps a key published since the last fetch (even into an empty set).
+            return Err(match kid {
+                Some(_) => JwtError::UnknownKey,
+                None => JwtError::UnsupportedAlgorithm,
+            });
+        }
+        if candidates.any(|e| e.key.verifies(message, signature)) {
+            Ok(())
+        } else {
+            Err(JwtError::BadSignature)
         }
     }
 }

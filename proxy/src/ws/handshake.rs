@@ -57,24 +57,21 @@ pub fn admit(settings: &Settings, req: &Request, now_unix: u64) -> Result<Endpoi
         return Err(Refusal::new(StatusCode::NOT_FOUND, "no such endpoint"));
     }
     check_origin(settings, req)?;
-    let (user, claims) = match settings.auth.requires_token() {
-        true => {
-            let token = match query_param(query, "token")? {
-                Some(t) => t,
-                None => bearer(req)?,
-            };
-            let claims = settings
-                .auth
-                .verify(&token, now_unix)
-                .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
-            let user = Name::parse("user", &claims.sub).map_err(bad_request)?;
-            (user, Some(Box::new(claims)))
-        }
-        false => {
-            let user = query_param(query, "user")?
-                .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "missing user parameter"))?;
-            (Name::parse("user", &user).map_err(bad_request)?, None)
-        }
+    let (user, claims) = if settings.auth.requires_token() {
+        let token = match query_param(query, "token")? {
+            Some(t) => t,
+            None => bearer(req)?,
+        };
+        let claims = settings
+            .auth
+            .verify(&token, now_unix)
+            .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
+        let user = Name::parse("user", &claims.sub).map_err(bad_request)?;
+        (user, Some(Box::new(claims)))
+    } else {
+        let user = query_param(query, "user")?
+            .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "missing user parameter"))?;
+        (Name::parse("user", &user).map_err(bad_request)?, None)
     };
     let device = query_param(query, "device")?.unwrap_or_else(|| "default".to_owned());
     let device = Name::parse("device", &device).map_err(bad_request)?;
