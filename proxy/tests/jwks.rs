@@ -7,13 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::pyjwt::{jwt_tool, key_pairs, pyjwt, raw_upgrade, status_of, FileServer, TempDir};
+use common::pyjwt::{
+    jwt_tool, key_pairs, pyjwt, status_of, upgrade_with_token, FileServer, TempDir,
+};
 use common::{now_unix, Proxy, SECRET};
 use serde_json::json;
-
-fn upgrade(proxy: &Proxy, token: &str) -> String {
-    raw_upgrade(proxy.client, &format!("/ws?token={token}"), &[])
-}
 
 fn refreshes(proxy: &Proxy) -> usize {
     proxy.log().matches("JWKS refreshed").count()
@@ -37,7 +35,12 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
     let rs = pyjwt("RS256", &keys.file("rsa1.pem"), &claims, Some("k1"));
     let es = pyjwt("ES256", &keys.file("ec1.pem"), &claims, Some("e1"));
     for token in [&rs, &es] {
-        assert_eq!(status_of(&upgrade(&proxy, token)), 101, "{}", proxy.log());
+        assert_eq!(
+            status_of(&upgrade_with_token(proxy.client, token)),
+            101,
+            "{}",
+            proxy.log()
+        );
     }
     // Tampered, signed by a key the JWKS does not have under that kid, or HS256 without a secret.
     let parts: Vec<&str> = rs.split('.').collect();
@@ -55,13 +58,13 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
     );
     let wrong_key = pyjwt("RS256", &keys.file("rsa2.pem"), &claims, Some("k1"));
     for token in [&swapped, &wrong_key] {
-        let response = upgrade(&proxy, token);
+        let response = upgrade_with_token(proxy.client, token);
         assert_eq!(status_of(&response), 401, "{response}");
         assert!(response.contains("bad token signature"), "{response}");
     }
     let hs = pyjwt("HS256", SECRET, &claims, None);
     assert_eq!(
-        status_of(&upgrade(&proxy, &hs)),
+        status_of(&upgrade_with_token(proxy.client, &hs)),
         401,
         "no --jwt-secret: HS256 refused"
     );
@@ -71,12 +74,12 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
     let k2 = format!("k2={}", keys.file("rsa2.pub"));
     jwt_tool(&["jwks", &jwks, &k1, &e1, &k2]);
     let new = pyjwt("RS256", &keys.file("rsa2.pem"), &claims, Some("k2"));
-    let first = upgrade(&proxy, &new);
+    let first = upgrade_with_token(proxy.client, &new);
     assert_eq!(status_of(&first), 401, "{first}");
     assert!(first.contains("unknown key id"), "{first}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if status_of(&upgrade(&proxy, &new)) == 101 {
+        if status_of(&upgrade_with_token(proxy.client, &new)) == 101 {
             break;
         }
         assert!(
@@ -86,7 +89,11 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(status_of(&upgrade(&proxy, &rs)), 101, "k1 still served");
+    assert_eq!(
+        status_of(&upgrade_with_token(proxy.client, &rs)),
+        101,
+        "k1 still served"
+    );
 
     // A burst of made-up kids right after a refresh: all refused, and one fetch for them all,
     // MIN_REFRESH_GAP (5 s) after the last.
@@ -101,7 +108,7 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
     ]);
     let before = refreshes(&proxy);
     for token in burst.lines() {
-        assert_eq!(status_of(&upgrade(&proxy, token)), 401);
+        assert_eq!(status_of(&upgrade_with_token(proxy.client, token)), 401);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while refreshes(&proxy) == before && Instant::now() < deadline {
@@ -129,7 +136,7 @@ fn an_unreachable_jwks_at_start_refuses_tokens_but_serves() {
         &json!({"sub": "a", "exp": now + 60}),
         Some("k1"),
     );
-    let response = upgrade(&proxy, &token);
+    let response = upgrade_with_token(proxy.client, &token);
     assert_eq!(status_of(&response), 401, "{response}");
     // Unknown to the empty set: the kind of refusal that asks the refresher for a fetch.
     assert!(response.contains("unknown key id"), "{response}");

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::pyjwt::{key_pairs, pyjwt, raw_upgrade, status_of};
+use common::pyjwt::{key_pairs, pyjwt, raw_upgrade, status_of, upgrade_with_token};
 use common::{now_unix, Proxy, SECRET};
 use hermod_core::jwt::{self, Claims, Registered};
 use serde_json::json;
@@ -14,10 +14,6 @@ use serde_json::json;
 /// A token of `claims` and `registered` claims, HS256 with the harness's secret.
 fn hs256(exp: u64, registered: Registered) -> String {
     jwt::mint_registered(SECRET.as_bytes(), &Claims::new("alice", exp), &registered)
-}
-
-fn upgrade(proxy: &Proxy, token: &str) -> String {
-    raw_upgrade(proxy.client, &format!("/ws?token={token}"), &[])
 }
 
 #[test]
@@ -118,7 +114,7 @@ fn claim_rules_refuse_with_401_and_say_why() {
         ),
     ];
     for (what, token, reason) in cases {
-        let response = upgrade(&proxy, &token);
+        let response = upgrade_with_token(proxy.client, &token);
         assert_eq!(status_of(&response), 401, "{what}: {response}");
         assert!(
             response.contains(&format!("bad token: {reason}")),
@@ -132,7 +128,7 @@ fn claim_rules_refuse_with_401_and_say_why() {
         &json!({"sub": "a", "exp": 1e300, "aud": "chat", "iss": "hermod-test"}),
         None,
     );
-    assert_eq!(status_of(&upgrade(&proxy, &absurd)), 401);
+    assert_eq!(status_of(&upgrade_with_token(proxy.client, &absurd)), 401);
     // Within every rule (nbf and iat inside the 60 s leeway): 101.
     let skewed = Registered {
         nbf: Some(now + 30),
@@ -140,12 +136,22 @@ fn claim_rules_refuse_with_401_and_say_why() {
         ..good()
     };
     for token in [hs256(now + 600, good()), hs256(now + 600, skewed)] {
-        assert_eq!(status_of(&upgrade(&proxy, &token)), 101, "{}", proxy.log());
+        assert_eq!(
+            status_of(&upgrade_with_token(proxy.client, &token)),
+            101,
+            "{}",
+            proxy.log()
+        );
     }
     // PyJWT's HS256 token with aud as an array.
     let claims = json!({"sub": "py", "exp": now + 600, "iat": now, "aud": ["x", "chat"], "iss": "hermod-test"});
     let token = pyjwt("HS256", SECRET, &claims, None);
-    assert_eq!(status_of(&upgrade(&proxy, &token)), 101, "{}", proxy.log());
+    assert_eq!(
+        status_of(&upgrade_with_token(proxy.client, &token)),
+        101,
+        "{}",
+        proxy.log()
+    );
 }
 
 #[test]
@@ -191,19 +197,23 @@ fn pyjwt_rs256_and_es256_tokens_verify_with_key_files() {
         let private = keys.file(&format!("{name}.pem"));
         let good = pyjwt(alg, &private, &claims("alice"), None);
         assert_eq!(
-            status_of(&upgrade(&proxy, &good)),
+            status_of(&upgrade_with_token(proxy.client, &good)),
             101,
             "{alg}: {}",
             proxy.log()
         );
         let with_kid = pyjwt(alg, &private, &claims("alice"), Some("any"));
         assert_eq!(
-            status_of(&upgrade(&proxy, &with_kid)),
+            status_of(&upgrade_with_token(proxy.client, &with_kid)),
             101,
             "a key file serves any kid"
         );
         let hs = pyjwt("HS256", SECRET, &claims("bob"), None);
-        assert_eq!(status_of(&upgrade(&proxy, &hs)), 101, "HS256 beside {alg}");
+        assert_eq!(
+            status_of(&upgrade_with_token(proxy.client, &hs)),
+            101,
+            "HS256 beside {alg}"
+        );
 
         // Tampered: another user's payload under alice's signature; a flipped signature byte;
         // a token signed by another key.
@@ -229,7 +239,7 @@ fn pyjwt_rs256_and_es256_tokens_verify_with_key_files() {
             ("flipped", flipped),
             ("other key", foreign),
         ] {
-            let response = upgrade(&proxy, &token);
+            let response = upgrade_with_token(proxy.client, &token);
             assert_eq!(status_of(&response), 401, "{alg} {what}: {response}");
             assert!(
                 response.contains("bad token signature"),
@@ -247,7 +257,7 @@ fn the_public_key_never_serves_as_an_hmac_secret() {
     let pem = std::fs::read(&public).expect("public key");
     // HS256 over the token with the PEM text as the HMAC key: the classic algorithm confusion.
     let forged = jwt::mint(&pem, "admin", now_unix() + 600);
-    let response = upgrade(&proxy, &forged);
+    let response = upgrade_with_token(proxy.client, &forged);
     assert_eq!(status_of(&response), 401, "{response}");
     assert!(
         response.contains("unsupported token algorithm"),
@@ -260,7 +270,12 @@ fn the_public_key_never_serves_as_an_hmac_secret() {
         &json!({"sub": "a", "exp": now + 60}),
         None,
     );
-    assert_eq!(status_of(&upgrade(&proxy, &good)), 101, "{}", proxy.log());
+    assert_eq!(
+        status_of(&upgrade_with_token(proxy.client, &good)),
+        101,
+        "{}",
+        proxy.log()
+    );
 }
 
 #[test]
@@ -320,9 +335,14 @@ fn the_token_subcommand_mints_the_new_claims() {
     let token = String::from_utf8(out.stdout).expect("utf-8");
     let token = token.trim();
     let proxy = Proxy::start_jwt(&["--jwt-audience", "chat", "--jwt-issuer", "hermod-test"]);
-    assert_eq!(status_of(&upgrade(&proxy, token)), 101, "{}", proxy.log());
+    assert_eq!(
+        status_of(&upgrade_with_token(proxy.client, token)),
+        101,
+        "{}",
+        proxy.log()
+    );
     let other = Proxy::start_jwt(&["--jwt-audience", "billing"]);
-    assert_eq!(status_of(&upgrade(&other, token)), 401);
+    assert_eq!(status_of(&upgrade_with_token(other.client, token)), 401);
     let claims = jwt::verify(SECRET.as_bytes(), token, now_unix()).expect("verifies");
     assert_eq!(claims.rooms, ["team.42", "team.42.*"]);
     assert_eq!(claims.publish, ["team.42"]);

@@ -99,6 +99,11 @@ pub fn raw_upgrade(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> 
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// [`raw_upgrade`] of `/ws?token=TOKEN`.
+pub fn upgrade_with_token(addr: SocketAddr, token: &str) -> String {
+    raw_upgrade(addr, &format!("/ws?token={token}"), &[])
+}
+
 /// The status code of a response from [`raw_upgrade`].
 pub fn status_of(response: &str) -> u16 {
     response
