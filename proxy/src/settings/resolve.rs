@@ -77,8 +77,8 @@ hermod_core::setting_args! {
     workers: "N",
     /// How clients authenticate: jwt or none (development only; identity from ?user=). Default jwt.
     auth: "jwt|none",
-    /// HS256 secret, at least 32 bytes. Without it, --jwt-public-key and --jwks-url (and --auth
-    /// jwt) a random secret is made and printed.
+    /// HS256 secret, at least 32 bytes. When none of it, --jwt-public-key and --jwks-url is
+    /// given (and --auth is jwt), a random secret is made and printed.
     jwt_secret: "S",
     /// PEM public key file (RSA 2048-4096 bits for RS256, or EC P-256 for ES256) that verifies
     /// tokens; HS256 tokens still go to --jwt-secret if set (default: none).
