@@ -131,6 +131,8 @@ pub struct Metrics {
     pub admission_refused: [AtomicU64; 4],
     /// Connections closed at the first-byte and head deadlines, in that order.
     pub handshake_timeouts: [AtomicU64; 2],
+    /// JWKS fetches that installed a key set, and fetches that failed (`--jwks-url`).
+    pub jwks_fetches: [AtomicU64; 2],
 }
 
 /// A fixed-bucket histogram in the Prometheus sense (cumulative buckets are computed at render).
@@ -310,6 +312,16 @@ impl Metrics {
         w.header(bytes);
         w.sample(bytes, &[&"up"], self.tunnel_bytes_up.load(Relaxed));
         w.sample(bytes, &[&"down"], self.tunnel_bytes_down.load(Relaxed));
+        let jwks = &names::JWKS_FETCHES;
+        w.header(jwks);
+        let [ok, failed] = &self.jwks_fetches;
+        w.sample(jwks, &[&"ok"], ok.load(Relaxed));
+        w.sample(jwks, &[&"failed"], failed.load(Relaxed));
+    }
+
+    /// Counts one JWKS fetch.
+    pub fn jwks_fetched(&self, ok: bool) {
+        self.jwks_fetches[usize::from(!ok)].fetch_add(1, Relaxed);
     }
 }
 

@@ -78,7 +78,7 @@ pub fn random_secret() -> String {
 
 /// With `--jwks-url`: the first fetch (blocking, before the gateway serves; a failure is logged
 /// and retried in the background) and the refresher thread.
-fn start_jwks(settings: &Settings) -> Result<(), StartError> {
+fn start_jwks(settings: &Settings, metrics: &Arc<Metrics>) -> Result<(), StartError> {
     let AuthMode::Tokens(verifier) = &settings.auth else {
         return Ok(());
     };
@@ -86,6 +86,7 @@ fn start_jwks(settings: &Settings) -> Result<(), StartError> {
         return Ok(());
     };
     let fetched = source.fetch();
+    metrics.jwks_fetched(fetched.is_ok());
     match &fetched {
         Ok(keys) => tracing::info!(url = %source.url(), keys, "JWKS fetched"),
         Err(e) => tracing::warn!(
@@ -93,7 +94,9 @@ fn start_jwks(settings: &Settings) -> Result<(), StartError> {
             "JWKS fetch failed: RS256/ES256 tokens are refused until a refresh succeeds"
         ),
     }
-    JwksRefresher::spawn(Arc::clone(verifier), fetched.is_ok())
+    let metrics = Arc::clone(metrics);
+    let counted = move |ok| metrics.jwks_fetched(ok);
+    JwksRefresher::spawn(Arc::clone(verifier), fetched.is_ok(), counted)
         .map_err(resource("the JWKS refresher"))
 }
 
@@ -107,8 +110,8 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
         .local_addr()
         .map_err(resource("admin listener"))?;
 
-    start_jwks(&settings)?;
     let metrics = Arc::new(Metrics::default());
+    start_jwks(&settings, &metrics)?;
     let mut workers = Vec::with_capacity(listeners.len());
     let mut handles: Vec<WorkerHandle> = Vec::with_capacity(listeners.len());
     let limits = worker::SharedLimits::new(&settings);

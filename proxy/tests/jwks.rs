@@ -116,6 +116,11 @@ fn jwks_keys_verify_tokens_and_a_rotation_is_picked_up() {
     }
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(refreshes(&proxy), before + 1, "log:\n{}", proxy.log());
+    // Every fetch is counted: the startup one and each refresh.
+    let ok = proxy.metric_sum(&["hermod_jwks_fetches_total", "result=\"ok\""]);
+    assert_eq!(ok, Some((before + 2) as f64));
+    let failed = proxy.metric_sum(&["hermod_jwks_fetches_total", "result=\"failed\""]);
+    assert_eq!(failed, Some(0.0));
 }
 
 #[test]
@@ -140,4 +145,6 @@ fn an_unreachable_jwks_at_start_refuses_tokens_but_serves() {
     assert_eq!(status_of(&response), 401, "{response}");
     // Unknown to the empty set: the kind of refusal that asks the refresher for a fetch.
     assert!(response.contains("unknown key id"), "{response}");
+    let failed = proxy.metric_sum(&["hermod_jwks_fetches_total", "result=\"failed\""]);
+    assert!(failed >= Some(1.0), "{failed:?}");
 }

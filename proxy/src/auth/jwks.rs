@@ -100,8 +100,13 @@ pub struct JwksRefresher;
 
 impl JwksRefresher {
     /// Starts the refresher of `verifier`'s JWKS source (none: nothing to do). `fetched_ok`:
-    /// whether the startup fetch succeeded (if not, the first retry comes sooner).
-    pub fn spawn(verifier: Arc<TokenVerifier>, fetched_ok: bool) -> std::io::Result<()> {
+    /// whether the startup fetch succeeded (if not, the first retry comes sooner); `counted` is
+    /// told the result of every fetch (the metrics).
+    pub fn spawn(
+        verifier: Arc<TokenVerifier>,
+        fetched_ok: bool,
+        counted: impl Fn(bool) + Send + 'static,
+    ) -> std::io::Result<()> {
         if verifier.jwks().is_none() {
             return Ok(());
         }
@@ -110,14 +115,14 @@ impl JwksRefresher {
             .spawn(move || {
                 if let Some(source) = verifier.jwks() {
                     let _ = source.refresher.set(std::thread::current());
-                    refresh_loop(source, fetched_ok);
+                    refresh_loop(source, fetched_ok, &counted);
                 }
             })?;
         Ok(())
     }
 }
 
-fn refresh_loop(source: &JwksSource, fetched_ok: bool) -> ! {
+fn refresh_loop(source: &JwksSource, fetched_ok: bool, counted: &dyn Fn(bool)) -> ! {
     let mut last = Instant::now();
     let mut next = last
         + if fetched_ok {
@@ -137,7 +142,9 @@ fn refresh_loop(source: &JwksSource, fetched_ok: bool) -> ! {
             std::thread::sleep(earliest - now);
         }
         source.wanted.store(false, Ordering::Release);
-        let wait = match source.fetch() {
+        let fetched = source.fetch();
+        counted(fetched.is_ok());
+        let wait = match fetched {
             Ok(keys) => {
                 tracing::info!(url = %source.url, keys, "JWKS refreshed");
                 REFRESH_EVERY
