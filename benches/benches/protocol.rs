@@ -1,5 +1,6 @@
 //! The client protocol's hot paths: parsing a typical `send`, encoding a delivered message, and
-//! verifying a token at the handshake.
+//! verifying a token at the handshake (HS256 with our HMAC path; RS256 and ES256 with RustCrypto,
+//! on tokens PyJWT made, the same the core's unit tests check).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use hermod_core::ids::{MsgId, Name};
@@ -43,18 +44,38 @@ fn encode(c: &mut Criterion) {
     });
 }
 
+/// The core's test fixtures: PyJWT tokens (valid at 1_700_000_000) and their public keys.
+const PYJWT: &str = include_str!("../../core/src/jwt/testdata/pyjwt.json");
+const RSA_PUB: &str = include_str!("../../core/src/jwt/testdata/rsa.pub");
+const EC_PUB: &str = include_str!("../../core/src/jwt/testdata/ec.pub");
+
 fn verify(c: &mut Criterion) {
-    let secret = b"bench-secret-0123456789abcdef";
-    let token = jwt::mint(secret, "user-42", 4_000_000_000);
+    let secret = b"bench-secret-0123456789abcdef-0123";
+    let now = 1_700_000_000;
+    let token = jwt::mint(secret, "user-42", now + 3600);
     c.bench_function("jwt/verify", |b| {
-        b.iter(|| {
-            jwt::verify(
-                black_box(secret),
-                black_box(&token),
-                black_box(1_700_000_000),
-            )
-        })
+        b.iter(|| jwt::verify(black_box(secret), black_box(&token), black_box(now)))
     });
+    let Ok(fixtures) = serde_json::from_str::<serde_json::Value>(PYJWT) else {
+        panic!("the PyJWT fixture is JSON");
+    };
+    let rules = jwt::Rules::default();
+    for (name, pem, field) in [
+        ("jwt/verify_rs256", RSA_PUB, "rs256"),
+        ("jwt/verify_es256", EC_PUB, "es256"),
+    ] {
+        let (Ok(keys), Some(token)) = (jwt::KeySet::from_pem(pem), fixtures[field].as_str()) else {
+            panic!("the fixture keys and tokens are valid");
+        };
+        let keys = jwt::Keys {
+            secret: None,
+            public: Some(&keys),
+        };
+        assert!(jwt::verify_with(keys, &rules, token, now).is_ok());
+        c.bench_function(name, |b| {
+            b.iter(|| jwt::verify_with(keys, &rules, black_box(token), black_box(now)))
+        });
+    }
 }
 
 criterion_group!(benches, parse, encode, verify);

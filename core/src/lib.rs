@@ -6,7 +6,7 @@
 //!
 //! - [`ids`]: validated names, client request ids and message ids.
 //! - [`protocol`]: the v1 client protocol (JSON frames), parse and encode.
-//! - [`jwt`]: HS256 tokens: mint and verify.
+//! - [`jwt`]: tokens: HS256 mint and verify, RS256/ES256 public keys (PEM, JWKS), the claim rules.
 //! - [`grants`]: room and direct-message permissions: token grant patterns and the namespaces
 //!   of the configuration.
 //! - [`bus`]: the broker's message interface (requests in, deliveries out).

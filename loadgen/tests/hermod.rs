@@ -23,7 +23,7 @@ fn exclusive() -> MutexGuard<'static, ()> {
 fn direct_through_hermod_loses_nothing() {
     let _serial = exclusive();
     let bin = common::proxy_binary();
-    let secret = "loadgen-test-secret";
+    let secret = "loadgen-test-secret-0123456789abcdef";
     let proxy = common::start_proxy(&bin, &["--jwt-secret", secret]);
     let url = format!("ws://{}/ws", proxy.addr);
     // The second run reads replies at its send ticks instead of waking for each one.
@@ -97,7 +97,7 @@ fn direct_reconnects_slow_consumers_and_loses_nothing() {
     // a receiver 1008 although it reads normally. The loadgen reopens the session and Hermod
     // replays the inbox, so nothing is lost after the drain.
     let bin = common::proxy_binary();
-    let secret = "loadgen-test-secret";
+    let secret = "loadgen-test-secret-0123456789abcdef";
     let proxy = common::start_proxy(
         &bin,
         &["--jwt-secret", secret, "--max-outbound-bytes", "300"],

@@ -16,11 +16,15 @@
 //!                ├── tunnel/   one --route tunnel: state machine, HTTP heads (pure), relay pipes
 //!                ├── next.rs   Next and CloseReason: what a handler hands back to the loop
 //!                ├── metrics.rs  counters shared with the admin listener
-//!                └── settings/ Settings, resolved from flags, HERMOD_* env and the TOML file
-//!                              (pure, except the one DNS lookup of route upstreams at startup)
+//!                ├── settings/ Settings, resolved from flags, HERMOD_* env and the TOML file
+//!                │             (pure, except the DNS lookup of route upstreams and the read of
+//!                │             a public key file at startup)
+//!                └── auth/     TokenVerifier: tokens checked with the HS256 secret, a key file
+//!                              or JWKS keys (JwksRefresher: the background fetch thread)
 //! ```
 
 pub mod admin;
+pub mod auth;
 pub mod brokers;
 pub mod metrics;
 pub mod next;

@@ -42,11 +42,7 @@ fn token(args: &TokenArgs, env: EnvLookup<'_>) -> ExitCode {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let exp = now.saturating_add(req.ttl.as_secs());
-    println!(
-        "{}",
-        hermod_core::jwt::mint(&req.secret, req.user.as_str(), exp)
-    );
+    println!("{}", req.mint(now));
     ExitCode::SUCCESS
 }
 

@@ -24,7 +24,7 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
 /// The statuses a connection is refused with before an upgrade, each counted under its own
 /// label: bad request or upgrade, bad token, unknown path, method not allowed, plain HTTP on a
 /// WebSocket endpoint, header fields too large.
-pub const REJECT_STATUSES: [u16; 6] = [400, 401, 404, 405, 426, 431];
+pub const REJECT_STATUSES: [u16; 7] = [400, 401, 403, 404, 405, 426, 431];
 
 /// Why a connection was refused before it became a session (503 at accept, 429 at the
 /// handshake), each counted under its own `reason` label.
@@ -137,6 +137,8 @@ pub struct Metrics {
     pub admission_refused: [AtomicU64; 4],
     /// Connections closed at the first-byte and head deadlines, in that order.
     pub handshake_timeouts: [AtomicU64; 2],
+    /// JWKS fetches that installed a key set, and fetches that failed (`--jwks-url`).
+    pub jwks_fetches: [AtomicU64; 2],
 }
 
 /// A fixed-bucket histogram in the Prometheus sense (cumulative buckets are computed at render).
@@ -318,6 +320,16 @@ impl Metrics {
         w.header(bytes);
         w.sample(bytes, &[&"up"], self.tunnel_bytes_up.load(Relaxed));
         w.sample(bytes, &[&"down"], self.tunnel_bytes_down.load(Relaxed));
+        let jwks = &names::JWKS_FETCHES;
+        w.header(jwks);
+        let [ok, failed] = &self.jwks_fetches;
+        w.sample(jwks, &[&"ok"], ok.load(Relaxed));
+        w.sample(jwks, &[&"failed"], failed.load(Relaxed));
+    }
+
+    /// Counts one JWKS fetch.
+    pub fn jwks_fetched(&self, ok: bool) {
+        self.jwks_fetches[usize::from(!ok)].fetch_add(1, Relaxed);
     }
 }
 

@@ -37,6 +37,7 @@ use hermod_core::startup::{bind_admin, resource, spawn_signal_thread, terminatio
 use parking_lot::Mutex;
 
 use crate::admin::{self, AdminState};
+use crate::auth::JwksRefresher;
 use crate::brokers::{self, BrokerLinks};
 use crate::metrics::Metrics;
 use crate::settings::resolve::Resolved;
@@ -75,6 +76,30 @@ pub fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// With `--jwks-url`: the first fetch (blocking, before the gateway serves; a failure is logged
+/// and retried in the background) and the refresher thread.
+fn start_jwks(settings: &Settings, metrics: &Arc<Metrics>) -> Result<(), StartError> {
+    let AuthMode::Tokens(verifier) = &settings.auth else {
+        return Ok(());
+    };
+    let Some(source) = verifier.jwks() else {
+        return Ok(());
+    };
+    let fetched = source.fetch();
+    metrics.jwks_fetched(fetched.is_ok());
+    match &fetched {
+        Ok(keys) => tracing::info!(url = %source.url(), keys, "JWKS fetched"),
+        Err(e) => tracing::warn!(
+            url = %source.url(), error = %e,
+            "JWKS fetch failed: RS256/ES256 tokens are refused until a refresh succeeds"
+        ),
+    }
+    let metrics = Arc::clone(metrics);
+    let counted = move |ok| metrics.jwks_fetched(ok);
+    JwksRefresher::spawn(Arc::clone(verifier), fetched.is_ok(), counted)
+        .map_err(resource("the JWKS refresher"))
+}
+
 /// Runs the gateway until a signal; returns the process exit code.
 pub fn run(resolved: Resolved) -> Result<u8, StartError> {
     let signals = termination_signals()?;
@@ -86,6 +111,7 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
         .map_err(resource("admin listener"))?;
 
     let metrics = Arc::new(Metrics::default());
+    start_jwks(&settings, &metrics)?;
     let mut workers = Vec::with_capacity(listeners.len());
     let mut handles: Vec<WorkerHandle> = Vec::with_capacity(listeners.len());
     let limits = worker::SharedLimits::new(&settings);
@@ -448,7 +474,7 @@ fn stop_workers(
 
 fn print_ready_line(settings: &Settings, client: SocketAddr, admin: SocketAddr) {
     let auth = match settings.auth {
-        AuthMode::Jwt { .. } => "jwt",
+        AuthMode::Jwt { .. } | AuthMode::Tokens(_) => "jwt",
         AuthMode::None => "none",
     };
     let storage = match (&settings.brokers, &settings.storage) {

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hermod-proxy");
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// A secret long enough for the gateway (32 bytes or more).
+const CLI_SECRET: &str = "cli-test-secret-0123456789abcdef";
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
@@ -95,7 +97,7 @@ fn bad_configuration_is_one_line_and_exit_2() {
         "error: --config: ",
     );
     config_error(
-        &["token", "--user", "a b", "--jwt-secret", "k"],
+        &["token", "--user", "a b", "--jwt-secret", CLI_SECRET],
         &[],
         "error: --user: ",
     );
@@ -139,11 +141,12 @@ fn a_port_in_use_fails_with_one_line_and_exit_1() {
 fn token_prints_a_verifiable_token() {
     let out = run(
         &["token", "--user", "alice", "--ttl", "120"],
-        &[("HERMOD_JWT_SECRET", "k1")],
+        &[("HERMOD_JWT_SECRET", CLI_SECRET)],
     );
     assert_eq!(out.status.code(), Some(0));
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let claims = hermod_core::jwt::verify(b"k1", &token, now_unix()).expect("valid token");
+    let claims =
+        hermod_core::jwt::verify(CLI_SECRET.as_bytes(), &token, now_unix()).expect("valid token");
     assert_eq!(claims.sub, "alice");
     assert!(claims.exp >= now_unix() + 100 && claims.exp <= now_unix() + 130);
     assert!(hermod_core::jwt::verify(b"other", &token, now_unix()).is_err());

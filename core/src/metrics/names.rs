@@ -163,6 +163,13 @@ pub const TUNNEL_BYTES: Family = Family::counter(
     "Bytes relayed by tunnels, by direction.",
 )
 .with_labels(&["direction"]);
+// Issue 12, token keys: JWKS fetches (`--jwks-url`), at startup and by the refresher.
+pub const JWKS_FETCHES: Family = Family::counter(
+    Gateway,
+    "hermod_jwks_fetches_total",
+    "JWKS fetches, by result (ok: a usable key set was installed; failed: the previous keys stay).",
+)
+.with_labels(&["result"]);
 
 // The gateway's links to brokers (`--brokers`, `--registry`).
 pub const BROKER_LINKS_UP: Family = Family::gauge(
@@ -402,6 +409,7 @@ pub const ALL: &[Family] = &[
     TUNNELS,
     TUNNEL_UPSTREAM_FAILURES,
     TUNNEL_BYTES,
+    JWKS_FETCHES,
     BROKER_LINKS_UP,
     SESSIONS_UNPLACED,
     SESSIONS_REHOMED,

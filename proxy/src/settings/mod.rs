@@ -8,10 +8,14 @@
 //! - [`permissions`]: the room namespaces (`[[namespace]]` in the file) and
 //!   `--direct-messages`.
 //! - [`paths`]: the one rule for the paths the gateway serves (`/ws`, echo, routes).
+//! - [`auth`]: `--auth`, the token keys and claim rules, `hermod-proxy token`'s options.
+//! - [`origins`]: `--allowed-origins`, the browser origins allowed to open `/ws`.
 //!
 //! Pure functions of (flags, environment lookup, file text), except the DNS lookup of route
-//! upstreams: tests need no process environment.
+//! upstreams and the read of a `--jwt-public-key` file: tests need no process environment.
 
+pub mod auth;
+pub mod origins;
 pub mod paths;
 pub mod permissions;
 pub mod resolve;
@@ -30,17 +34,34 @@ use hermod_core::redis::ClientConfig;
 
 use routes::Route;
 
+use crate::auth::TokenVerifier;
 use hermod_core::grants::{DirectMessages, RoomPolicy};
 use hermod_core::jwt;
 use hermod_core::rate::RateConfig;
 
-/// How clients prove who they are at the handshake.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How clients prove who they are at the handshake: a JWT in `?token=` or
+/// `Authorization: Bearer`, or (development only) nothing.
+#[derive(Debug, Clone)]
 pub enum AuthMode {
-    /// HS256 JWT in `?token=` or `Authorization: Bearer`, checked with this secret.
+    /// HS256 tokens checked with this secret under the default claim rules (tests, embedding).
     Jwt { secret: Vec<u8> },
+    /// Tokens checked by a [`TokenVerifier`]: the HS256 secret and/or public keys, under the
+    /// configured claim rules. What `resolve` makes of `--auth jwt`.
+    Tokens(Arc<TokenVerifier>),
     /// Identity from the `user` query parameter. Development only.
     None,
+}
+
+impl PartialEq for AuthMode {
+    /// Same kind and keys: verifiers are equal only as the same shared one.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (AuthMode::Jwt { secret: a }, AuthMode::Jwt { secret: b }) => a == b,
+            (AuthMode::Tokens(a), AuthMode::Tokens(b)) => Arc::ptr_eq(a, b),
+            (AuthMode::None, AuthMode::None) => true,
+            _ => false,
+        }
+    }
 }
 
 impl AuthMode {
@@ -49,8 +70,14 @@ impl AuthMode {
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<jwt::Claims, jwt::JwtError> {
         match self {
             AuthMode::Jwt { secret } => jwt::verify(secret, token, now_unix),
+            AuthMode::Tokens(verifier) => verifier.verify(token, now_unix),
             AuthMode::None => Err(jwt::JwtError::UnsupportedAlgorithm),
         }
+    }
+
+    /// Whether clients must present a token (every mode but [`AuthMode::None`]).
+    pub fn requires_token(&self) -> bool {
+        !matches!(self, AuthMode::None)
     }
 }
 
@@ -138,6 +165,9 @@ pub struct Settings {
     pub brokers: Brokers,
     /// The secret presented on every broker link (`--link-secret`); `Debug` shows `***`.
     pub link_secret: Option<hermod_core::link::LinkSecret>,
+    /// Browser origins allowed to open the protocol path (`--allowed-origins`, lowercased
+    /// patterns with `*`); empty: no Origin check. An upgrade without `Origin` passes.
+    pub allowed_origins: Vec<String>,
     /// Tunnel routes (`--route`), matched by exact path before any WebSocket handling.
     pub routes: Vec<Route>,
     /// Time a tunnel's TCP connect to its upstream may take; past it the client gets 502.
@@ -186,6 +216,7 @@ impl Settings {
             storage: Storage::Memory,
             brokers: Brokers::Embedded,
             link_secret: None,
+            allowed_origins: Vec::new(),
             routes: Vec::new(),
             route_connect_timeout: Duration::from_secs(5),
             route_idle_timeout: Some(Duration::from_secs(300)),

@@ -17,15 +17,15 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use hermod_broker::server::config::resolve_limits;
-use hermod_core::ids::Name;
 pub use hermod_core::settings::{
     config_path, env_name, ConfigFile, EnvLookup, Origin, SettingError as ConfigError, ENV_PREFIX,
 };
-use hermod_core::settings::{count, duration, log_filter, one_of, socket_addr, Sources};
+use hermod_core::settings::{count, duration, log_filter, socket_addr, Sources};
 
+pub use super::auth::{resolve_token, TokenRequest};
 use super::paths::parse_path;
 use super::routes::{parse_route, Route};
-use super::{storage, AddressLimit, AuthMode, Settings};
+use super::{storage, AddressLimit, Settings};
 
 /// Routes one process may have (each is matched by a linear scan of short strings).
 const MAX_ROUTES: usize = 64;
@@ -87,8 +87,24 @@ hermod_core::setting_args! {
     /// Who may send direct messages: any (any authenticated user to any user) or grant (only
     /// to users the token's `send` claim matches). Default any.
     direct_messages: "any|grant",
-    /// HS256 secret. Without one (and --auth jwt) a random secret is made and printed.
+    /// HS256 secret, at least 32 bytes. When none of it, --jwt-public-key and --jwks-url is
+    /// given (and --auth is jwt), a random secret is made and printed.
     jwt_secret: "S",
+    /// PEM public key file (RSA 2048-4096 bits for RS256, or EC P-256 for ES256) that verifies
+    /// tokens; HS256 tokens still go to --jwt-secret if set (default: none).
+    jwt_public_key: "FILE",
+    /// JWKS URL (http:// only for now) whose RS256/ES256 keys verify tokens, fetched at start,
+    /// every 5 minutes, and when a token names an unknown kid (default: none).
+    jwks_url: "URL",
+    /// Longest token lifetime accepted, as exp - now and exp - iat (default 24h).
+    jwt_max_lifetime: "DURATION",
+    /// Required audience: the token's aud (string or array) must contain it (default: not checked).
+    jwt_audience: "AUD",
+    /// Required issuer: the token's iss must equal it (default: not checked).
+    jwt_issuer: "ISS",
+    /// Browser origins allowed to open /ws, comma-separated, * wildcards
+    /// (https://*.example.com); others get 403; upgrades without Origin pass (default: any).
+    allowed_origins: "LIST",
     /// Path of a built-in WebSocket echo endpoint, e.g. /echo (default: off).
     echo_path: "PATH",
     /// Largest WebSocket message in bytes; larger closes with 1009 (default 65536).
@@ -178,10 +194,24 @@ pub struct TokenArgs {
     /// The user id (`sub`): 1 to 128 bytes of [A-Za-z0-9_.:@-]. Required.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
-    /// Lifetime in seconds, or a duration such as 1h or 7d (default 3600).
+    /// Lifetime in seconds, or a duration such as 1h or 7d, at most 365d (default 3600; the
+    /// gateway refuses tokens longer than its --jwt-max-lifetime, 24h by default).
     #[arg(long, value_name = "SECS")]
     pub ttl: Option<String>,
-    /// HS256 secret [env: HERMOD_JWT_SECRET, or jwt_secret in the --config file].
+    /// Room patterns the token grants for joining (the `rooms` claim), comma-separated.
+    #[arg(long, value_name = "P,...")]
+    pub rooms: Option<String>,
+    /// Room patterns the token grants for publishing (the `publish` claim), comma-separated.
+    #[arg(long, value_name = "P,...")]
+    pub publish: Option<String>,
+    /// Audience (the `aud` claim).
+    #[arg(long, value_name = "A")]
+    pub aud: Option<String>,
+    /// Issuer (the `iss` claim).
+    #[arg(long, value_name = "I")]
+    pub iss: Option<String>,
+    /// HS256 secret, at least 32 bytes [env: HERMOD_JWT_SECRET, or jwt_secret in the --config
+    /// file].
     #[arg(long, value_name = "S")]
     pub jwt_secret: Option<String>,
     /// TOML file to read jwt_secret from [env: HERMOD_CONFIG].
@@ -244,22 +274,7 @@ pub fn resolve(
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;
 
-    let use_jwt = src.get("auth", parse_auth)?.unwrap_or(true);
-    let secret = src.get("jwt_secret", parse_secret)?;
-    let mut generated_secret = None;
-    s.auth = match (use_jwt, secret) {
-        (false, _) => AuthMode::None,
-        (true, Some(secret)) => AuthMode::Jwt {
-            secret: secret.into_bytes(),
-        },
-        (true, None) => {
-            let secret = make_secret();
-            generated_secret = Some(secret.clone());
-            AuthMode::Jwt {
-                secret: secret.into_bytes(),
-            }
-        }
-    };
+    let generated_secret = super::auth::resolve_auth(&src, &mut s, make_secret)?;
     Ok(Resolved {
         settings: s,
         log,
@@ -367,74 +382,8 @@ fn resolve_timing(src: &Sources<'_>, s: &mut Settings) -> Result<(), ConfigError
     })
 }
 
-/// What `hermod-proxy token` needs, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRequest {
-    /// The token's subject.
-    pub user: Name,
-    /// Lifetime from now.
-    pub ttl: Duration,
-    /// The HS256 key (the secret's UTF-8 bytes, as the gateway uses them).
-    pub secret: Vec<u8>,
-}
-
-/// Resolves `token`'s options: the secret is flag > `HERMOD_JWT_SECRET` > file `jwt_secret`.
-pub fn resolve_token(
-    args: &TokenArgs,
-    env: EnvLookup<'_>,
-    file: Option<&ConfigFile>,
-) -> Result<TokenRequest, ConfigError> {
-    let user = args
-        .user
-        .as_deref()
-        .ok_or_else(|| ConfigError::new("user", Origin::Flag, "required"))?;
-    let user = Name::parse("user", user)
-        .map_err(|e| ConfigError::new("user", Origin::Flag, e.to_string()))?;
-    let ttl = match &args.ttl {
-        None => Duration::from_secs(3600),
-        Some(v) => duration(
-            v,
-            Duration::from_secs(1),
-            Duration::from_secs(10 * 365 * 86400),
-        )
-        .map_err(|p| ConfigError::new("ttl", Origin::Flag, p))?,
-    };
-    let flag = |key: &str| {
-        (key == "jwt_secret")
-            .then(|| args.jwt_secret.clone())
-            .flatten()
-    };
-    let src = Sources {
-        flag: &flag,
-        env,
-        file,
-    };
-    let secret = src.get("jwt_secret", parse_secret)?.ok_or_else(|| {
-        let problem = "required (or HERMOD_JWT_SECRET, or jwt_secret in --config)";
-        ConfigError::new("jwt_secret", Origin::Flag, problem)
-    })?;
-    Ok(TokenRequest {
-        user,
-        ttl,
-        secret: secret.into_bytes(),
-    })
-}
-
 fn parse_addr(v: &str) -> Result<SocketAddr, String> {
     socket_addr(v, "127.0.0.1:8080")
-}
-
-/// `jwt` → true, `none` → false.
-fn parse_auth(v: &str) -> Result<bool, String> {
-    one_of(v, &[("jwt", true), ("none", false)])
-}
-
-fn parse_secret(v: &str) -> Result<String, String> {
-    match v.len() {
-        0 => Err("must not be empty".to_owned()),
-        1..=4096 => Ok(v.to_owned()),
-        _ => Err("must be at most 4096 bytes".to_owned()),
-    }
 }
 
 /// The tunnel settings: `--route` (repeatable; `HERMOD_ROUTE` as a comma-separated list;

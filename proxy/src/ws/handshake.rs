@@ -6,7 +6,8 @@
 //!   or `HEAD` of an endpoint, 405 for other methods, 404 for unknown paths, 400 for a malformed
 //!   head or a broken upgrade (bad `Sec-WebSocket-Key`/`-Version`), 431 for too many headers.
 //! - [`admit`] decides what an upgrade request gets: the client protocol (with an identity), the
-//!   echo endpoint, or 401 bad token (bad grant patterns included), 400 bad identity, 404 unknown path. [`Gate`] plugs it into
+//!   echo endpoint, or 403 origin not allowed (`--allowed-origins`, protocol path only), 401 bad
+//!   token (bad grant patterns included), 400 bad identity, 404 unknown path. [`Gate`] plugs it into
 //!   tungstenite's handshake callback and hands the outcome to the worker through a shared cell,
 //!   because tungstenite consumes the callback; it also counts the session against its user's
 //!   cap (`--max-sessions-per-user`), answering 429 past it.
@@ -29,7 +30,8 @@ use tungstenite::handshake::server::{create_response, Callback, ErrorResponse, R
 use tungstenite::http::{header, Method, StatusCode, Uri};
 
 pub use super::refusal::{Hint, Refusal};
-use crate::settings::{AuthMode, Settings};
+use crate::settings::origins::origin_allowed;
+use crate::settings::Settings;
 
 /// What an admitted upgrade leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,28 +57,26 @@ pub fn admit(settings: &Settings, req: &Request, now_unix: u64) -> Result<Endpoi
     if path != settings.ws_path {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "no such endpoint"));
     }
-    let (user, claims) = match &settings.auth {
-        AuthMode::Jwt { .. } => {
-            let token = match query_param(query, "token")? {
-                Some(t) => t,
-                None => bearer(req)?,
-            };
-            let claims = settings
-                .auth
-                .verify(&token, now_unix)
-                .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
-            let user = Name::parse("user", &claims.sub).map_err(bad_request)?;
-            // A token whose grant patterns break the syntax is refused whole: an issuer bug
-            // is reported, never half-applied.
-            TokenGrants::from_claims(&claims)
-                .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
-            (user, Some(Box::new(claims)))
-        }
-        AuthMode::None => {
-            let user = query_param(query, "user")?
-                .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "missing user parameter"))?;
-            (Name::parse("user", &user).map_err(bad_request)?, None)
-        }
+    check_origin(settings, req)?;
+    let (user, claims) = if settings.auth.requires_token() {
+        let token = match query_param(query, "token")? {
+            Some(t) => t,
+            None => bearer(req)?,
+        };
+        let claims = settings
+            .auth
+            .verify(&token, now_unix)
+            .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
+        let user = Name::parse("user", &claims.sub).map_err(bad_request)?;
+        // A token whose grant patterns break the syntax is refused whole: an issuer bug is
+        // reported, never half-applied.
+        TokenGrants::from_claims(&claims)
+            .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
+        (user, Some(Box::new(claims)))
+    } else {
+        let user = query_param(query, "user")?
+            .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "missing user parameter"))?;
+        (Name::parse("user", &user).map_err(bad_request)?, None)
     };
     let device = query_param(query, "device")?.unwrap_or_else(|| "default".to_owned());
     let device = Name::parse("device", &device).map_err(bad_request)?;
@@ -85,6 +85,21 @@ pub fn admit(settings: &Settings, req: &Request, now_unix: u64) -> Result<Endpoi
         device,
         claims,
     })
+}
+
+/// 403 when `--allowed-origins` is set and the request's `Origin` matches none of it. A request
+/// without `Origin` (not a browser) passes: its token is what decides.
+fn check_origin(settings: &Settings, req: &Request) -> Result<(), Refusal> {
+    if settings.allowed_origins.is_empty() {
+        return Ok(());
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    match origin.to_str() {
+        Ok(origin) if origin_allowed(&settings.allowed_origins, origin) => Ok(()),
+        _ => Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed")),
+    }
 }
 
 /// What a request head peeked before tungstenite reads it gets.
@@ -284,6 +299,7 @@ impl Callback for Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::AuthMode;
 
     const SECRET: &[u8] = b"test-secret";
     const NOW: u64 = 1_700_000_000;
@@ -389,6 +405,39 @@ mod tests {
         claims.publish = vec!["team.*".into()];
         let t = jwt::mint_claims(secret, &claims);
         assert!(admit(&s, &request(&format!("/ws?token={t}"), None), NOW).is_ok());
+    }
+
+    #[test]
+    fn origins_outside_the_allow_list_are_403_on_the_protocol_path() {
+        let mut s = jwt_settings();
+        s.allowed_origins = vec!["https://*.example.com".to_owned()];
+        let t = token("alice", NOW + 60);
+        let with_origin = |path: &str, origin: Option<&str>| {
+            let mut b = Request::builder().uri(path.replace("TOKEN", &t));
+            if let Some(o) = origin {
+                b = b.header("Origin", o);
+            }
+            status(admit(&s, &b.body(()).expect("request"), NOW))
+        };
+        assert_eq!(
+            with_origin("/ws?token=TOKEN", Some("https://app.example.com")),
+            101
+        );
+        assert_eq!(
+            with_origin("/ws?token=TOKEN", Some("https://evil.net")),
+            403
+        );
+        assert_eq!(with_origin("/ws?token=bad", Some("https://evil.net")), 403);
+        assert_eq!(
+            with_origin("/ws?token=TOKEN", None),
+            101,
+            "no Origin: not a browser"
+        );
+        assert_eq!(
+            with_origin("/echo", Some("https://evil.net")),
+            101,
+            "echo: no check"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - [`proxy`]: the `hermod-proxy` child process ([`Proxy`]): start, ports, log, metrics, exit.
 //! - [`client`]: the WebSocket client ([`Client`]), refused handshakes and raw frames.
 //! - [`net`]: blocking loopback sockets with timeouts, and a minimal HTTP GET.
-//! - [`broker`]: real `hermod-broker` processes; [`python`]: the Python interop scripts.
+//! - [`broker`]: real `hermod-broker` processes; [`python`]: the Python interop scripts;
+//!   [`pyjwt`]: tokens and keys made by PyJWT, a raw upgrade, a Python file server.
 
 #![allow(dead_code)]
 
@@ -16,6 +17,7 @@ pub mod broker;
 mod client;
 mod net;
 mod proxy;
+pub mod pyjwt;
 pub mod python;
 
 // Re-exported so the tests name them `common::X`; each test binary uses only some of them.
@@ -34,7 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HS256 secret the JWT-mode proxies are started with.
-pub const SECRET: &str = "e2e-test-secret-0123456789";
+pub const SECRET: &str = "e2e-test-secret-0123456789abcdefghij";
 
 /// The storage engine a test's proxy runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use super::{AuthMode, Durability, Settings, Storage};
 use hermod_core::redis::Target;
 use hermod_core::settings::duration;
 
+mod auth;
 mod permissions;
 mod routes;
 
@@ -30,7 +31,12 @@ fn file(text: &str) -> ConfigFile {
     ConfigFile::parse("test.toml", text, &file_keys()).expect("config file parses")
 }
 
-/// Resolves with the given flags, environment and file; the secret maker yields "generated".
+/// What the secret maker of [`run`] yields.
+const GENERATED: &str = "generated-0123456789abcdef-0123456789abcdef";
+/// A secret long enough (32 bytes).
+const SECRET: &str = "s3cret-s3cret-s3cret-s3cret-s3cr";
+
+/// Resolves with the given flags, environment and file; the secret maker yields [`GENERATED`].
 pub(super) fn run(
     args: &[&str],
     env: &[(&str, &str)],
@@ -40,8 +46,17 @@ pub(super) fn run(
     let lookup = |k: &str| env.get(k).cloned();
     let file = text.map(file);
     resolve(&cli(args).run, &lookup, file.as_ref(), || {
-        "generated".to_owned()
+        GENERATED.to_owned()
     })
+}
+
+/// The HS256 secret tokens are checked with (`None` without one, or under `--auth none`).
+fn secret_of(auth: &AuthMode) -> Option<Vec<u8>> {
+    match auth {
+        AuthMode::Tokens(v) => v.secret().map(<[u8]>::to_vec),
+        AuthMode::Jwt { secret } => Some(secret.clone()),
+        AuthMode::None => None,
+    }
 }
 
 pub(super) fn err(args: &[&str], env: &[(&str, &str)], text: Option<&str>) -> String {
@@ -60,12 +75,10 @@ fn defaults_apply_when_nothing_is_set() {
     assert_eq!(r.log, "info");
     // auth defaults to jwt; without a secret one is generated and reported.
     assert_eq!(
-        r.settings.auth,
-        AuthMode::Jwt {
-            secret: b"generated".to_vec()
-        }
+        secret_of(&r.settings.auth),
+        Some(GENERATED.as_bytes().to_vec())
     );
-    assert_eq!(r.generated_secret.as_deref(), Some("generated"));
+    assert_eq!(r.generated_secret.as_deref(), Some(GENERATED));
 }
 
 #[test]
@@ -139,12 +152,10 @@ fn every_setting_is_read_from_flags() {
 
 #[test]
 fn env_and_file_set_the_secret_and_auth() {
-    let r = run(&[], &[("HERMOD_JWT_SECRET", "s3cret")], None).unwrap();
+    let r = run(&[], &[("HERMOD_JWT_SECRET", SECRET)], None).unwrap();
     assert_eq!(
-        r.settings.auth,
-        AuthMode::Jwt {
-            secret: b"s3cret".to_vec()
-        }
+        secret_of(&r.settings.auth),
+        Some(SECRET.as_bytes().to_vec())
     );
     assert_eq!(r.generated_secret, None);
     let r = run(
@@ -326,24 +337,24 @@ fn token(args: &[&str], env: &[(&str, &str)], text: Option<&str>) -> Result<Toke
 
 #[test]
 fn token_options_resolve() {
-    let t = token(&["--user", "alice", "--jwt-secret", "k"], &[], None).unwrap();
+    let (k, e, f) = (SECRET, GENERATED, "f".repeat(32));
+    let t = token(&["--user", "alice", "--jwt-secret", k], &[], None).unwrap();
     assert_eq!(t.user.as_str(), "alice");
     assert_eq!(t.ttl, Duration::from_secs(3600));
-    assert_eq!(t.secret, b"k");
+    assert_eq!(t.secret, k.as_bytes());
     let t = token(
         &["--user=bob", "--ttl=60"],
-        &[("HERMOD_JWT_SECRET", "e")],
+        &[("HERMOD_JWT_SECRET", e)],
         None,
     )
     .unwrap();
-    assert_eq!((t.ttl, t.secret), (Duration::from_secs(60), b"e".to_vec()));
-    let t = token(
-        &["--user=bob"],
-        &[],
-        Some("jwt_secret = \"f\"\nworkers = 2"),
-    )
-    .unwrap();
-    assert_eq!(t.secret, b"f");
+    assert_eq!(
+        (t.ttl, t.secret),
+        (Duration::from_secs(60), e.as_bytes().to_vec())
+    );
+    let text = format!("jwt_secret = \"{f}\"\nworkers = 2");
+    let t = token(&["--user=bob"], &[], Some(&text)).unwrap();
+    assert_eq!(t.secret, f.as_bytes());
 }
 
 #[test]
@@ -352,16 +363,18 @@ fn token_errors() {
         token(&["--user", "alice"], &[], None).unwrap_err(),
         "--jwt-secret: required (or HERMOD_JWT_SECRET, or jwt_secret in --config)"
     );
-    assert!(token(&["--user", "a b", "--jwt-secret", "k"], &[], None)
+    assert!(token(&["--user", "a b", "--jwt-secret", SECRET], &[], None)
         .unwrap_err()
         .starts_with("--user: "));
     assert_eq!(
-        token(&["--jwt-secret", "k"], &[], None).unwrap_err(),
+        token(&["--jwt-secret", SECRET], &[], None).unwrap_err(),
         "--user: required"
     );
-    assert!(token(&["--user=a", "--jwt-secret=k", "--ttl=0"], &[], None)
-        .unwrap_err()
-        .starts_with("--ttl: "));
+    assert!(
+        token(&["--user=a", "--jwt-secret", SECRET, "--ttl=0"], &[], None)
+            .unwrap_err()
+            .starts_with("--ttl: ")
+    );
 }
 
 #[test]
@@ -528,7 +541,12 @@ fn example_config_lists_every_setting() {
     let direct: Vec<&str> = lines
         .iter()
         .copied()
-        .filter(|l| !l.starts_with("sentinel") && !l.starts_with("brokers"))
+        // One storage choice, and one key source (the key file does not exist here).
+        .filter(|l| {
+            !l.starts_with("sentinel")
+                && !l.starts_with("brokers")
+                && !l.starts_with("jwt_public_key")
+        })
         .collect();
     let r = run(&[], &[], Some(&direct.join("\n"))).unwrap();
     assert!(matches!(r.settings.storage, Storage::Redis { .. }));
