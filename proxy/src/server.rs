@@ -474,7 +474,7 @@ fn stop_workers(
 
 fn print_ready_line(settings: &Settings, client: SocketAddr, admin: SocketAddr) {
     let auth = match settings.auth {
-        AuthMode::Jwt { .. } | AuthMode::Tokens(_) => "jwt",
+        AuthMode::Tokens(_) => "jwt",
         AuthMode::None => "none",
     };
     let storage = match (&settings.brokers, &settings.storage) {

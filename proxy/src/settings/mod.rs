@@ -43,8 +43,6 @@ use hermod_core::rate::RateConfig;
 /// `Authorization: Bearer`, or (development only) nothing.
 #[derive(Debug, Clone)]
 pub enum AuthMode {
-    /// HS256 tokens checked with this secret under the default claim rules (tests, embedding).
-    Jwt { secret: Vec<u8> },
     /// Tokens checked by a [`TokenVerifier`]: the HS256 secret and/or public keys, under the
     /// configured claim rules. What `resolve` makes of `--auth jwt`.
     Tokens(Arc<TokenVerifier>),
@@ -56,7 +54,6 @@ impl PartialEq for AuthMode {
     /// Same kind and keys: verifiers are equal only as the same shared one.
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (AuthMode::Jwt { secret: a }, AuthMode::Jwt { secret: b }) => a == b,
             (AuthMode::Tokens(a), AuthMode::Tokens(b)) => Arc::ptr_eq(a, b),
             (AuthMode::None, AuthMode::None) => true,
             _ => false,
@@ -69,7 +66,6 @@ impl AuthMode {
     /// Under [`AuthMode::None`] there are no tokens: every one is refused.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<jwt::Claims, jwt::JwtError> {
         match self {
-            AuthMode::Jwt { secret } => jwt::verify(secret, token, now_unix),
             AuthMode::Tokens(verifier) => verifier.verify(token, now_unix),
             AuthMode::None => Err(jwt::JwtError::UnsupportedAlgorithm),
         }

@@ -299,6 +299,7 @@ impl Callback for Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::TokenVerifier;
     use crate::settings::AuthMode;
 
     const SECRET: &[u8] = b"test-secret";
@@ -312,9 +313,9 @@ mod tests {
     }
 
     fn jwt_settings() -> Settings {
-        settings(AuthMode::Jwt {
-            secret: SECRET.to_vec(),
-        })
+        settings(AuthMode::Tokens(Arc::new(TokenVerifier::hs256(
+            SECRET.to_vec(),
+        ))))
     }
 
     fn request(uri: &str, auth: Option<&str>) -> Request {

@@ -54,7 +54,6 @@ pub(super) fn run(
 fn secret_of(auth: &AuthMode) -> Option<Vec<u8>> {
     match auth {
         AuthMode::Tokens(v) => v.secret().map(<[u8]>::to_vec),
-        AuthMode::Jwt { secret } => Some(secret.clone()),
         AuthMode::None => None,
     }
 }

@@ -9,6 +9,8 @@ use hermod_core::grants::{
 };
 use hermod_core::jwt::{self, Claims};
 
+use crate::auth::TokenVerifier;
+
 use super::*;
 use crate::settings::AuthMode;
 
@@ -16,9 +18,7 @@ const SECRET: &[u8] = b"grants-unit-test-secret-0123456789";
 
 fn jwt_settings() -> Settings {
     let mut s = Settings::defaults();
-    s.auth = AuthMode::Jwt {
-        secret: SECRET.to_vec(),
-    };
+    s.auth = AuthMode::Tokens(Arc::new(TokenVerifier::hs256(SECRET.to_vec())));
     s
 }
 
