@@ -5,7 +5,7 @@
 //! its session's Attach.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hermod_core::bus::{Request, SessionKey};
 use hermod_core::reactor::backlog::Backlog;
@@ -27,9 +27,40 @@ pub struct WorkerContext {
     pub broker: BrokerPort,
     /// The wall clock in unix seconds at the current loop tick (token expiries speak it).
     pub now_unix: u64,
+    /// When `now_unix` was last read from the clock (see [`WorkerContext::tick`]).
+    unix_read_at: Instant,
 }
 
+/// How long `now_unix` may go without a fresh read: tokens speak whole seconds, and reading
+/// the wall clock on every loop turn is measurable per message at low rates.
+const UNIX_REREAD: Duration = Duration::from_millis(100);
+
 impl WorkerContext {
+    pub fn new(
+        id: u16,
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+        broker: BrokerPort,
+    ) -> Self {
+        WorkerContext {
+            id,
+            settings,
+            metrics,
+            broker,
+            now_unix: unix_now(),
+            unix_read_at: Instant::now(),
+        }
+    }
+
+    /// A loop turn at `now`: `now_unix` follows the wall clock, read at most every
+    /// [`UNIX_REREAD`].
+    pub fn tick(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.unix_read_at) >= UNIX_REREAD {
+            self.now_unix = unix_now();
+            self.unix_read_at = now;
+        }
+    }
+
     pub fn session_key(&self, key: Key) -> SessionKey {
         SessionKey {
             worker: self.id,
@@ -131,13 +162,12 @@ mod tests {
         let poll = mio::Poll::new().expect("poll");
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
         let (tx, rx) = mailbox(cap, Arc::new(waker));
-        let env = WorkerContext {
-            id: 0,
-            settings: Arc::new(Settings::defaults()),
-            metrics: Arc::new(Metrics::default()),
-            broker: BrokerPort::new(tx),
-            now_unix: 0,
-        };
+        let env = WorkerContext::new(
+            0,
+            Arc::new(Settings::defaults()),
+            Arc::new(Metrics::default()),
+            BrokerPort::new(tx),
+        );
         (poll, env, rx)
     }
 

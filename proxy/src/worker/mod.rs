@@ -233,13 +233,7 @@ impl WorkerLoop {
         // behind as heap holes: 3.68 -> 3.60 KiB per idle `/ws` session at 15,000, medians).
         let slots = Slots::with_capacity(w.settings.max_connections.min(MAX_RESERVED_SLOTS));
         Ok(WorkerLoop {
-            cx: WorkerContext {
-                id: w.id,
-                settings: w.settings,
-                metrics: w.metrics,
-                broker: BrokerPort::new(broker),
-                now_unix: context::unix_now(),
-            },
+            cx: WorkerContext::new(w.id, w.settings, w.metrics, BrokerPort::new(broker)),
             poll: w.poll,
             listener: Some(w.listener),
             acceptor: Acceptor::new()?.answering(crate::ws::refusal::SHED_ANSWER),
@@ -275,7 +269,7 @@ impl WorkerLoop {
             }
             let now = Instant::now();
             self.now = now;
-            self.cx.now_unix = context::unix_now();
+            self.cx.tick(now);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
