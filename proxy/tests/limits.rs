@@ -169,17 +169,46 @@ fn send_batched(c: &mut Client, to: &str, n: usize, size: usize) -> Vec<String> 
     ids
 }
 
+/// Waits until `c` (signed in as `user`) gets its inbox live; returns the probe message's id.
+///
+/// The welcome goes out before the worker even hands the session's Attach to the broker, and the
+/// broker reads the inbox asynchronously. If messages for `c` are stored before that first read
+/// runs (a starved broker thread whose next drain takes the sender's lane first), the read finds
+/// more than a page and the inbox becomes a paged replay: one page per `ResumeReplay`, asked for
+/// only once the previous page left the outbound queue. That is flow control working as designed
+/// (`broker/src/replay.rs`): a client that stops reading holds up its own replay and never
+/// overflows, and a slow-consumer test waits in vain for its close. So `c` sends itself a
+/// message first: the request follows its Attach on the worker's lane, so the inbox read is
+/// submitted before the append; a replay delivers nothing before its page read completes, and
+/// with one message stored that page is the last. Once the probe arrives the inbox is live.
+fn inbox_is_live(c: &mut Client, user: &str) -> String {
+    c.send_json(&json!({"op":"send","to":user,"cid":"live","data":"probe"}));
+    let (mut sent, mut got) = (None, None);
+    while sent.is_none() || got.is_none() {
+        let f = c.recv();
+        match f["op"].as_str() {
+            Some("sent") if f["cid"] == "live" => sent = Some(id_of(&f)),
+            Some("msg") => got = Some(id_of(&f)),
+            _ => panic!("unexpected frame while waiting for the live probe: {f}"),
+        }
+    }
+    assert_eq!(sent, got, "the probe came back as another message");
+    got.expect("probe id")
+}
+
 fn slow_consumer_is_closed_1008_and_loses_nothing(engine: Engine) {
     let proxy = Proxy::start_jwt_on(engine, &["--max-outbound-bytes", "65536"]);
     let url = proxy.ws_url("bob", "default");
     let mut bob = Client::handshake(&url, small_rcvbuf_stream(proxy.client))
         .unwrap_or_else(|e| panic!("bob handshake: {e}"));
     bob.expect_welcome("bob", "default");
+    let mut ids = vec![inbox_is_live(&mut bob, "bob")];
 
     // Bob stops reading; alice sends far more than the bound plus every buffer on the way (on
     // loopback the kernel's send buffer alone can grow to tcp_wmem's max, 4 MiB here).
     let mut alice = proxy.connect("alice");
-    let ids = send_batched(&mut alice, "bob", SLOW_MESSAGES, SLOW_PAYLOAD);
+    let flood = send_batched(&mut alice, "bob", SLOW_MESSAGES, SLOW_PAYLOAD);
+    ids.extend(flood.iter().cloned());
 
     // What bob got before the end is a prefix of the inbox, in order.
     let (frames, ending) = bob.read_to_end();
@@ -187,7 +216,7 @@ fn slow_consumer_is_closed_1008_and_loses_nothing(engine: Engine) {
         assert_eq!(m["op"], "msg", "{m}");
         assert_eq!(
             id_of(m),
-            ids[i],
+            flood[i],
             "frame {i} before the close is out of order"
         );
     }
