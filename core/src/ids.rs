@@ -22,6 +22,8 @@ pub enum IdError {
     Length { what: &'static str, max: usize },
     #[error("{what} may only contain A-Z a-z 0-9 _ . : @ -")]
     Charset { what: &'static str },
+    #[error("{what} may not start with `@`: those ids are reserved for the server API")]
+    Reserved { what: &'static str },
 }
 
 /// A user id, device id or room name: 1 to 128 bytes of `[A-Za-z0-9_.:@-]`.
@@ -45,10 +47,42 @@ impl Name {
         Ok(Name(Arc::from(s)))
     }
 
+    /// Validates `s` as a client's user id: a [`Name`] that does not start with
+    /// [`SERVER_MARK`], which only the server API's senders carry (so no client can pass for
+    /// it).
+    pub fn parse_user(what: &'static str, s: &str) -> Result<Self, IdError> {
+        let name = Name::parse(what, s)?;
+        if name.is_server_sender() {
+            return Err(IdError::Reserved { what });
+        }
+        Ok(name)
+    }
+
+    /// The sender of a message the server API stores: `@` for the server itself, `@alice` for
+    /// one sent in alice's name. Frames show it as `"server":true` (and `"from":"alice"`).
+    pub fn server_sender(on_behalf_of: Option<&Name>) -> Name {
+        match on_behalf_of {
+            None => Name(Arc::from("@")),
+            Some(user) if user.as_str().len() < MAX_NAME_LEN => {
+                Name(Arc::from(format!("@{}", user.as_str())))
+            }
+            // A 128-byte name has no room for the mark: such a sender is shown as the server.
+            Some(_) => Name(Arc::from("@")),
+        }
+    }
+
+    /// Whether this is a server API sender (see [`Name::server_sender`]).
+    pub fn is_server_sender(&self) -> bool {
+        self.0.starts_with(SERVER_MARK)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+/// The first byte of the user ids reserved for the server API's senders.
+pub const SERVER_MARK: char = '@';
 
 pub(crate) fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-')
@@ -156,6 +190,22 @@ mod tests {
             Err(IdError::Charset { what: "room" })
         );
         assert!(Name::parse("user", "é").is_err());
+    }
+
+    #[test]
+    fn user_ids_starting_with_the_server_mark_are_reserved() {
+        assert!(Name::parse_user("user", "alice@example.com").is_ok());
+        assert_eq!(
+            Name::parse_user("user", "@server"),
+            Err(IdError::Reserved { what: "user" })
+        );
+        let alice = Name::parse_user("user", "alice").unwrap();
+        assert_eq!(Name::server_sender(None).as_str(), "@");
+        assert_eq!(Name::server_sender(Some(&alice)).as_str(), "@alice");
+        assert!(Name::server_sender(Some(&alice)).is_server_sender());
+        assert!(!alice.is_server_sender());
+        let longest = Name::parse_user("user", &"x".repeat(128)).unwrap();
+        assert_eq!(Name::server_sender(Some(&longest)).as_str(), "@");
     }
 
     #[test]

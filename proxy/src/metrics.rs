@@ -115,6 +115,12 @@ pub struct Metrics {
     pub rate_limit_closes: AtomicU64,
     /// `join`/`publish`/`send`/`refresh` answered `forbidden`.
     pub forbidden: AtomicU64,
+    /// Server API calls answered 200.
+    pub api_calls: AtomicU64,
+    /// Server API requests refused 401.
+    pub api_unauthorized: AtomicU64,
+    /// Server API requests answered with another error.
+    pub api_refused: AtomicU64,
     /// Sessions closed 4001 `token expired`.
     pub token_expired: AtomicU64,
     /// `send`/`publish` refused because `data` nested too deep.
@@ -266,6 +272,9 @@ impl Metrics {
             (&names::RATE_LIMIT_CLOSES, &self.rate_limit_closes),
             (&names::DATA_TOO_DEEP, &self.data_too_deep),
             (&names::FORBIDDEN, &self.forbidden),
+            (&names::API_CALLS, &self.api_calls),
+            (&names::API_UNAUTHORIZED, &self.api_unauthorized),
+            (&names::API_REFUSED, &self.api_refused),
             (&names::TOKEN_EXPIRED_CLOSES, &self.token_expired),
             (&names::READS_PAUSED, &self.reads_paused),
         ];

@@ -37,6 +37,7 @@ use hermod_core::startup::{bind_admin, resource, spawn_signal_thread, terminatio
 use parking_lot::Mutex;
 
 use crate::admin::{self, AdminState};
+use crate::api;
 use crate::auth::JwksRefresher;
 use crate::brokers::{self, BrokerLinks};
 use crate::metrics::Metrics;
@@ -109,6 +110,7 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
     let admin_addr = admin_listener
         .local_addr()
         .map_err(resource("admin listener"))?;
+    let api = bind_api(&settings)?;
 
     let metrics = Arc::new(Metrics::default());
     start_jwks(&settings, &metrics)?;
@@ -122,8 +124,13 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
         workers.push(w);
         handles.push(h);
     }
-    let backend = Backend::start(&settings, &handles)?;
+    let mut sinks: Vec<embedded::Sink> = handles.iter().map(WorkerHandle::sink).collect();
+    if let Some((_, _, handle)) = &api {
+        sinks.push(handle.sink());
+    }
+    let backend = Backend::start(&settings, sinks)?;
 
+    let mut api_handle = None;
     let (events_tx, events) = crossbeam_channel::unbounded();
     let threads = spawn_workers(workers, &backend, &events_tx)?;
     let serving = Arc::new(AtomicBool::new(true));
@@ -135,6 +142,29 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
         Backend::Links(hub) => links_admin_state(&serving, &metrics, hub.status()),
     };
     admin::spawn(admin_listener, state).map_err(resource("the admin thread"))?;
+    let api_addr = match api {
+        Some((prepared, addr, handle)) => {
+            let lane = u16::try_from(settings.workers).unwrap_or(u16::MAX);
+            let info = api::NodeInfo {
+                storage: storage_label(&settings),
+                brokers: match &backend {
+                    Backend::Links(hub) => {
+                        let status = hub.status();
+                        Some(Box::new(move || status.counts()))
+                    }
+                    Backend::Embedded { .. } => None,
+                },
+            };
+            let settings = Arc::clone(&settings);
+            let sender = backend.sender(lane);
+            prepared
+                .spawn(lane, settings, Arc::clone(&metrics), info, sender)
+                .map_err(resource("the API thread"))?;
+            api_handle = Some(handle);
+            Some(addr)
+        }
+        None => None,
+    };
     if let (Backend::Embedded { broker, .. }, true) = (&backend, redis) {
         spawn_storage_watch(broker)?;
     }
@@ -145,7 +175,7 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
     if let Some(secret) = &resolved.generated_secret {
         print_generated_secret(secret, client_addr);
     }
-    print_ready_line(&settings, client_addr, admin_addr);
+    print_ready_line(&settings, client_addr, admin_addr, api_addr);
 
     let first = events.recv();
     serving.store(false, Ordering::Release);
@@ -161,6 +191,9 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
         Err(_) => 1,
     };
     let deadline = Instant::now() + settings.shutdown_grace + SHUTDOWN_SLACK;
+    if let Some(api) = &api_handle {
+        api.shutdown();
+    }
     if stop_workers(&handles, threads, &events, deadline) {
         backend.shutdown();
     } else {
@@ -185,11 +218,12 @@ enum Backend {
 }
 
 impl Backend {
-    /// Starts the embedded broker, or the links to brokers, with every worker's sink.
-    fn start(settings: &Settings, handles: &[WorkerHandle]) -> Result<Backend, StartError> {
+    /// Starts the embedded broker, or the links to brokers, with every worker's sink (and the
+    /// API's, last).
+    fn start(settings: &Settings, sinks: Vec<embedded::Sink>) -> Result<Backend, StartError> {
         let upstream = match &settings.brokers {
             Brokers::Embedded => {
-                let (broker, alive) = start_broker(settings, handles)?;
+                let (broker, alive) = start_broker(settings, sinks)?;
                 let requests = broker.sender();
                 let broker = Arc::new(Mutex::new(Some(broker)));
                 return Ok(Backend::Embedded {
@@ -212,7 +246,6 @@ impl Backend {
             queue: BROKER_QUEUE,
             link_secret: settings.link_secret.clone(),
         };
-        let sinks = handles.iter().map(WorkerHandle::sink).collect();
         let hub = brokers::spawn(config, sinks).map_err(resource("the broker links thread"))?;
         Ok(Backend::Links(hub))
     }
@@ -312,13 +345,12 @@ fn bind_clients(
 /// thread ends (or panics) they are dropped and the token dies.
 fn start_broker(
     settings: &Settings,
-    handles: &[WorkerHandle],
+    sinks: Vec<embedded::Sink>,
 ) -> Result<(EmbeddedBroker, Weak<()>), StartError> {
     let alive = Arc::new(());
-    let sinks = handles
-        .iter()
-        .map(|h| {
-            let sink = h.sink();
+    let sinks = sinks
+        .into_iter()
+        .map(|sink| {
             let token = Arc::clone(&alive);
             let wrapped: embedded::Sink = Box::new(move |d: Delivery| {
                 let _held = &token;
@@ -472,12 +504,27 @@ fn stop_workers(
     all
 }
 
-fn print_ready_line(settings: &Settings, client: SocketAddr, admin: SocketAddr) {
-    let auth = match settings.auth {
-        AuthMode::Tokens(_) => "jwt",
-        AuthMode::None => "none",
+/// With a server API: its listener bound and its thread prepared (so that its sink exists
+/// before the broker starts).
+fn bind_api(
+    settings: &Settings,
+) -> Result<Option<(api::PreparedApi, SocketAddr, api::ApiHandle)>, StartError> {
+    let Some(addr) = settings.api_listen else {
+        return Ok(None);
     };
-    let storage = match (&settings.brokers, &settings.storage) {
+    let listener = bind_listener(addr, false, DEFAULT_BACKLOG)
+        .map_err(StartError::bind("api_listen", addr))?;
+    let bound = listener
+        .local_addr()
+        .map_err(resource("the API listener"))?;
+    let std_listener: std::net::TcpListener = listener.into();
+    let (prepared, handle) = api::prepare(std_listener).map_err(resource("the API"))?;
+    Ok(Some((prepared, bound, handle)))
+}
+
+/// How the ready line and `GET /api/info` name the storage.
+fn storage_label(settings: &Settings) -> &'static str {
+    match (&settings.brokers, &settings.storage) {
         (Brokers::Static(_), _) => "brokers",
         (Brokers::Registry, _) => "registry",
         (Brokers::Embedded, Storage::Memory) => "memory",
@@ -485,15 +532,29 @@ fn print_ready_line(settings: &Settings, client: SocketAddr, admin: SocketAddr) 
             hermod_core::redis::Target::Direct { .. } => "redis",
             hermod_core::redis::Target::Sentinel { .. } => "sentinel",
         },
+    }
+}
+
+fn print_ready_line(
+    settings: &Settings,
+    client: SocketAddr,
+    admin: SocketAddr,
+    api: Option<SocketAddr>,
+) {
+    let auth = match settings.auth {
+        AuthMode::Tokens(_) => "jwt",
+        AuthMode::None => "none",
     };
+    let storage = storage_label(settings);
+    let api = api.map_or_else(|| "off".to_owned(), |a| a.to_string());
     let echo = settings
         .echo_path
         .as_deref()
         .map(|p| format!(" echo={p}"))
         .unwrap_or_default();
     eprintln!(
-        "hermod-proxy {} listening client={client} admin={admin} workers={} auth={auth} \
-         storage={storage}{echo}",
+        "hermod-proxy {} listening client={client} admin={admin} api={api} workers={} \
+         auth={auth} storage={storage}{echo}",
         env!("CARGO_PKG_VERSION"),
         settings.workers,
     );

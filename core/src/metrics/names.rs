@@ -125,6 +125,22 @@ pub const FORBIDDEN: Family = Family::counter(
     "hermod_forbidden_total",
     "join, publish, send and refresh answered forbidden (no grant, or a refused token).",
 );
+// Issue 13, the server API.
+pub const API_CALLS: Family = Family::counter(
+    Gateway,
+    "hermod_api_calls_total",
+    "Server API calls answered 200.",
+);
+pub const API_UNAUTHORIZED: Family = Family::counter(
+    Gateway,
+    "hermod_api_unauthorized_total",
+    "Server API requests refused 401: no API key, or an unknown one.",
+);
+pub const API_REFUSED: Family = Family::counter(
+    Gateway,
+    "hermod_api_refused_total",
+    "Server API requests answered with an error other than 401 (bad body, too large, unavailable, ...).",
+);
 pub const TOKEN_EXPIRED_CLOSES: Family = Family::counter(
     Gateway,
     "hermod_token_expired_closes_total",
@@ -402,6 +418,9 @@ pub const ALL: &[Family] = &[
     RATE_LIMIT_CLOSES,
     DATA_TOO_DEEP,
     FORBIDDEN,
+    API_CALLS,
+    API_UNAUTHORIZED,
+    API_REFUSED,
     TOKEN_EXPIRED_CLOSES,
     READS_PAUSED,
     TUNNELS_OPEN,

@@ -172,7 +172,7 @@ impl<'a> Raw<'a> {
         }
         match required_str("op", &self.op)? {
             "send" => Ok(ClientFrame::Send {
-                to: name("to", &self.to)?,
+                to: user("to", &self.to)?,
                 cid: cid(&self.cid)?,
                 data: self.data()?,
             }),
@@ -230,6 +230,11 @@ fn required_str<'b>(field: &'static str, value: &'b Option<Field<'_>>) -> Result
 
 fn name(field: &'static str, value: &Option<Field<'_>>) -> Result<Name, String> {
     Name::parse(field, required_str(field, value)?).map_err(|e| e.to_string())
+}
+
+/// A recipient: a user id a client may name (never a server API sender).
+fn user(field: &'static str, value: &Option<Field<'_>>) -> Result<Name, String> {
+    Name::parse_user(field, required_str(field, value)?).map_err(|e| e.to_string())
 }
 
 fn cid(value: &Option<Field<'_>>) -> Result<Cid, String> {
@@ -456,12 +461,18 @@ pub fn encode_room_msg(
     msg(id, from, ("room", room), data, ts_ms)
 }
 
+/// A message from a server API sender ([`Name::server_sender`]) says `"server":true` and shows
+/// the user it was sent in the name of, if any, as `from`; `data` is the only field a client
+/// controls, so no client can forge the mark.
 fn msg(id: &MsgId, from: &Name, target: (&str, &Name), data: &RawValue, ts_ms: u64) -> String {
     let len = id.as_str().len() + from.as_str().len() + target.1.as_str().len() + data.get().len();
-    Obj::new("msg", len)
-        .str("id", id.as_str())
-        .str("from", from.as_str())
-        .str(target.0, target.1.as_str())
+    let obj = Obj::new("msg", len).str("id", id.as_str());
+    let obj = match from.as_str().strip_prefix(crate::ids::SERVER_MARK) {
+        None => obj.str("from", from.as_str()),
+        Some("") => obj.bool("server", true),
+        Some(user) => obj.str("from", user).bool("server", true),
+    };
+    obj.str(target.0, target.1.as_str())
         .raw("data", data)
         .uint("ts", ts_ms)
         .finish()

@@ -289,6 +289,14 @@ fn encoders_write_the_spec_shapes_op_first() {
             encode_room_msg(&id, &n("a"), &n("r"), &data, u64::MAX),
             json!({"op":"msg","id":"17-0","from":"a","room":"r","data":{"t":"hi"},"ts":u64::MAX}),
         ),
+        (
+            encode_room_msg(&id, &Name::server_sender(None), &n("r"), &data, 5),
+            json!({"op":"msg","id":"17-0","server":true,"room":"r","data":{"t":"hi"},"ts":5}),
+        ),
+        (
+            encode_direct_msg(&id, &Name::server_sender(Some(&n("a"))), &n("b"), &data, 5),
+            json!({"op":"msg","id":"17-0","from":"a","server":true,"to":"b","data":{"t":"hi"},"ts":5}),
+        ),
     ];
     for (text, expected) in cases {
         assert_eq!(json_of(&text), expected, "{text}");
@@ -306,7 +314,8 @@ fn escaping_matches_serde_json() {
 }
 
 fn name_strategy() -> impl Strategy<Value = Name> {
-    "[A-Za-z0-9_.:@-]{1,128}".prop_map(|s| Name::parse("user", &s).unwrap())
+    // Client user ids: a server API sender (`@...`) is shown differently (`"server":true`).
+    "[A-Za-z0-9_.:-][A-Za-z0-9_.:@-]{0,127}".prop_map(|s| Name::parse_user("user", &s).unwrap())
 }
 
 fn cid_strategy() -> impl Strategy<Value = Cid> {
@@ -443,4 +452,11 @@ fn data_nested_past_the_limit_is_refused_with_its_cid() {
         "[".repeat(500)
     );
     assert!(matches!(ok(&s), ClientFrame::Send { .. }));
+}
+
+#[test]
+fn a_client_cannot_send_to_a_server_api_sender() {
+    let err = parse_client_frame(r#"{"op":"send","to":"@alice","cid":"c","data":1}"#).unwrap_err();
+    assert!(err.message.contains("reserved"), "{}", err.message);
+    assert_eq!(err.cid.as_ref().map(Cid::as_str), Some("c"));
 }

@@ -49,6 +49,11 @@ impl LinkStatus {
         self.alive.load(Relaxed) && self.links_up.load(Relaxed) > 0
     }
 
+    /// Broker links up, and brokers known (up or not).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.links_up.load(Relaxed), self.brokers.lock().len())
+    }
+
     /// Appends the link metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let mut w = Exposition::new(out);

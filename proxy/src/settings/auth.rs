@@ -162,7 +162,7 @@ pub fn resolve_token(
         .user
         .as_deref()
         .ok_or_else(|| flag_error("user", "required".to_owned()))?;
-    let user = Name::parse("user", user).map_err(|e| flag_error("user", e.to_string()))?;
+    let user = Name::parse_user("user", user).map_err(|e| flag_error("user", e.to_string()))?;
     let ttl = match &args.ttl {
         None => Duration::from_secs(3600),
         Some(v) => duration(v, Duration::from_secs(1), MAX_LIFETIME_BOUND)

@@ -10,10 +10,12 @@
 //! - [`paths`]: the one rule for the paths the gateway serves (`/ws`, echo, routes).
 //! - [`auth`]: `--auth`, the token keys and claim rules, `hermod-proxy token`'s options.
 //! - [`origins`]: `--allowed-origins`, the browser origins allowed to open `/ws`.
+//! - [`api`]: `--api-listen` and `--api-key`, the server API's listener and keys.
 //!
 //! Pure functions of (flags, environment lookup, file text), except the DNS lookup of route
 //! upstreams and the read of a `--jwt-public-key` file: tests need no process environment.
 
+pub mod api;
 pub mod auth;
 pub mod origins;
 pub mod paths;
@@ -32,6 +34,7 @@ pub use hermod_broker::Durability;
 pub use hermod_core::reactor::admission::AddressLimit;
 use hermod_core::redis::ClientConfig;
 
+use api::ApiKeys;
 use routes::Route;
 
 use crate::auth::TokenVerifier;
@@ -111,6 +114,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Admin HTTP listener (`/healthz`, `/readyz`, `/metrics`).
     pub admin_listen: SocketAddr,
+    /// Server API listener (`--api-listen`); `None`: off (no key, or `off`).
+    pub api_listen: Option<SocketAddr>,
+    /// Keys the server API accepts (`--api-key`).
+    pub api_keys: ApiKeys,
     /// Reactor threads.
     pub workers: usize,
     pub auth: AuthMode,
@@ -183,6 +190,8 @@ impl Settings {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            api_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
+            api_keys: ApiKeys::default(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             auth: AuthMode::None,
             rooms: Arc::new(RoomPolicy::default()),

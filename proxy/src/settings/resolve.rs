@@ -74,12 +74,18 @@ hermod_core::setting_args! {
         /// as nginx does. Repeatable; env: comma-separated; file: an array (default: none).
         #[arg(long, value_name = "PATH=ws://HOST:PORT[/path]")]
         pub route: Vec<String>,
+        /// Server API key (at least 16 bytes), presented as `Authorization: Bearer KEY`.
+        /// Repeatable; env: comma-separated; file: an array. Without one the API is off.
+        #[arg(long, value_name = "KEY")]
+        pub api_key: Vec<String>,
     }
     settings {
     /// Client listener (default 127.0.0.1:8080; port 0 picks a free port).
     listen: "ADDR",
     /// Admin HTTP listener: /healthz, /readyz, /metrics (default 127.0.0.1:9090).
     admin_listen: "ADDR",
+    /// Server API listener (HTTP/1.1 + JSON; needs --api-key), or off (default 127.0.0.1:9091).
+    api_listen: "ADDR|off",
     /// Reactor threads, 1 to 256 (default: number of cores).
     workers: "N",
     /// How clients authenticate: jwt or none (development only; identity from ?user=). Default jwt.
@@ -270,6 +276,7 @@ pub fn resolve(
     s.brokers = storage::resolve_brokers(&src, &s.storage)?;
     s.link_secret = hermod_core::settings::link_secret(&src)?;
     resolve_routes(&args.route, &src, &mut s)?;
+    super::api::resolve_api(&args.api_key, &src, &mut s)?;
     super::permissions::resolve_permissions(&src, &mut s)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;
@@ -398,7 +405,7 @@ pub(super) fn resolve_routes(
     src: &Sources<'_>,
     s: &mut Settings,
 ) -> Result<(), ConfigError> {
-    let (raw, origin) = raw_routes(flags, src)?;
+    let (raw, origin) = raw_list("route", flags, src)?;
     let error = |problem: String| ConfigError::new("route", origin.clone(), problem);
     if raw.len() > MAX_ROUTES {
         return Err(error(format!("at most {MAX_ROUTES} routes")));
@@ -445,11 +452,17 @@ fn parse_ips(v: &str) -> Result<Vec<std::net::IpAddr>, String> {
 }
 
 /// The unparsed routes of the first source that has any, and where they came from.
-fn raw_routes(flags: &[String], src: &Sources<'_>) -> Result<(Vec<String>, Origin), ConfigError> {
+/// A repeatable setting's values: every flag given, else the env variable split at commas, else
+/// the file's string or array of strings.
+pub(super) fn raw_list(
+    key: &'static str,
+    flags: &[String],
+    src: &Sources<'_>,
+) -> Result<(Vec<String>, Origin), ConfigError> {
     if !flags.is_empty() {
         return Ok((flags.to_vec(), Origin::Flag));
     }
-    let var = env_name("route");
+    let var = env_name(key);
     if let Some(v) = (src.env)(&var).filter(|v| !v.trim().is_empty()) {
         let list = v.split(',').map(str::to_owned).collect();
         return Ok((list, Origin::Env(var)));
@@ -458,19 +471,17 @@ fn raw_routes(flags: &[String], src: &Sources<'_>) -> Result<(Vec<String>, Origi
         return Ok((Vec::new(), Origin::Flag));
     };
     let origin = file.origin();
-    let list = match file.value("route") {
+    let list = match file.value(key) {
         None => Vec::new(),
         Some(toml::Value::String(s)) => vec![s.clone()],
         Some(toml::Value::Array(items)) => items
             .iter()
             .map(|item| item.as_str().map(str::to_owned))
             .collect::<Option<Vec<String>>>()
-            .ok_or_else(|| {
-                ConfigError::new("route", origin.clone(), "must be an array of strings")
-            })?,
+            .ok_or_else(|| ConfigError::new(key, origin.clone(), "must be an array of strings"))?,
         Some(_) => {
             let problem = "must be a string or an array of strings";
-            return Err(ConfigError::new("route", origin, problem));
+            return Err(ConfigError::new(key, origin, problem));
         }
     };
     Ok((list, origin))

@@ -67,7 +67,7 @@ pub fn admit(settings: &Settings, req: &Request, now_unix: u64) -> Result<Endpoi
             .auth
             .verify(&token, now_unix)
             .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, format!("bad token: {e}")))?;
-        let user = Name::parse("user", &claims.sub).map_err(bad_request)?;
+        let user = Name::parse_user("user", &claims.sub).map_err(bad_request)?;
         // A token whose grant patterns break the syntax is refused whole: an issuer bug is
         // reported, never half-applied.
         TokenGrants::from_claims(&claims)
@@ -76,7 +76,7 @@ pub fn admit(settings: &Settings, req: &Request, now_unix: u64) -> Result<Endpoi
     } else {
         let user = query_param(query, "user")?
             .ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "missing user parameter"))?;
-        (Name::parse("user", &user).map_err(bad_request)?, None)
+        (Name::parse_user("user", &user).map_err(bad_request)?, None)
     };
     let device = query_param(query, "device")?.unwrap_or_else(|| "default".to_owned());
     let device = Name::parse("device", &device).map_err(bad_request)?;

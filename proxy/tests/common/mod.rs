@@ -26,7 +26,7 @@ pub use client::{
     handshake_status, handshake_status_with, id_of, raw_frame, raw_frame_with, Client, Ending,
 };
 #[allow(unused_imports)]
-pub use net::{http_get, set_timeouts, tcp};
+pub use net::{api_call, http_get, read_response, set_timeouts, tcp};
 #[allow(unused_imports)]
 pub use proxy::Proxy;
 

@@ -21,6 +21,8 @@ pub struct Proxy {
     pub client: SocketAddr,
     /// Admin HTTP listener, from the same line.
     pub admin: SocketAddr,
+    /// Server API listener, from the same line (`None`: `api=off`).
+    pub api: Option<SocketAddr>,
     /// Every stderr line so far, kept for failure messages; a thread keeps draining the pipe so
     /// the child never blocks on a full pipe.
     log: Arc<Mutex<Vec<String>>>,
@@ -155,7 +157,7 @@ impl Proxy {
                         (field_addr(&line, "client"), field_addr(&line, "admin"))
                     {
                         if let Some(tx) = tx.take() {
-                            let _ = tx.send((c, a));
+                            let _ = tx.send((c, a, field_addr(&line, "api")));
                         }
                     }
                 }
@@ -166,15 +168,17 @@ impl Proxy {
             child,
             client: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api: None,
             log,
             jwt,
             exited: None,
             redis: None,
         };
         match rx.recv_timeout(TIMEOUT) {
-            Ok((c, a)) => {
+            Ok((c, a, api)) => {
                 proxy.client = c;
                 proxy.admin = a;
+                proxy.api = api;
             }
             Err(_) => panic!(
                 "hermod-proxy {extra:?} printed no `listening client=.. admin=..` line within \

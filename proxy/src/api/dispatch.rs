@@ -1,0 +1,283 @@
+//! [`Dispatcher`]: the server API's side of the broker. Sans-io: writes go in with the time and
+//! a port to send requests through; broker deliveries go in; finished calls come out.
+//!
+//! Each sender (`@`, `@alice`, ...) has one broker session, attached on its first write and
+//! kept for the next ones (in a broker tier, placed and re-homed like any session), at most
+//! [`MAX_SENDERS`] of them: past that the least recently used idle one is detached. A write's
+//! targets go out as `publish`/`send` requests of that session; the broker's `sent` answers
+//! come back by `cid`, so any number of calls may be in flight on one session.
+
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hermod_core::bus::{Delivery, Event, Request, SessionKey};
+use hermod_core::ids::{Cid, Name};
+
+use super::calls::{broker_error, Flight, Write};
+use super::http::ApiError;
+
+/// Sender sessions kept attached at once.
+pub const MAX_SENDERS: usize = 1024;
+
+/// A call's outcome: the JSON answer, or why it failed.
+pub type Outcome = Result<String, ApiError>;
+
+/// A send of a request to the broker; false when its queue is full.
+pub type Port<'a> = &'a mut dyn FnMut(Request) -> bool;
+
+/// One sender's broker session.
+#[derive(Debug)]
+struct Sender {
+    session: SessionKey,
+    /// The dispatcher's use counter at its last write (the least recent idle one goes first).
+    used: u64,
+    /// Targets of its writes waiting for an answer.
+    waiting: usize,
+}
+
+/// A call in flight.
+#[derive(Debug)]
+struct InFlight {
+    flight: Flight,
+    sender: Name,
+    deadline: Instant,
+}
+
+/// The API's broker sessions and calls in flight (see the module docs).
+#[derive(Debug)]
+pub struct Dispatcher {
+    /// The `worker` of the API's session keys: its lane to the broker and its sink.
+    lane: u16,
+    senders: HashMap<Name, Sender>,
+    /// Session slot -> its sender.
+    slots: HashMap<u32, Name>,
+    /// Slot of the next sender session (never reused, so a late delivery for a detached
+    /// session finds nothing).
+    next_slot: u32,
+    /// (session slot, cid) -> the calls and target indices waiting for that answer.
+    waiting: HashMap<(u32, Cid), Vec<(u64, usize)>>,
+    calls: HashMap<u64, InFlight>,
+    uses: u64,
+}
+
+impl Dispatcher {
+    pub fn new(lane: u16) -> Self {
+        Dispatcher {
+            lane,
+            senders: HashMap::new(),
+            slots: HashMap::new(),
+            next_slot: 0,
+            waiting: HashMap::new(),
+            calls: HashMap::new(),
+            uses: 0,
+        }
+    }
+
+    /// Calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Sender sessions attached.
+    pub fn senders(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Starts `write` as call `id`, answered by [`Dispatcher::handle`] or
+    /// [`Dispatcher::expire`] (after `timeout`). Refused at once when the broker's queue is
+    /// full (some targets may then be stored: a retry with the same idempotency key stores
+    /// them once).
+    pub fn start(
+        &mut self,
+        id: u64,
+        write: Write,
+        now: Instant,
+        timeout: Duration,
+        port: Port<'_>,
+    ) -> Result<(), ApiError> {
+        let full = || ApiError::new(503, "unavailable", "the broker's queue is full; retry");
+        let session = self.session_of(&write.sender, port).ok_or_else(full)?;
+        let call = InFlight {
+            flight: Flight::new(&write),
+            sender: write.sender.clone(),
+            deadline: now + timeout,
+        };
+        self.calls.insert(id, call);
+        for (i, (target, cid)) in write.targets.into_iter().enumerate() {
+            let request = if write.shape.to_rooms() {
+                Request::Publish {
+                    session,
+                    cid: cid.clone(),
+                    room: target,
+                    data: write.data.clone(),
+                }
+            } else {
+                Request::Send {
+                    session,
+                    cid: cid.clone(),
+                    to: target,
+                    data: write.data.clone(),
+                }
+            };
+            if !port(request) {
+                self.forget(id);
+                return Err(full());
+            }
+            self.waiting
+                .entry((session.slot, cid))
+                .or_default()
+                .push((id, i));
+            if let Some(s) = self.senders.get_mut(&write.sender) {
+                s.waiting += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sender's session, attached now if it has none (making room first).
+    fn session_of(&mut self, sender: &Name, port: Port<'_>) -> Option<SessionKey> {
+        self.uses += 1;
+        if let Some(s) = self.senders.get_mut(sender) {
+            s.used = self.uses;
+            return Some(s.session);
+        }
+        if self.senders.len() >= MAX_SENDERS {
+            self.evict_one(port);
+        }
+        let session = SessionKey {
+            worker: self.lane,
+            slot: self.next_slot,
+            generation: 0,
+        };
+        let attach = Request::Attach {
+            session,
+            user: sender.clone(),
+            device: Name::parse("device", "api").expect("a valid name"),
+        };
+        if !port(attach) {
+            return None;
+        }
+        self.next_slot = self.next_slot.wrapping_add(1);
+        let entry = Sender {
+            session,
+            used: self.uses,
+            waiting: 0,
+        };
+        self.senders.insert(sender.clone(), entry);
+        self.slots.insert(session.slot, sender.clone());
+        Some(session)
+    }
+
+    /// Detaches the least recently used sender with nothing waiting (if its Detach fits).
+    fn evict_one(&mut self, port: Port<'_>) {
+        let idle = self
+            .senders
+            .iter()
+            .filter(|(_, s)| s.waiting == 0)
+            .min_by_key(|(_, s)| s.used)
+            .map(|(name, s)| (name.clone(), s.session));
+        if let Some((name, session)) = idle {
+            if port(Request::Detach { session }) {
+                self.senders.remove(&name);
+                self.slots.remove(&session.slot);
+            }
+        }
+    }
+
+    /// A broker delivery for one of the API's sessions; finished calls are pushed to `done`.
+    pub fn handle(&mut self, delivery: Delivery, done: &mut Vec<(u64, Outcome)>) {
+        let slot = delivery.session.slot;
+        match delivery.event {
+            Event::Sent { cid, id } => {
+                let waiting = self.waiting.remove(&(slot, cid)).unwrap_or_default();
+                self.release(slot, waiting.len());
+                for (call, i) in waiting {
+                    let Some(c) = self.calls.get_mut(&call) else {
+                        continue;
+                    };
+                    if c.flight.stored(i, id.clone()) {
+                        let answer = c.flight.answer();
+                        self.calls.remove(&call);
+                        done.push((call, Ok(answer)));
+                    }
+                }
+            }
+            Event::Error {
+                cid: Some(cid),
+                code,
+                message,
+            } => {
+                let waiting = self.waiting.remove(&(slot, cid)).unwrap_or_default();
+                self.release(slot, waiting.len());
+                for (call, _) in waiting {
+                    if self.calls.contains_key(&call) {
+                        self.forget(call);
+                        done.push((call, Err(broker_error(code, &message))));
+                    }
+                }
+            }
+            Event::Overflow => {
+                // The broker gave up on the session: forget it; its calls time out.
+                if let Some(name) = self.slots.remove(&slot) {
+                    self.senders.remove(&name);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Calls past their deadline fail `unavailable` (their messages may yet be stored).
+    pub fn expire(&mut self, now: Instant, done: &mut Vec<(u64, Outcome)>) {
+        let late: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for call in late {
+            self.forget(call);
+            let message = "storage did not answer in time; retry with the same idempotency_key";
+            done.push((call, Err(ApiError::new(503, "unavailable", message))));
+        }
+    }
+
+    /// The earliest deadline of a call in flight.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.calls.values().map(|c| c.deadline).min()
+    }
+
+    /// Detaches every sender session (at shutdown).
+    pub fn detach_all(&mut self, port: Port<'_>) {
+        self.slots.clear();
+        for (_, s) in self.senders.drain() {
+            port(Request::Detach { session: s.session });
+        }
+    }
+
+    /// Drops call `id` and its waiting entries.
+    fn forget(&mut self, id: u64) {
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        let Some(slot) = self.senders.get(&call.sender).map(|s| s.session.slot) else {
+            return;
+        };
+        let mut released = 0;
+        self.waiting.retain(|_, calls| {
+            let before = calls.len();
+            calls.retain(|(c, _)| *c != id);
+            released += before - calls.len();
+            !calls.is_empty()
+        });
+        self.release(slot, released);
+    }
+
+    fn release(&mut self, slot: u32, n: usize) {
+        let sender = self.slots.get(&slot).and_then(|n| self.senders.get_mut(n));
+        if let Some(s) = sender {
+            s.waiting = s.waiting.saturating_sub(n);
+        }
+    }
+}
