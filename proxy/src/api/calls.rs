@@ -111,7 +111,7 @@ pub fn parse_call(
         "/api/publish" => post(Shape::Publish),
         "/api/broadcast" => post(Shape::Broadcast),
         "/api/send" => post(Shape::Send),
-        "/api/info" if method == "GET" || method == "HEAD" => Ok(Call::Info),
+        "/api/info" if method == "GET" => Ok(Call::Info),
         "/api/info" => Err(method_not_allowed("GET")),
         _ => Err(ApiError::new(404, "not_found", "no such call")),
     }
