@@ -177,7 +177,12 @@ fn bad_requests_get_clear_errors(engine: Engine) {
         proxy.metric_sum(&["hermod_api_unauthorized_total"]),
         Some(2.0)
     );
-    assert!(proxy.metric_sum(&["hermod_api_refused_total"]).expect("test step") >= 7.0);
+    assert!(
+        proxy
+            .metric_sum(&["hermod_api_refused_total"])
+            .expect("test step")
+            >= 7.0
+    );
     let (status, info) = call(&proxy, "GET", "/api/info", &json!(null));
     assert_eq!(status, 200, "{info}");
 }
