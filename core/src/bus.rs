@@ -77,6 +77,15 @@ pub enum Request {
     /// Flow control of a replay: the session has written out what it was given after
     /// [`Event::ReplayPaused`] and wants the next page of its backlog.
     ResumeReplay { session: SessionKey },
+    /// Read a room's history after `since` (from its oldest retained message without one), at
+    /// most `limit` messages, without joining it: answered [`Event::History`] with `cid`.
+    History {
+        session: SessionKey,
+        cid: Cid,
+        room: Name,
+        since: Option<MsgId>,
+        limit: u32,
+    },
 }
 
 impl Request {
@@ -90,7 +99,8 @@ impl Request {
             | Request::Ack { session, .. }
             | Request::Join { session, .. }
             | Request::Leave { session, .. }
-            | Request::ResumeReplay { session } => *session,
+            | Request::ResumeReplay { session }
+            | Request::History { session, .. } => *session,
         }
     }
 
@@ -104,7 +114,8 @@ impl Request {
             | Request::Ack { session, .. }
             | Request::Join { session, .. }
             | Request::Leave { session, .. }
-            | Request::ResumeReplay { session } => session,
+            | Request::ResumeReplay { session }
+            | Request::History { session, .. } => session,
         }
     }
 }
@@ -141,4 +152,12 @@ pub enum Event {
     /// gateway sends [`Request::ResumeReplay`] once the session's outbound queue has drained, so a
     /// long backlog never trips the slow-consumer bound of a client that reads at a normal pace.
     ReplayPaused,
+    /// The answer to [`Request::History`]: the `msg` frames, oldest first; `recovered` is false
+    /// when the history no longer covers `since`; `more` when messages remain after the last.
+    History {
+        cid: Cid,
+        recovered: bool,
+        frames: Vec<Bytes>,
+        more: bool,
+    },
 }

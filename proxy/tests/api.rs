@@ -187,9 +187,57 @@ fn bad_requests_get_clear_errors(engine: Engine) {
     assert_eq!(status, 200, "{info}");
 }
 
+/// `GET /api/history` pages through a room's history as `join` with `since` sees it.
+fn a_backend_reads_room_history(engine: Engine) {
+    let proxy = with_api(engine);
+    let mut alice = joined(&proxy, "alice", "log");
+    alice.send_json(&json!({"op":"publish","room":"log","cid":"c0","data":"from alice"}));
+    let first = alice.recv_op("sent")["id"].clone();
+    let mut ids = vec![first];
+    for i in 1..4 {
+        let (status, id) = call(
+            &proxy,
+            "POST",
+            "/api/publish",
+            &json!({"room":"log","data":i}),
+        );
+        assert_eq!(status, 200, "{id}");
+        ids.push(id["id"].clone());
+    }
+    let api = proxy.api.expect("an API listener");
+    let get = |query: &str| api_call(api, "GET", &format!("/api/history?{query}"), Some(KEY), "");
+    let (status, all) = get("room=log");
+    assert_eq!(status, 200, "{all}");
+    let got: Vec<&Value> = all["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(got, ids.iter().collect::<Vec<_>>());
+    assert_eq!(all["messages"][0]["from"], "alice");
+    assert_eq!(all["messages"][1]["server"], true);
+    assert_eq!(
+        (all["recovered"].clone(), all["more"].clone()),
+        (json!(true), json!(false))
+    );
+    let since = ids[1].as_str().expect("an id");
+    let (status, page) = get(&format!("room=log&since={since}&limit=1"));
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["messages"][0]["id"], ids[2]);
+    assert_eq!(page["more"], true);
+    let (status, empty) = get("room=nobody-here");
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(empty["messages"], json!([]));
+    let (status, bad) = get("room=log&limit=0");
+    assert_eq!((status, bad["error"].as_str()), (400, Some("bad_request")));
+}
+
 engine_tests!(
     a_backend_publishes_and_sends_exactly_once,
-    bad_requests_get_clear_errors
+    bad_requests_get_clear_errors,
+    a_backend_reads_room_history
 );
 
 /// Pipelined requests on one kept-alive connection are answered in order.
@@ -291,6 +339,10 @@ fn the_api_works_through_the_broker_tier() {
     }
     let (_, again) = call(&proxy, "POST", "/api/publish", &body);
     assert_eq!(again["id"], published["id"]);
+    let api = proxy.api.expect("an API listener");
+    let (status, history) = api_call(api, "GET", "/api/history?room=hall", Some(KEY), "");
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["messages"][0]["id"], published["id"], "{history}");
     let (status, info) = call(&proxy, "GET", "/api/info", &json!(null));
     assert_eq!(status, 200);
     assert_eq!(info["brokers"]["up"], 2, "{info}");

@@ -16,6 +16,7 @@ use crate::replay::{message, Feed, Offer, Replays, Sub};
 
 mod live;
 mod paging;
+mod queries;
 
 use crate::limits::Limits;
 use paging::PageOf;
@@ -77,6 +78,13 @@ enum Pending {
     Ack { session: SessionKey },
     /// A page of a replay.
     Page(PageOf),
+    /// A history read for `session`, answered with `cid`; `from_oldest` when it had no
+    /// `since`.
+    History {
+        session: SessionKey,
+        cid: Cid,
+        from_oldest: bool,
+    },
 }
 
 /// The message processor: takes [`Request`]s, answers with [`Delivery`]s.
@@ -183,6 +191,13 @@ impl<E: Engine> Broker<E> {
             } => self.join(session, room, since, now_ms, out),
             Request::Leave { session, room } => self.leave(session, room, out),
             Request::ResumeReplay { session } => self.resume(session, now_ms),
+            Request::History {
+                session,
+                cid,
+                room,
+                since,
+                limit,
+            } => self.history(session, cid, room, since, limit, now_ms),
         }
         self.poll_completions(out);
     }
@@ -453,6 +468,14 @@ impl<E: Engine> Broker<E> {
             }
             (Pending::Ack { .. }, Ok(Done::Acked)) => {}
             (Pending::Page(of), Ok(done)) => self.complete_page(token, of, done, out),
+            (
+                Pending::History {
+                    session,
+                    cid,
+                    from_oldest,
+                },
+                result,
+            ) => Self::complete_history((session, cid, from_oldest), result, out),
             (pending, result) => self.fail(token, pending, result.err(), out),
         }
     }
@@ -481,6 +504,9 @@ impl<E: Engine> Broker<E> {
                 }
             }
             Pending::Page(of) => self.fail_page(token, of, &err, out),
+            Pending::History { session, cid, .. } => {
+                out.push(error(session, Some(cid), code, &text));
+            }
         }
     }
 

@@ -45,7 +45,9 @@ pub use auth::{
     command_limits, parse_link_secret, pre_auth_limits, LinkSecret, AUTH_USER, COMMAND_MARGIN,
     MAX_COMMAND_ARGS, MAX_SECRET_LEN, MIN_SECRET_LEN, PRE_AUTH_FRAME,
 };
-pub use push::{decode_push, encode_draining, encode_event, encode_message, encode_push};
+pub use push::{
+    decode_push, encode_draining, encode_event, encode_message, encode_push, MAX_HISTORY_FRAMES,
+};
 pub use request::{decode_request, encode_request};
 
 /// The Redis sorted set of live brokers, written by each `hermod-broker` (member

@@ -5,6 +5,9 @@ use bytes::{Bytes, BytesMut};
 use super::request::{cid_arg, id_arg, name_arg};
 use super::{byte_strings, put_bulk, put_header, shown, sid, text, SidText};
 use super::{LinkError, LinkPush, MAX_ERROR_TEXT, MAX_FRAME_LEN, MAX_SIDS_PER_PUSH};
+
+/// Most messages one history answer carries (a request's `limit` is capped to it).
+pub const MAX_HISTORY_FRAMES: usize = 1000;
 use crate::bus::{Event, SessionKey};
 use crate::ids::MsgId;
 use crate::protocol::ErrorCode;
@@ -52,6 +55,24 @@ pub fn encode_event(session: SessionKey, event: &Event, out: &mut BytesMut) {
         Event::Message { id, frame } => return encode_message(id, frame, &[session], out),
         Event::Overflow => &[b"overflow"],
         Event::ReplayPaused => &[b"paused"],
+        Event::History {
+            cid,
+            recovered,
+            frames,
+            more,
+        } => {
+            let flag = |b: bool| if b { &b"1"[..] } else { &b"0"[..] };
+            let mut items: Vec<&[u8]> = vec![
+                b"ev",
+                sid,
+                b"history",
+                cid.as_str().as_bytes(),
+                flag(*recovered),
+                flag(*more),
+            ];
+            items.extend(frames.iter().take(MAX_HISTORY_FRAMES).map(|f| &f[..]));
+            return put_push(out, &items);
+        }
     };
     put_header(out, b'>', fields.len() + 2);
     put_bulk(out, b"ev");
@@ -123,24 +144,36 @@ fn decode_event(rest: &[Bytes]) -> Result<LinkPush, LinkError> {
         },
         (b"joined", [room, recovered]) => Event::Joined {
             room: name_arg("room", room)?,
-            recovered: match &recovered[..] {
-                b"1" => true,
-                b"0" => false,
-                _ => return Err(LinkError::invalid("recovered", "expected 0 or 1")),
-            },
+            recovered: flag("recovered", recovered)?,
         },
         (b"left", [room]) => Event::Left {
             room: name_arg("room", room)?,
         },
         (b"error", [cid, code, message]) => decode_error(cid, code, message)?,
+        (b"history", [cid, recovered, more, frames @ ..]) if frames.len() <= MAX_HISTORY_FRAMES => {
+            Event::History {
+                cid: cid_arg(cid)?,
+                recovered: flag("recovered", recovered)?,
+                more: flag("more", more)?,
+                frames: frames.to_vec(),
+            }
+        }
         (b"overflow", []) => Event::Overflow,
         (b"paused", []) => Event::ReplayPaused,
-        (b"sent" | b"joined" | b"left" | b"error" | b"overflow" | b"paused", _) => {
+        (b"sent" | b"joined" | b"left" | b"error" | b"overflow" | b"paused" | b"history", _) => {
             return Err(LinkError::WrongArity("ev"))
         }
         _ => return Err(LinkError::UnknownPush(format!("ev {}", shown(kind)))),
     };
     Ok(LinkPush::Event { sid, event })
+}
+
+fn flag(what: &'static str, b: &[u8]) -> Result<bool, LinkError> {
+    match b {
+        b"1" => Ok(true),
+        b"0" => Ok(false),
+        _ => Err(LinkError::invalid(what, "expected 0 or 1")),
+    }
 }
 
 fn decode_error(cid: &[u8], code: &[u8], message: &[u8]) -> Result<Event, LinkError> {

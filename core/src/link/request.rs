@@ -61,6 +61,26 @@ pub fn encode_request(request: &Request, out: &mut BytesMut) {
         },
         Request::Leave { room, .. } => command(out, &[b"LEAVE", sid, room.as_str().as_bytes()]),
         Request::ResumeReplay { .. } => command(out, &[b"RESUME", sid]),
+        Request::History {
+            cid,
+            room,
+            since,
+            limit,
+            ..
+        } => {
+            let limit = limit.to_string();
+            let mut args: Vec<&[u8]> = vec![
+                b"HISTORY",
+                sid,
+                cid.as_str().as_bytes(),
+                room.as_str().as_bytes(),
+                limit.as_bytes(),
+            ];
+            if let Some(since) = since {
+                args.push(since.as_str().as_bytes());
+            }
+            command(out, &args);
+        }
     }
 }
 
@@ -209,6 +229,18 @@ fn request(upper: &[u8], name: &[u8], rest: &[Bytes]) -> Result<Request, LinkErr
             arity("resume", rest, 1, 1)?;
             Request::ResumeReplay {
                 session: sid(&rest[0])?,
+            }
+        }
+        b"HISTORY" => {
+            arity("history", rest, 4, 5)?;
+            Request::History {
+                session: sid(&rest[0])?,
+                cid: cid_arg(&rest[1])?,
+                room: name_arg("room", &rest[2])?,
+                limit: super::parse_decimal(&rest[3])
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| LinkError::invalid("limit", "not an integer"))?,
+                since: rest.get(4).map(|s| id_arg("since", s)).transpose()?,
             }
         }
         _ => return Err(LinkError::UnknownCommand(shown(name))),

@@ -302,6 +302,20 @@ fn arb_request() -> impl Strategy<Value = Request> {
         ),
         (arb_key(), arb_name()).prop_map(|(session, room)| Request::Leave { session, room }),
         arb_key().prop_map(|session| Request::ResumeReplay { session }),
+        (
+            arb_key(),
+            arb_cid(),
+            arb_name(),
+            proptest::option::of(arb_id()),
+            any::<u32>()
+        )
+            .prop_map(|(session, cid, room, since, limit)| Request::History {
+                session,
+                cid,
+                room,
+                since,
+                limit
+            }),
     ]
 }
 
@@ -329,6 +343,18 @@ fn arb_event() -> impl Strategy<Value = Event> {
             .prop_map(|(cid, code, message)| Event::Error { cid, code, message }),
         Just(Event::Overflow),
         Just(Event::ReplayPaused),
+        (
+            arb_cid(),
+            any::<bool>(),
+            proptest::collection::vec("\\PC{0,80}", 0..20),
+            any::<bool>()
+        )
+            .prop_map(|(cid, recovered, frames, more)| Event::History {
+                cid,
+                recovered,
+                frames: frames.into_iter().map(Bytes::from).collect(),
+                more
+            }),
     ]
 }
 

@@ -22,7 +22,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::calls::{parse_call, Call};
+use super::calls::{parse_call, BrokerCall, Call};
 use super::dispatch::{Dispatcher, Outcome};
 use super::http::{parse_request, Answer, ApiError, ApiRequest, Parsed, MAX_HEAD};
 use super::{NodeInfo, PreparedApi, WAKER};
@@ -319,8 +319,7 @@ impl ApiLoop {
             return self.queue(key, &e.answer(), keep);
         }
         let max_data = self.settings.max_message_size;
-        let call = parse_call(&req, max_data, &mut fresh_cid);
-        let write = match call {
+        let call = match parse_call(&req, max_data, &mut fresh_cid) {
             Err(e) => {
                 self.metrics.api_refused.fetch_add(1, Relaxed);
                 return self.queue(key, &e.answer(), keep);
@@ -329,14 +328,21 @@ impl ApiLoop {
                 self.metrics.api_calls.fetch_add(1, Relaxed);
                 return self.queue(key, &Answer::ok(self.node_info()), keep);
             }
-            Ok(Call::Write(w)) => w,
+            Ok(Call::Broker(call)) => call,
         };
         let id = self.next_call;
         self.next_call += 1;
         let broker = &self.broker;
         let mut port = |r| broker.try_send(r).is_ok();
         let timeout = self.settings.request_timeout;
-        match self.dispatcher.start(id, write, now, timeout, &mut port) {
+        let dispatcher = &mut self.dispatcher;
+        let started = match call {
+            BrokerCall::Write(w) => dispatcher.start(id, w, now, timeout, &mut port),
+            BrokerCall::History(q) => {
+                dispatcher.start_history(id, q, fresh_cid(), now, timeout, &mut port)
+            }
+        };
+        match started {
             Ok(()) => {
                 self.calls.insert(id, key);
                 self.conns[key].busy = Some((id, keep));

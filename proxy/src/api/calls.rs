@@ -27,10 +27,31 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 40;
 /// What a call asks.
 #[derive(Debug)]
 pub enum Call {
+    /// Work for the broker.
+    Broker(BrokerCall),
+    /// `GET /api/info`, answered by the API thread itself.
+    Info,
+}
+
+/// A call the broker answers.
+#[derive(Debug)]
+pub enum BrokerCall {
     /// Store `data` in every target, in the name of `sender`, and answer with the ids.
     Write(Write),
-    /// `GET /api/info`.
-    Info,
+    /// `GET /api/history`: a page of a room's history.
+    History(HistoryQuery),
+}
+
+/// Most messages one history call answers, and how many without `limit`.
+pub const MAX_HISTORY_LIMIT: u32 = hermod_core::link::MAX_HISTORY_FRAMES as u32;
+pub const DEFAULT_HISTORY_LIMIT: u32 = 100;
+
+/// `GET /api/history?room=R&since=ID&limit=N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub room: Name,
+    pub since: Option<MsgId>,
+    pub limit: u32,
 }
 
 /// A publish, broadcast or send.
@@ -105,16 +126,72 @@ pub fn parse_call(
         if method != "POST" {
             return Err(method_not_allowed("POST"));
         }
-        write(shape, &req.body, max_data, fresh_cid).map(Call::Write)
+        let write = write(shape, &req.body, max_data, fresh_cid)?;
+        Ok(Call::Broker(BrokerCall::Write(write)))
     };
     match req.path.as_str() {
         "/api/publish" => post(Shape::Publish),
         "/api/broadcast" => post(Shape::Broadcast),
         "/api/send" => post(Shape::Send),
+        "/api/history" if method == "GET" => {
+            Ok(Call::Broker(BrokerCall::History(history(&req.query)?)))
+        }
+        "/api/history" => Err(method_not_allowed("GET")),
         "/api/info" if method == "GET" => Ok(Call::Info),
         "/api/info" => Err(method_not_allowed("GET")),
         _ => Err(ApiError::new(404, "not_found", "no such call")),
     }
+}
+
+fn history(query: &str) -> Result<HistoryQuery, ApiError> {
+    let mut room = None;
+    let mut since = None;
+    let mut limit = DEFAULT_HISTORY_LIMIT;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = crate::ws::handshake::percent_decode(value)
+            .ok_or_else(|| ApiError::bad_request(format!("bad encoding of `{key}`")))?;
+        match key {
+            "room" => {
+                let name = Name::parse("room", &value);
+                room = Some(name.map_err(|e| ApiError::bad_request(e.to_string()))?);
+            }
+            "since" if !value.is_empty() => {
+                let id = MsgId::parse(&value);
+                since = Some(id.map_err(|e| ApiError::bad_request(format!("since: {e}")))?);
+            }
+            "since" => {}
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_HISTORY_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        let message = format!("`limit` must be 1 to {MAX_HISTORY_LIMIT}");
+                        ApiError::bad_request(message)
+                    })?;
+            }
+            _ => return Err(ApiError::bad_request(format!("unknown parameter `{key}`"))),
+        }
+    }
+    let room = room.ok_or_else(|| ApiError::bad_request("missing parameter `room`"))?;
+    Ok(HistoryQuery { room, since, limit })
+}
+
+/// The answer to a history call: the `msg` frames as they are (JSON objects already).
+pub fn history_answer(frames: &[bytes::Bytes], recovered: bool, more: bool) -> String {
+    let len: usize = frames.iter().map(|f| f.len() + 1).sum();
+    let mut out = String::with_capacity(len + 48);
+    out.push_str("{\"messages\":[");
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Frames are the broker's own JSON text, always UTF-8.
+        out.push_str(&String::from_utf8_lossy(frame));
+    }
+    out.push_str(&format!("],\"recovered\":{recovered},\"more\":{more}}}"));
+    out
 }
 
 fn method_not_allowed(allowed: &'static str) -> ApiError {
@@ -306,7 +383,7 @@ mod tests {
 
     fn write(path: &str, body: &str) -> Write {
         match call(path, body) {
-            Ok(Call::Write(w)) => w,
+            Ok(Call::Broker(BrokerCall::Write(w))) => w,
             other => panic!("{other:?}"),
         }
     }
@@ -372,6 +449,46 @@ mod tests {
         get.method = "GET".to_owned();
         let refused = parse_call(&get, 100, &mut || unreachable!()).unwrap_err();
         assert_eq!(refused.status, 405);
+    }
+
+    #[test]
+    fn history_queries_are_checked() {
+        let get = |query: &str| {
+            let mut req = post("/api/history", "");
+            req.method = "GET".to_owned();
+            req.query = query.to_owned();
+            parse_call(&req, 100, &mut || unreachable!())
+        };
+        match get("room=a%3Ab&since=1-0&limit=5") {
+            Ok(Call::Broker(BrokerCall::History(q))) => {
+                assert_eq!(q.room.as_str(), "a:b");
+                assert_eq!(q.since.as_ref().map(MsgId::as_str), Some("1-0"));
+                assert_eq!(q.limit, 5);
+            }
+            other => panic!("{other:?}"),
+        }
+        match get("room=r") {
+            Ok(Call::Broker(BrokerCall::History(q))) => {
+                assert_eq!((q.since, q.limit), (None, DEFAULT_HISTORY_LIMIT))
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "",
+            "room=a%20b",
+            "room=r&limit=0",
+            "room=r&limit=1001",
+            "room=r&x=1",
+            "room=%zz",
+        ] {
+            assert_eq!(get(bad).unwrap_err().status, 400, "{bad}");
+        }
+        let frame = bytes::Bytes::from_static(br#"{"op":"msg"}"#);
+        let frames = [frame.clone(), frame];
+        assert_eq!(
+            history_answer(&frames, true, false),
+            r#"{"messages":[{"op":"msg"},{"op":"msg"}],"recovered":true,"more":false}"#
+        );
     }
 
     #[test]

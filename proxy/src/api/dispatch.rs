@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
 use hermod_core::ids::{Cid, Name};
 
-use super::calls::{broker_error, Flight, Write};
+use super::calls::{broker_error, history_answer, Flight, HistoryQuery, Write};
 use super::http::ApiError;
 
 /// Sender sessions kept attached at once.
@@ -40,7 +40,8 @@ struct Sender {
 /// A call in flight.
 #[derive(Debug)]
 struct InFlight {
-    flight: Flight,
+    /// A write's answers so far; `None` for a history read.
+    flight: Option<Flight>,
     sender: Name,
     deadline: Instant,
 }
@@ -100,7 +101,7 @@ impl Dispatcher {
         let full = || ApiError::new(503, "unavailable", "the broker's queue is full; retry");
         let session = self.session_of(&write.sender, port).ok_or_else(full)?;
         let call = InFlight {
-            flight: Flight::new(&write),
+            flight: Some(Flight::new(&write)),
             sender: write.sender.clone(),
             deadline: now + timeout,
         };
@@ -132,6 +133,45 @@ impl Dispatcher {
             if let Some(s) = self.senders.get_mut(&write.sender) {
                 s.waiting += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Starts a history read as call `id` (through the server's own session).
+    pub fn start_history(
+        &mut self,
+        id: u64,
+        query: HistoryQuery,
+        cid: Cid,
+        now: Instant,
+        timeout: Duration,
+        port: Port<'_>,
+    ) -> Result<(), ApiError> {
+        let full = || ApiError::new(503, "unavailable", "the broker's queue is full; retry");
+        let sender = Name::server_sender(None);
+        let session = self.session_of(&sender, port).ok_or_else(full)?;
+        let request = Request::History {
+            session,
+            cid: cid.clone(),
+            room: query.room,
+            since: query.since,
+            limit: query.limit,
+        };
+        if !port(request) {
+            return Err(full());
+        }
+        let call = InFlight {
+            flight: None,
+            sender: sender.clone(),
+            deadline: now + timeout,
+        };
+        self.calls.insert(id, call);
+        self.waiting
+            .entry((session.slot, cid))
+            .or_default()
+            .push((id, 0));
+        if let Some(s) = self.senders.get_mut(&sender) {
+            s.waiting += 1;
         }
         Ok(())
     }
@@ -194,11 +234,12 @@ impl Dispatcher {
                 let waiting = self.waiting.remove(&(slot, cid)).unwrap_or_default();
                 self.release(slot, waiting.len());
                 for (call, i) in waiting {
-                    let Some(c) = self.calls.get_mut(&call) else {
+                    let Some(flight) = self.calls.get_mut(&call).and_then(|c| c.flight.as_mut())
+                    else {
                         continue;
                     };
-                    if c.flight.stored(i, id.clone()) {
-                        let answer = c.flight.answer();
+                    if flight.stored(i, id.clone()) {
+                        let answer = flight.answer();
                         self.calls.remove(&call);
                         done.push((call, Ok(answer)));
                     }
@@ -215,6 +256,20 @@ impl Dispatcher {
                     if self.calls.contains_key(&call) {
                         self.forget(call);
                         done.push((call, Err(broker_error(code, &message))));
+                    }
+                }
+            }
+            Event::History {
+                cid,
+                recovered,
+                frames,
+                more,
+            } => {
+                let waiting = self.waiting.remove(&(slot, cid)).unwrap_or_default();
+                self.release(slot, waiting.len());
+                for (call, _) in waiting {
+                    if self.calls.remove(&call).is_some() {
+                        done.push((call, Ok(history_answer(&frames, recovered, more))));
                     }
                 }
             }

@@ -62,18 +62,17 @@ def publish_once(api, ws_addr, key, secret):
     ws.close()
 
 
-def schemathesis(api, key, spec):
+def schemathesis(api, key, spec, *selection):
     exe = shutil.which("schemathesis") or shutil.which("st")
     if exe is None:
         print("schemathesis is missing: pip install schemathesis")
         sys.exit(3)
     run = subprocess.run(
         [exe, "run", spec, "--base-url", f"http://{api}",
-         "-H", f"Authorization: Bearer {key}",
-         "--checks", "all", "--data-generation-method", "all",
+         "-H", f"Authorization: Bearer {key}", "--checks", "all",
          "--hypothesis-max-examples", EXAMPLES, "--hypothesis-derandomize",
-         "--request-timeout", "10000", "--no-color"],
-        capture_output=True, text=True, timeout=50, check=False)
+         "--request-timeout", "10000", "--no-color", *selection],
+        capture_output=True, text=True, timeout=40, check=False)
     print(run.stdout[-3000:])
     if run.returncode != 0:
         print(run.stderr[-2000:])
@@ -83,7 +82,13 @@ def schemathesis(api, key, spec):
 def main():
     api, ws_addr, key, secret, spec = sys.argv[1:6]
     publish_once(api, ws_addr, key, secret)
-    schemathesis(api, key, spec)
+    # Valid and invalid examples of every operation but history, whose query parameters are
+    # strings: a "negative" example that turns `room` into the integer 0 is sent as `room=0`,
+    # a valid room name, so schemathesis would flag its 200 as accepting invalid data.
+    schemathesis(api, key, spec, "--data-generation-method", "all",
+                 "--exclude-path", "/api/history")
+    schemathesis(api, key, spec, "--data-generation-method", "positive",
+                 "--include-path", "/api/history")
     print("ok")
 
 

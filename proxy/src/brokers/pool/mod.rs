@@ -291,7 +291,9 @@ impl BrokerPool {
     /// Answers a `send`/`publish` that cannot be taken with `unavailable`.
     fn refuse(&mut self, key: SessionKey, request: &Request, why: &str) {
         let cid = match request {
-            Request::Send { cid, .. } | Request::Publish { cid, .. } => cid.clone(),
+            Request::Send { cid, .. }
+            | Request::Publish { cid, .. }
+            | Request::History { cid, .. } => cid.clone(),
             _ => return,
         };
         let event = Event::Error {

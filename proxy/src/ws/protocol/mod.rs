@@ -285,6 +285,8 @@ impl ClientProtocol {
                 self.replay_paused = true;
                 return Next::Continue;
             }
+            // Only the server API asks for history; a client session never does.
+            Event::History { .. } => return Next::Continue,
         };
         push(out, Message::Text(text))
     }
