@@ -86,6 +86,32 @@ pub enum Request {
         since: Option<MsgId>,
         limit: u32,
     },
+    /// Who is in a room, on this broker: answered [`Event::Presence`] with `cid` (at most
+    /// `limit` members; 0: the count only).
+    Presence {
+        session: SessionKey,
+        cid: Cid,
+        room: Name,
+        limit: u32,
+    },
+    /// The devices `user` is connected from, on this broker (a user's sessions are all on one
+    /// broker): answered [`Event::Online`] with `cid`.
+    Online {
+        session: SessionKey,
+        cid: Cid,
+        user: Name,
+    },
+    /// Closes `user`'s sessions (one `device`'s, when given) with [`Event::Kicked`] carrying
+    /// `reason`, and refuses the user's new sessions for `ban_secs` (0: none); answered
+    /// [`Event::Disconnected`] with `cid`.
+    Kick {
+        session: SessionKey,
+        cid: Cid,
+        user: Name,
+        device: Option<Name>,
+        reason: String,
+        ban_secs: u32,
+    },
 }
 
 impl Request {
@@ -100,7 +126,10 @@ impl Request {
             | Request::Join { session, .. }
             | Request::Leave { session, .. }
             | Request::ResumeReplay { session }
-            | Request::History { session, .. } => *session,
+            | Request::History { session, .. }
+            | Request::Presence { session, .. }
+            | Request::Online { session, .. }
+            | Request::Kick { session, .. } => *session,
         }
     }
 
@@ -115,7 +144,10 @@ impl Request {
             | Request::Join { session, .. }
             | Request::Leave { session, .. }
             | Request::ResumeReplay { session }
-            | Request::History { session, .. } => session,
+            | Request::History { session, .. }
+            | Request::Presence { session, .. }
+            | Request::Online { session, .. }
+            | Request::Kick { session, .. } => session,
         }
     }
 }
@@ -160,4 +192,26 @@ pub enum Event {
         frames: Vec<Bytes>,
         more: bool,
     },
+    /// The answer to [`Request::Presence`]: `count` sessions in the room, and the
+    /// (user, device) of at most `limit` of them.
+    Presence {
+        cid: Cid,
+        room: Name,
+        count: u64,
+        members: Vec<(Name, Name)>,
+    },
+    /// The answer to [`Request::Online`]: the user's devices with a session, each once.
+    Online { cid: Cid, devices: Vec<Name> },
+    /// The answer to [`Request::Kick`]: how many sessions were told to close.
+    Disconnected { cid: Cid, count: u64 },
+    /// The server closes this session (`reason` as the server API gave it): the gateway sends
+    /// it to the client and closes the session with 4002.
+    Kicked { reason: String },
 }
+
+/// Longest `reason` of a [`Request::Kick`], in bytes.
+pub const MAX_KICK_REASON: usize = 256;
+/// Longest ban of a [`Request::Kick`]: one day.
+pub const MAX_BAN_SECS: u32 = 86_400;
+/// Most members one presence answer lists.
+pub const MAX_PRESENCE_MEMBERS: u32 = 1000;

@@ -12,8 +12,8 @@ use hermod_core::rate::Over;
 
 /// Close codes counted one by one; anything else lands in `other`. 1006 stands for "no close
 /// frame" (reset, EOF, I/O error, linger expired), as in RFC 6455.
-pub const CLOSE_CODES: [u16; 11] = [
-    1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 4001,
+pub const CLOSE_CODES: [u16; 12] = [
+    1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 4001, 4002,
 ];
 
 /// Upper bounds (seconds) of the `send`/`publish` -> `sent` latency histogram buckets.

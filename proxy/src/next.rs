@@ -35,6 +35,9 @@ pub enum CloseReason {
     /// The session's token expired without a `refresh` (`ws/protocol/access.rs`). What it did
     /// not ack waits in its inbox; the client reconnects with a new token.
     TokenExpired,
+    /// The server API disconnected the user (`POST /api/disconnect`); its reason went out in a
+    /// `disconnect` frame just before.
+    Disconnected,
 }
 
 impl CloseReason {
@@ -50,6 +53,7 @@ impl CloseReason {
             CloseReason::ServiceRestart => 1012,
             CloseReason::RateLimited => 1008,
             CloseReason::TokenExpired => 4001,
+            CloseReason::Disconnected => 4002,
         }
     }
 
@@ -65,6 +69,7 @@ impl CloseReason {
             CloseReason::ServiceRestart => "service restart",
             CloseReason::RateLimited => "rate limit exceeded",
             CloseReason::TokenExpired => "token expired",
+            CloseReason::Disconnected => "disconnected",
         }
     }
 }

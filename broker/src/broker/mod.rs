@@ -20,6 +20,7 @@ mod queries;
 
 use crate::limits::Limits;
 use paging::PageOf;
+use queries::{Bans, Kick};
 
 /// Rooms one session may be in at once. Room names are the client's choice; without a cap one
 /// session could make the broker track any number of memberships.
@@ -112,6 +113,8 @@ pub struct Broker<E: Engine> {
     /// The latest `now_ms` handed in: stamps the catch-up reads started from
     /// `poll_completions`, which gets no clock.
     now_ms: u64,
+    /// Users whose new sessions are refused for a while (`Kick` with a ban).
+    bans: Bans,
 }
 
 impl<E: Engine> Broker<E> {
@@ -126,6 +129,7 @@ impl<E: Engine> Broker<E> {
             next_token: 0,
             retry_inbox: Vec::new(),
             now_ms: 0,
+            bans: Bans::default(),
         }
     }
 
@@ -169,7 +173,15 @@ impl<E: Engine> Broker<E> {
                 session,
                 user,
                 device,
-            } => self.attach(session, user, device, now_ms),
+            } => match self.bans.reason(&user, now_ms) {
+                Some(reason) => {
+                    let event = Event::Kicked {
+                        reason: reason.to_owned(),
+                    };
+                    out.push(Delivery { session, event });
+                }
+                None => self.attach(session, user, device, now_ms),
+            },
             Request::Detach { session } => self.detach(session),
             Request::Send {
                 session,
@@ -198,6 +210,31 @@ impl<E: Engine> Broker<E> {
                 since,
                 limit,
             } => self.history(session, cid, room, since, limit, now_ms),
+            Request::Presence {
+                session,
+                cid,
+                room,
+                limit,
+            } => out.push(self.presence(session, cid, room, limit)),
+            Request::Online { session, cid, user } => out.push(self.online(session, cid, &user)),
+            Request::Kick {
+                session,
+                cid,
+                user,
+                device,
+                reason,
+                ban_secs,
+            } => {
+                let kick = Kick {
+                    session,
+                    cid,
+                    user,
+                    device,
+                    reason,
+                    ban_secs,
+                };
+                self.kick(kick, now_ms, out);
+            }
         }
         self.poll_completions(out);
     }
@@ -233,6 +270,7 @@ impl<E: Engine> Broker<E> {
             Channel::Room(room) => room_subs.contains_key(room),
         };
         self.engine.sweep(now_ms, &in_use);
+        self.bans.sweep(now_ms);
         self.retry_inbox_reads(now_ms);
     }
 

@@ -8,6 +8,8 @@ use super::{LinkError, LinkPush, MAX_ERROR_TEXT, MAX_FRAME_LEN, MAX_SIDS_PER_PUS
 
 /// Most messages one history answer carries (a request's `limit` is capped to it).
 pub const MAX_HISTORY_FRAMES: usize = 1000;
+/// Most members of a presence answer, and devices of an online answer.
+const MAX_LISTED: usize = crate::bus::MAX_PRESENCE_MEMBERS as usize;
 use crate::bus::{Event, SessionKey};
 use crate::ids::MsgId;
 use crate::protocol::ErrorCode;
@@ -72,6 +74,52 @@ pub fn encode_event(session: SessionKey, event: &Event, out: &mut BytesMut) {
             ];
             items.extend(frames.iter().take(MAX_HISTORY_FRAMES).map(|f| &f[..]));
             return put_push(out, &items);
+        }
+        Event::Presence {
+            cid,
+            room,
+            count,
+            members,
+        } => {
+            let count = count.to_string();
+            let mut items: Vec<&[u8]> = vec![
+                b"ev",
+                sid,
+                b"presence",
+                cid.as_str().as_bytes(),
+                room.as_str().as_bytes(),
+                count.as_bytes(),
+            ];
+            for (user, device) in members.iter().take(MAX_LISTED) {
+                items.push(user.as_str().as_bytes());
+                items.push(device.as_str().as_bytes());
+            }
+            return put_push(out, &items);
+        }
+        Event::Online { cid, devices } => {
+            let mut items: Vec<&[u8]> = vec![b"ev", sid, b"online", cid.as_str().as_bytes()];
+            items.extend(
+                devices
+                    .iter()
+                    .take(MAX_LISTED)
+                    .map(|d| d.as_str().as_bytes()),
+            );
+            return put_push(out, &items);
+        }
+        Event::Disconnected { cid, count } => {
+            let count = count.to_string();
+            let items: [&[u8]; 5] = [
+                b"ev",
+                sid,
+                b"disconnected",
+                cid.as_str().as_bytes(),
+                count.as_bytes(),
+            ];
+            return put_push(out, &items);
+        }
+        Event::Kicked { reason } => {
+            let reason = cut(reason, crate::bus::MAX_KICK_REASON);
+            return put_push(out, &[b"ev", sid, b"kicked", reason]);
         }
     };
     put_header(out, b'>', fields.len() + 2);
@@ -160,9 +208,40 @@ fn decode_event(rest: &[Bytes]) -> Result<LinkPush, LinkError> {
         }
         (b"overflow", []) => Event::Overflow,
         (b"paused", []) => Event::ReplayPaused,
-        (b"sent" | b"joined" | b"left" | b"error" | b"overflow" | b"paused" | b"history", _) => {
-            return Err(LinkError::WrongArity("ev"))
+        (b"presence", [cid, room, count, members @ ..])
+            if members.len() % 2 == 0 && members.len() <= 2 * MAX_LISTED =>
+        {
+            Event::Presence {
+                cid: cid_arg(cid)?,
+                room: name_arg("room", room)?,
+                count: super::parse_decimal(count)
+                    .ok_or_else(|| LinkError::invalid("count", "not an integer"))?,
+                members: members
+                    .chunks(2)
+                    .map(|p| Ok((name_arg("user", &p[0])?, name_arg("device", &p[1])?)))
+                    .collect::<Result<_, LinkError>>()?,
+            }
         }
+        (b"online", [cid, devices @ ..]) if devices.len() <= MAX_LISTED => Event::Online {
+            cid: cid_arg(cid)?,
+            devices: devices
+                .iter()
+                .map(|d| name_arg("device", d))
+                .collect::<Result<_, _>>()?,
+        },
+        (b"disconnected", [cid, count]) => Event::Disconnected {
+            cid: cid_arg(cid)?,
+            count: super::parse_decimal(count)
+                .ok_or_else(|| LinkError::invalid("count", "not an integer"))?,
+        },
+        (b"kicked", [reason]) if reason.len() <= crate::bus::MAX_KICK_REASON => Event::Kicked {
+            reason: text("reason", reason)?.to_owned(),
+        },
+        (
+            b"sent" | b"joined" | b"left" | b"error" | b"overflow" | b"paused" | b"history"
+            | b"presence" | b"online" | b"disconnected" | b"kicked",
+            _,
+        ) => return Err(LinkError::WrongArity("ev")),
         _ => return Err(LinkError::UnknownPush(format!("ev {}", shown(kind)))),
     };
     Ok(LinkPush::Event { sid, event })

@@ -81,7 +81,64 @@ pub fn encode_request(request: &Request, out: &mut BytesMut) {
             }
             command(out, &args);
         }
+        Request::Presence {
+            cid, room, limit, ..
+        } => {
+            let limit = limit.to_string();
+            let cid = cid.as_str().as_bytes();
+            command(
+                out,
+                &[
+                    b"PRESENCE",
+                    sid,
+                    cid,
+                    room.as_str().as_bytes(),
+                    limit.as_bytes(),
+                ],
+            );
+        }
+        Request::Online { cid, user, .. } => command(
+            out,
+            &[
+                b"ONLINE",
+                sid,
+                cid.as_str().as_bytes(),
+                user.as_str().as_bytes(),
+            ],
+        ),
+        Request::Kick {
+            cid,
+            user,
+            device,
+            reason,
+            ban_secs,
+            ..
+        } => {
+            let ban = ban_secs.to_string();
+            let device = device
+                .as_ref()
+                .map_or(ANY_DEVICE, |d| d.as_str().as_bytes());
+            let args: [&[u8]; 7] = [
+                b"KICK",
+                sid,
+                cid.as_str().as_bytes(),
+                user.as_str().as_bytes(),
+                device,
+                reason.as_bytes(),
+                ban.as_bytes(),
+            ];
+            command(out, &args);
+        }
     }
+}
+
+/// The device argument of a `KICK` of every device (`*` is no valid device name).
+const ANY_DEVICE: &[u8] = b"*";
+
+fn number(what: &'static str, b: &[u8]) -> Result<u32, LinkError> {
+    super::parse_decimal(b)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| LinkError::invalid(what, "not an integer"))
 }
 
 fn command(out: &mut BytesMut, args: &[&[u8]]) {
@@ -237,10 +294,43 @@ fn request(upper: &[u8], name: &[u8], rest: &[Bytes]) -> Result<Request, LinkErr
                 session: sid(&rest[0])?,
                 cid: cid_arg(&rest[1])?,
                 room: name_arg("room", &rest[2])?,
-                limit: super::parse_decimal(&rest[3])
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| LinkError::invalid("limit", "not an integer"))?,
+                limit: number("limit", &rest[3])?,
                 since: rest.get(4).map(|s| id_arg("since", s)).transpose()?,
+            }
+        }
+        b"PRESENCE" => {
+            arity("presence", rest, 4, 4)?;
+            Request::Presence {
+                session: sid(&rest[0])?,
+                cid: cid_arg(&rest[1])?,
+                room: name_arg("room", &rest[2])?,
+                limit: number("limit", &rest[3])?,
+            }
+        }
+        b"ONLINE" => {
+            arity("online", rest, 3, 3)?;
+            Request::Online {
+                session: sid(&rest[0])?,
+                cid: cid_arg(&rest[1])?,
+                user: name_arg("user", &rest[2])?,
+            }
+        }
+        b"KICK" => {
+            arity("kick", rest, 6, 6)?;
+            let reason = text("reason", &rest[4])?;
+            if reason.len() > crate::bus::MAX_KICK_REASON {
+                return Err(LinkError::invalid("reason", "too long"));
+            }
+            Request::Kick {
+                session: sid(&rest[0])?,
+                cid: cid_arg(&rest[1])?,
+                user: name_arg("user", &rest[2])?,
+                device: match &rest[3][..] {
+                    ANY_DEVICE => None,
+                    device => Some(name_arg("device", device)?),
+                },
+                reason: reason.to_owned(),
+                ban_secs: number("ban", &rest[5])?.min(crate::bus::MAX_BAN_SECS),
             }
         }
         _ => return Err(LinkError::UnknownCommand(shown(name))),

@@ -72,6 +72,10 @@ pub enum ClientFrame {
     Refresh {
         token: String,
     },
+    /// Who is in a room the client may join.
+    Presence {
+        room: Name,
+    },
 }
 
 /// Why a client frame was refused. Answered with `error`/`bad_request`; the connection stays open.
@@ -204,6 +208,9 @@ impl<'a> Raw<'a> {
                     token: token.to_owned(),
                 })
             }
+            "presence" => Ok(ClientFrame::Presence {
+                room: name("room", &self.room)?,
+            }),
             other => Err(format!("unknown op `{}`", clip(other, MAX_QUOTED_OP))),
         }
     }
@@ -414,6 +421,27 @@ pub fn encode_joined(room: &Name, recovered: bool) -> String {
 pub fn encode_left(room: &Name) -> String {
     Obj::new("left", room.as_str().len())
         .str("room", room.as_str())
+        .finish()
+}
+
+/// `{"op":"presence","room":R,"count":N,"members":[{"user":U,"device":D},...]}`: `count`
+/// sessions are in the room; `members` lists the (user, device) of some of them.
+pub fn encode_presence(room: &Name, count: u64, members: &[(Name, Name)]) -> String {
+    let members: Vec<serde_json::Value> = members
+        .iter()
+        .map(|(u, d)| serde_json::json!({"user": u.as_str(), "device": d.as_str()}))
+        .collect();
+    let body = serde_json::json!({"room": room.as_str(), "count": count, "members": members});
+    let mut out = String::from(r#"{"op":"presence","#);
+    let text = body.to_string();
+    out.push_str(&text[1..]);
+    out
+}
+
+/// `{"op":"disconnect","reason":TEXT}`: the server closes this session (4002 follows).
+pub fn encode_disconnect(reason: &str) -> String {
+    Obj::new("disconnect", reason.len())
+        .str("reason", reason)
         .finish()
 }
 

@@ -387,7 +387,7 @@ proptest! {
 
     #[test]
     fn valid_frames_round_trip(
-        kind in 0..6u8, name in name_strategy(), cid in cid_strategy(),
+        kind in 0..7u8, name in name_strategy(), cid in cid_strategy(),
         id in cid_strategy(), with_since in any::<bool>(), data in json_strategy(),
     ) {
         let (name, cid, id) = (name.as_str(), cid.as_str(), id.as_str());
@@ -398,6 +398,7 @@ proptest! {
             2 => json!({"op":"join","room":name}),
             3 => json!({"op":"leave","room":name}),
             4 => json!({"op":"refresh","token":name}),
+            5 => json!({"op":"presence","room":name}),
             _ => json!({"op":"publish","room":name,"cid":cid,"data":data}),
         }
         .to_string();
@@ -413,6 +414,7 @@ proptest! {
             }
             ClientFrame::Leave { room } => prop_assert_eq!(room.as_str(), name),
             ClientFrame::Refresh { token } => prop_assert_eq!(token.as_str(), name),
+            ClientFrame::Presence { room } => prop_assert_eq!(room.as_str(), name),
             ClientFrame::Publish { room, cid: c, data: d } => {
                 prop_assert_eq!((room.as_str(), c.as_str()), (name, cid));
                 prop_assert_eq!(json_of(d.get()), data);
@@ -459,4 +461,21 @@ fn a_client_cannot_send_to_a_server_api_sender() {
     let err = parse_client_frame(r#"{"op":"send","to":"@alice","cid":"c","data":1}"#).unwrap_err();
     assert!(err.message.contains("reserved"), "{}", err.message);
     assert_eq!(err.cid.as_ref().map(Cid::as_str), Some("c"));
+}
+
+#[test]
+fn presence_and_disconnect_frames() {
+    let frame = parse_client_frame(r#"{"op":"presence","room":"lobby"}"#).unwrap();
+    assert!(matches!(frame, ClientFrame::Presence { room } if room.as_str() == "lobby"));
+    let n = |s| Name::parse("x", s).unwrap();
+    let text = encode_presence(&n("lobby"), 3, &[(n("a"), n("phone"))]);
+    assert!(text.starts_with(r#"{"op":"presence","#), "{text}");
+    assert_eq!(
+        json_of(&text),
+        json!({"op":"presence","room":"lobby","count":3,"members":[{"user":"a","device":"phone"}]})
+    );
+    assert_eq!(
+        json_of(&encode_disconnect("banned \"x\"")),
+        json!({"op":"disconnect","reason":"banned \"x\""})
+    );
 }

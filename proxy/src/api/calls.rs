@@ -38,9 +38,43 @@ pub enum Call {
 pub enum BrokerCall {
     /// Store `data` in every target, in the name of `sender`, and answer with the ids.
     Write(Write),
+    /// One request answered by one event.
+    Query(Query),
+}
+
+/// A call answered by one broker event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
     /// `GET /api/history`: a page of a room's history.
     History(HistoryQuery),
+    /// `GET /api/presence?room=R&limit=N`: who is in a room (`limit` 0: the count only).
+    Presence { room: Name, limit: u32 },
+    /// `GET /api/online?user=U`: the user's devices online.
+    Online { user: Name },
+    /// `POST /api/disconnect`: close a user's sessions, optionally refusing new ones a while.
+    Disconnect {
+        user: Name,
+        device: Option<Name>,
+        reason: String,
+        ban_secs: u32,
+    },
 }
+
+impl Query {
+    /// The user a query is about: it goes through that user's own server sender (`@user`),
+    /// which a broker tier places on the user's broker, where all the user's sessions are.
+    pub fn user(&self) -> Option<&Name> {
+        match self {
+            Query::Online { user } | Query::Disconnect { user, .. } => Some(user),
+            Query::History(_) | Query::Presence { .. } => None,
+        }
+    }
+}
+
+/// Members a presence call lists without `limit`.
+pub const DEFAULT_PRESENCE_LIMIT: u32 = 100;
+/// The reason a disconnected client is told when the call gives none.
+pub const DEFAULT_DISCONNECT_REASON: &str = "disconnected by the server";
 
 /// Most messages one history call answers, and how many without `limit`.
 pub const MAX_HISTORY_LIMIT: u32 = hermod_core::link::MAX_HISTORY_FRAMES as u32;
@@ -134,13 +168,105 @@ pub fn parse_call(
         "/api/broadcast" => post(Shape::Broadcast),
         "/api/send" => post(Shape::Send),
         "/api/history" if method == "GET" => {
-            Ok(Call::Broker(BrokerCall::History(history(&req.query)?)))
+            let query = Query::History(history(&req.query)?);
+            Ok(Call::Broker(BrokerCall::Query(query)))
         }
-        "/api/history" => Err(method_not_allowed("GET")),
+        "/api/presence" if method == "GET" => {
+            Ok(Call::Broker(BrokerCall::Query(presence(&req.query)?)))
+        }
+        "/api/online" if method == "GET" => {
+            Ok(Call::Broker(BrokerCall::Query(online(&req.query)?)))
+        }
+        "/api/disconnect" if method == "POST" => {
+            Ok(Call::Broker(BrokerCall::Query(disconnect(&req.body)?)))
+        }
+        "/api/history" | "/api/presence" | "/api/online" => Err(method_not_allowed("GET")),
+        "/api/disconnect" => Err(method_not_allowed("POST")),
         "/api/info" if method == "GET" => Ok(Call::Info),
         "/api/info" => Err(method_not_allowed("GET")),
         _ => Err(ApiError::new(404, "not_found", "no such call")),
     }
+}
+
+/// The decoded `key=value` pairs of a query string; a key outside `known` is refused.
+fn query_pairs(query: &str, known: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&key) {
+            return Err(ApiError::bad_request(format!("unknown parameter `{key}`")));
+        }
+        let value = crate::ws::handshake::percent_decode(value)
+            .ok_or_else(|| ApiError::bad_request(format!("bad encoding of `{key}`")))?;
+        pairs.push((key.to_owned(), value));
+    }
+    Ok(pairs)
+}
+
+fn required<'a>(pairs: &'a [(String, String)], key: &str) -> Result<&'a str, ApiError> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| ApiError::bad_request(format!("missing parameter `{key}`")))
+}
+
+fn presence(query: &str) -> Result<Query, ApiError> {
+    let pairs = query_pairs(query, &["room", "limit"])?;
+    let room = Name::parse("room", required(&pairs, "room")?)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let max = hermod_core::bus::MAX_PRESENCE_MEMBERS;
+    let limit = match pairs.iter().find(|(k, _)| k == "limit") {
+        None => DEFAULT_PRESENCE_LIMIT,
+        Some((_, v)) => v.parse().ok().filter(|n| *n <= max).ok_or_else(|| {
+            ApiError::bad_request(format!("`limit` must be 0 (the count only) to {max}"))
+        })?,
+    };
+    Ok(Query::Presence { room, limit })
+}
+
+fn online(query: &str) -> Result<Query, ApiError> {
+    let pairs = query_pairs(query, &["user"])?;
+    let user = parse_user("user", required(&pairs, "user")?)?;
+    Ok(Query::Online { user })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    user: String,
+    device: Option<String>,
+    reason: Option<String>,
+    ban_seconds: Option<u32>,
+}
+
+fn disconnect(body: &[u8]) -> Result<Query, ApiError> {
+    let b: DisconnectBody = json(body)?;
+    let user = parse_user("user", &b.user)?;
+    let device = b
+        .device
+        .map(|d| Name::parse("device", &d).map_err(|e| ApiError::bad_request(e.to_string())))
+        .transpose()?;
+    let reason = b
+        .reason
+        .unwrap_or_else(|| DEFAULT_DISCONNECT_REASON.to_owned());
+    let max = hermod_core::bus::MAX_KICK_REASON;
+    if reason.len() > max {
+        return Err(ApiError::bad_request(format!("`reason` over {max} bytes")));
+    }
+    let ban_secs = b.ban_seconds.unwrap_or(0);
+    let max_ban = hermod_core::bus::MAX_BAN_SECS;
+    if ban_secs > max_ban {
+        return Err(ApiError::bad_request(format!(
+            "`ban_seconds` over {max_ban}"
+        )));
+    }
+    Ok(Query::Disconnect {
+        user,
+        device,
+        reason,
+        ban_secs,
+    })
 }
 
 fn history(query: &str) -> Result<HistoryQuery, ApiError> {
@@ -460,7 +586,7 @@ mod tests {
             parse_call(&req, 100, &mut || unreachable!())
         };
         match get("room=a%3Ab&since=1-0&limit=5") {
-            Ok(Call::Broker(BrokerCall::History(q))) => {
+            Ok(Call::Broker(BrokerCall::Query(Query::History(q)))) => {
                 assert_eq!(q.room.as_str(), "a:b");
                 assert_eq!(q.since.as_ref().map(MsgId::as_str), Some("1-0"));
                 assert_eq!(q.limit, 5);
@@ -468,7 +594,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match get("room=r") {
-            Ok(Call::Broker(BrokerCall::History(q))) => {
+            Ok(Call::Broker(BrokerCall::Query(Query::History(q)))) => {
                 assert_eq!((q.since, q.limit), (None, DEFAULT_HISTORY_LIMIT))
             }
             other => panic!("{other:?}"),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
 use hermod_core::ids::{Cid, Name};
 
-use super::calls::{broker_error, history_answer, Flight, HistoryQuery, Write};
+use super::calls::{broker_error, history_answer, Flight, Query, Write};
 use super::http::ApiError;
 
 /// Sender sessions kept attached at once.
@@ -40,10 +40,18 @@ struct Sender {
 /// A call in flight.
 #[derive(Debug)]
 struct InFlight {
-    /// A write's answers so far; `None` for a history read.
-    flight: Option<Flight>,
+    work: Work,
     sender: Name,
     deadline: Instant,
+}
+
+/// What a call in flight waits for.
+#[derive(Debug)]
+enum Work {
+    /// A write's answers so far.
+    Write(Flight),
+    /// One event; `about` is the user an online query asked about (its answer names them).
+    Query { about: Option<Name> },
 }
 
 /// The API's broker sessions and calls in flight (see the module docs).
@@ -101,7 +109,7 @@ impl Dispatcher {
         let full = || ApiError::new(503, "unavailable", "the broker's queue is full; retry");
         let session = self.session_of(&write.sender, port).ok_or_else(full)?;
         let call = InFlight {
-            flight: Some(Flight::new(&write)),
+            work: Work::Write(Flight::new(&write)),
             sender: write.sender.clone(),
             deadline: now + timeout,
         };
@@ -137,31 +145,68 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Starts a history read as call `id` (through the server's own session).
-    pub fn start_history(
+    /// Starts `query` as call `id`: one request, answered by one event with `cid`. A query
+    /// about a user goes through that user's server sender (see [`Query::user`]).
+    pub fn start_query(
         &mut self,
         id: u64,
-        query: HistoryQuery,
+        query: Query,
         cid: Cid,
         now: Instant,
         timeout: Duration,
         port: Port<'_>,
     ) -> Result<(), ApiError> {
         let full = || ApiError::new(503, "unavailable", "the broker's queue is full; retry");
-        let sender = Name::server_sender(None);
+        let sender = Name::server_sender(query.user());
         let session = self.session_of(&sender, port).ok_or_else(full)?;
-        let request = Request::History {
-            session,
-            cid: cid.clone(),
-            room: query.room,
-            since: query.since,
-            limit: query.limit,
+        let (request, about) = match query {
+            Query::History(q) => {
+                let request = Request::History {
+                    session,
+                    cid: cid.clone(),
+                    room: q.room,
+                    since: q.since,
+                    limit: q.limit,
+                };
+                (request, None)
+            }
+            Query::Presence { room, limit } => {
+                let cid = cid.clone();
+                let request = Request::Presence {
+                    session,
+                    cid,
+                    room,
+                    limit,
+                };
+                (request, None)
+            }
+            Query::Online { user } => {
+                let cid = cid.clone();
+                let about = Some(user.clone());
+                (Request::Online { session, cid, user }, about)
+            }
+            Query::Disconnect {
+                user,
+                device,
+                reason,
+                ban_secs,
+            } => {
+                let request = Request::Kick {
+                    session,
+                    cid: cid.clone(),
+                    user,
+                    device,
+                    reason,
+                    ban_secs,
+                };
+                (request, None)
+            }
         };
         if !port(request) {
             return Err(full());
         }
         let call = InFlight {
-            flight: None,
+            work: Work::Query { about },
             sender: sender.clone(),
             deadline: now + timeout,
         };
@@ -234,7 +279,7 @@ impl Dispatcher {
                 let waiting = self.waiting.remove(&(slot, cid)).unwrap_or_default();
                 self.release(slot, waiting.len());
                 for (call, i) in waiting {
-                    let Some(flight) = self.calls.get_mut(&call).and_then(|c| c.flight.as_mut())
+                    let Some(Work::Write(flight)) = self.calls.get_mut(&call).map(|c| &mut c.work)
                     else {
                         continue;
                     };
@@ -264,15 +309,30 @@ impl Dispatcher {
                 recovered,
                 frames,
                 more,
-            } => {
-                let waiting = self.waiting.remove(&(slot, cid)).unwrap_or_default();
-                self.release(slot, waiting.len());
-                for (call, _) in waiting {
-                    if self.calls.remove(&call).is_some() {
-                        done.push((call, Ok(history_answer(&frames, recovered, more))));
-                    }
-                }
-            }
+            } => self.answer(slot, cid, done, |_| {
+                history_answer(&frames, recovered, more)
+            }),
+            Event::Presence {
+                cid,
+                room,
+                count,
+                members,
+            } => self.answer(slot, cid, done, |_| {
+                let members: Vec<serde_json::Value> = members
+                    .iter()
+                    .map(|(u, d)| serde_json::json!({"user": u.as_str(), "device": d.as_str()}))
+                    .collect();
+                serde_json::json!({"room": room.as_str(), "count": count, "members": members})
+                    .to_string()
+            }),
+            Event::Online { cid, devices } => self.answer(slot, cid, done, |about| {
+                let devices: Vec<&str> = devices.iter().map(Name::as_str).collect();
+                let user = about.map_or("", Name::as_str);
+                serde_json::json!({"user": user, "devices": devices}).to_string()
+            }),
+            Event::Disconnected { cid, count } => self.answer(slot, cid, done, |_| {
+                serde_json::json!({ "disconnected": count }).to_string()
+            }),
             Event::Overflow => {
                 // The broker gave up on the session: forget it; its calls time out.
                 if let Some(name) = self.slots.remove(&slot) {
@@ -280,6 +340,28 @@ impl Dispatcher {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The queries waiting for `(slot, cid)` are answered with what `body` makes of the event
+    /// (given the user the query was about, if any).
+    fn answer(
+        &mut self,
+        slot: u32,
+        cid: Cid,
+        done: &mut Vec<(u64, Outcome)>,
+        body: impl Fn(Option<&Name>) -> String,
+    ) {
+        let waiting = self.waiting.remove(&(slot, cid)).unwrap_or_default();
+        self.release(slot, waiting.len());
+        for (call, _) in waiting {
+            if let Some(c) = self.calls.remove(&call) {
+                let about = match &c.work {
+                    Work::Query { about } => about.as_ref(),
+                    Work::Write(_) => None,
+                };
+                done.push((call, Ok(body(about))));
+            }
         }
     }
 

@@ -26,6 +26,14 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The name a session is placed by: its user, or for a server API sender (`@alice`, see
+/// `Name::server_sender`) the user it speaks for, so that the API's session for alice lands on
+/// alice's broker, where all her sessions are (to list or disconnect them).
+pub fn placed_as(user: &str) -> &str {
+    user.strip_prefix(hermod_core::ids::SERVER_MARK)
+        .unwrap_or(user)
+}
+
 /// The candidate with the highest score for `user` (ties: the smaller name, so the answer never
 /// depends on the candidates' order); `None` when there is no candidate.
 pub fn pick<'a, K>(user: &str, candidates: impl IntoIterator<Item = (K, &'a str)>) -> Option<K> {
@@ -38,6 +46,13 @@ pub fn pick<'a, K>(user: &str, candidates: impl IntoIterator<Item = (K, &'a str)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_server_sender_is_placed_with_its_user() {
+        assert_eq!(super::placed_as("@alice"), "alice");
+        assert_eq!(super::placed_as("alice"), "alice");
+        assert_eq!(super::placed_as("@"), "");
+    }
+
     use super::*;
 
     const BROKERS: [&str; 3] = [

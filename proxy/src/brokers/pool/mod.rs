@@ -425,7 +425,7 @@ impl BrokerPool {
             .iter()
             .filter(|(_, l)| l.state == LinkState::Up)
             .map(|(id, l)| (*id, l.name.as_str()));
-        let link = placement::pick(state.user.as_str(), live)?;
+        let link = placement::pick(placement::placed_as(state.user.as_str()), live)?;
         state.home = Some(link);
         let plan = state.rehome_plan(key, now, self.request_timeout);
         if let Some(info) = self.links.get_mut(&link) {

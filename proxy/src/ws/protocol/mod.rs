@@ -36,6 +36,8 @@ use crate::settings::Settings;
 /// Most `send`/`publish` requests one session may have waiting for `sent`; past it the answer is
 /// `rate_limited`. Bounds the in-flight list a peer controls.
 pub const MAX_IN_FLIGHT: usize = 1024;
+/// Most members a client's `presence` answer lists (its `count` counts them all).
+pub const CLIENT_PRESENCE_LIMIT: u32 = 100;
 
 /// Where a session's requests to the broker go: the worker's bounded channel to the broker.
 pub trait RequestPort {
@@ -228,6 +230,19 @@ impl ClientProtocol {
                 None,
             ),
             ClientFrame::Leave { room } => (Request::Leave { session, room }, None),
+            ClientFrame::Presence { room } => {
+                if !matches!(cx.settings.brokers, crate::settings::Brokers::Embedded) {
+                    let msg = "room presence is not available on a broker tier yet";
+                    return error(out, None, ErrorCode::Unavailable, msg);
+                }
+                let request = Request::Presence {
+                    session,
+                    cid: Cid::parse("presence").expect("a valid cid"),
+                    room,
+                    limit: CLIENT_PRESENCE_LIMIT,
+                };
+                (request, None)
+            }
         };
         if let Some(cid) = &tracked {
             if self.in_flight.len() >= MAX_IN_FLIGHT {
@@ -285,8 +300,23 @@ impl ClientProtocol {
                 self.replay_paused = true;
                 return Next::Continue;
             }
-            // Only the server API asks for history; a client session never does.
-            Event::History { .. } => return Next::Continue,
+            Event::Presence {
+                room,
+                count,
+                members,
+                ..
+            } => protocol::encode_presence(&room, count, &members).into(),
+            Event::Kicked { reason } => {
+                push(
+                    out,
+                    Message::Text(protocol::encode_disconnect(&reason).into()),
+                );
+                return Next::Close(CloseReason::Disconnected);
+            }
+            // Only the server API asks for these; a client session never does.
+            Event::History { .. } | Event::Online { .. } | Event::Disconnected { .. } => {
+                return Next::Continue
+            }
         };
         push(out, Message::Text(text))
     }
@@ -359,6 +389,10 @@ impl ClientProtocol {
             ClientFrame::Join { room, .. } if !access.may_join(&s.rooms, room) => Some((
                 None,
                 format!("not allowed to join room `{}`", room.as_str()),
+            )),
+            ClientFrame::Presence { room } if !access.may_join(&s.rooms, room) => Some((
+                None,
+                format!("not allowed to see who is in room `{}`", room.as_str()),
             )),
             ClientFrame::Publish { room, cid, .. } if !access.may_publish(&s.rooms, room) => {
                 let message = format!("not allowed to publish to room `{}`", room.as_str());
