@@ -32,6 +32,7 @@ use super::outbound::Outbound;
 use crate::metrics::Metrics;
 use crate::next::{CloseReason, Next};
 use crate::settings::Settings;
+use crate::webhooks::{EventKind, HookEvent, HookPort, What};
 
 /// Most `send`/`publish` requests one session may have waiting for `sent`; past it the answer is
 /// `rate_limited`. Bounds the in-flight list a peer controls.
@@ -57,6 +58,8 @@ pub struct SessionCx<'a> {
     pub metrics: &'a Metrics,
     /// The broker's request channel (bounded; never blocked on).
     pub broker: &'a dyn RequestPort,
+    /// The webhook queue (bounded; never blocked on): `join` and `leave` are reported there.
+    pub hooks: &'a dyn HookPort,
 }
 
 /// Protocol state of a `/ws` session.
@@ -108,6 +111,11 @@ impl ClientProtocol {
     /// The user and the rate limiter, as the session ends.
     pub fn into_limiter(self) -> (Name, RateLimiter) {
         (self.user, self.limiter)
+    }
+
+    /// The user, the device and the rate limiter, as the session closes.
+    pub fn into_parts(self) -> (Name, Name, RateLimiter) {
+        (self.user, self.device, self.limiter)
     }
 
     /// Charges a message that is no op (a ping or pong) against the rate limits: it cannot be
@@ -259,12 +267,14 @@ impl ClientProtocol {
                 if let Some(access) = &mut self.access {
                     access.on_joined(&room);
                 }
+                self.report(EventKind::Join, || What::Join { room: room.clone() }, cx);
                 protocol::encode_joined(&room, recovered).into()
             }
             Event::Left { room } => {
                 if let Some(access) = &mut self.access {
                     access.on_left(&room);
                 }
+                self.report(EventKind::Leave, || What::Leave { room: room.clone() }, cx);
                 protocol::encode_left(&room).into()
             }
             Event::Error { cid, code, message } => {
@@ -417,6 +427,20 @@ impl ClientProtocol {
             }
         }
         push(out, Message::Text(protocol::encode_refreshed(exp).into()))
+    }
+
+    /// Reports an event of this session (`what`, of `kind`) to the webhook queue, if that kind
+    /// is wanted: nothing is cloned otherwise.
+    fn report(&self, kind: EventKind, what: impl FnOnce() -> What, cx: &SessionCx<'_>) {
+        if cx.hooks.wants(kind) {
+            cx.hooks.report(HookEvent {
+                what: what(),
+                user: self.user.clone(),
+                device: self.device.clone(),
+                session: cx.key,
+                ts: cx.now_unix,
+            });
+        }
     }
 
     /// The broker answered `cid`. The answer is the oldest attempt's: a late answer to an

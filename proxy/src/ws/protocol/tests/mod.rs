@@ -68,6 +68,7 @@ fn cx_at<'a>(
         settings,
         metrics,
         broker: port,
+        hooks: &crate::webhooks::NoHooks,
     }
 }
 
