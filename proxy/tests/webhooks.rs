@@ -169,6 +169,42 @@ fn a_session_life_arrives_signed_and_in_order() {
     );
 }
 
+/// With `--webhook-events publish`: every stored publish, with the id its `sent` named and its
+/// data as sent; nothing else.
+#[test]
+fn publishes_arrive_with_their_id_and_data() {
+    let receiver = Receiver::start(0, false);
+    let proxy = hook_flags(&receiver.url(), &["--webhook-events", "publish"]);
+    let mut alice = proxy.connect("alice");
+    alice.send_json(&json!({"op":"join","room":"news"}));
+    alice.recv_op("joined");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let data = json!({"n": i, "text": "héllo \"world\""});
+        alice.send_json(&json!({"op":"publish","room":"news","cid":format!("p{i}"),"data":data}));
+        loop {
+            let v = alice.recv();
+            if v["op"] == "sent" {
+                ids.push(v["id"].clone());
+                break;
+            }
+        }
+    }
+    let events = receiver.events_when(TIMEOUT, |e| e.len() >= 3);
+    assert_eq!(events.len(), 3, "{events:?}");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["type"], "publish", "{e}");
+        assert_eq!(
+            (&e["user"], &e["room"]),
+            (&json!("alice"), &json!("news")),
+            "{e}"
+        );
+        assert_eq!(e["id"], ids[i], "{e}");
+        assert_eq!(e["data"], json!({"n": i, "text": "héllo \"world\""}), "{e}");
+    }
+    alice.close();
+}
+
 /// The receiver answers 500 to the first three batches: they are retried with backoff, and once
 /// it answers 200 every event is there, in order, none lost.
 #[test]

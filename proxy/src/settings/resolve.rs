@@ -197,7 +197,8 @@ hermod_core::setting_args! {
     /// HMAC-SHA256 key of X-Hermod-Signature, at least 32 bytes; required with --webhook-url.
     /// Never shown; visible in ps: prefer HERMOD_WEBHOOK_SECRET or the config file.
     webhook_secret: "S",
-    /// Events reported, comma-separated: connect, disconnect, join, leave (default: all four).
+    /// Events reported, comma-separated: connect, disconnect, join, leave, publish (every room
+    /// message a client publishes) (default: all but publish).
     webhook_events: "LIST",
     /// Events held for the receiver; past it new events are dropped and counted (default 100000).
     webhook_queue: "N",

@@ -37,14 +37,17 @@ pub enum EventKind {
     Join,
     /// The broker answered `left` (a `leave`, or a refresh that took the room away).
     Leave,
+    /// The broker answered `sent` to a client's `publish` (opt-in).
+    Publish,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Connect,
         EventKind::Disconnect,
         EventKind::Join,
         EventKind::Leave,
+        EventKind::Publish,
     ];
 
     /// The `type` of the event in the payload, and its name in `--webhook-events`.
@@ -54,6 +57,7 @@ impl EventKind {
             EventKind::Disconnect => "disconnect",
             EventKind::Join => "join",
             EventKind::Leave => "leave",
+            EventKind::Publish => "publish",
         }
     }
 
@@ -62,13 +66,13 @@ impl EventKind {
     }
 }
 
-/// The kinds of event reported (`--webhook-events`).
+/// The kinds of event reported (`--webhook-events`); `publish` only when named.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct EventSet(u8);
 
 impl EventSet {
-    /// Every kind: the default.
-    pub const ALL: EventSet = EventSet(0b1111);
+    /// The default: every kind but `publish` (one event per message: opt-in).
+    pub const DEFAULT: EventSet = EventSet(0b1111);
 
     pub fn contains(self, kind: EventKind) -> bool {
         self.0 & kind.bit() != 0
@@ -86,21 +90,19 @@ impl fmt::Debug for EventSet {
     }
 }
 
-/// `connect,join,...`: at least one known kind. `publish` is refused for now (not reported yet).
+/// `connect,join,...`: at least one known kind.
 pub fn parse_events(v: &str) -> Result<EventSet, String> {
+    const KINDS: &str = "connect, disconnect, join, leave, publish";
     let mut set = 0u8;
     for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        if item == "publish" {
-            return Err("publish events are not reported yet".to_owned());
-        }
         let kind = EventKind::ALL
             .into_iter()
             .find(|k| k.as_str() == item)
-            .ok_or_else(|| format!("`{item}` is not one of connect, disconnect, join, leave"))?;
+            .ok_or_else(|| format!("`{item}` is not one of {KINDS}"))?;
         set |= kind.bit();
     }
     if set == 0 {
-        return Err("name at least one of connect, disconnect, join, leave".to_owned());
+        return Err(format!("name at least one of {KINDS}"));
     }
     Ok(EventSet(set))
 }
@@ -172,7 +174,7 @@ pub(super) fn resolve_webhooks(src: &Sources<'_>, s: &mut Settings) -> Result<()
     s.webhooks = Some(WebhookSettings {
         url,
         secret,
-        events: events.unwrap_or(EventSet::ALL),
+        events: events.unwrap_or(EventSet::DEFAULT),
         queue: queue.unwrap_or(100_000),
         batch: batch.unwrap_or(100),
         timeout: timeout.unwrap_or(Duration::from_secs(10)),
@@ -192,11 +194,14 @@ mod tests {
         assert_eq!(format!("{set:?}"), "join,leave");
         assert_eq!(
             parse_events("connect,disconnect,join,leave").expect("valid"),
-            EventSet::ALL
+            EventSet::DEFAULT
+        );
+        let publish = parse_events("publish").expect("valid");
+        assert!(
+            publish.contains(EventKind::Publish) && !EventSet::DEFAULT.contains(EventKind::Publish)
         );
         assert!(parse_events("").is_err());
         assert!(parse_events("connect,typo").is_err());
-        assert!(parse_events("publish").is_err());
     }
 
     #[test]

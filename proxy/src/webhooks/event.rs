@@ -4,12 +4,13 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use hermod_core::bus::SessionKey;
-use hermod_core::ids::Name;
+use hermod_core::ids::{MsgId, Name};
+use serde_json::value::RawValue;
 
 pub use crate::settings::webhooks::EventKind;
 
 /// What happened, with what only that kind carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum What {
     Connect,
     /// The close code of the session (1006 when it ended without a close handshake).
@@ -22,6 +23,18 @@ pub enum What {
     Leave {
         room: Name,
     },
+    /// Boxed: the rarest and largest, it should not size every event in the queue.
+    Publish(Box<Published>),
+}
+
+/// A room message a client published, once stored.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub room: Name,
+    /// The id the broker gave it (the one its `msg` frames carry).
+    pub id: MsgId,
+    /// Its `data`, as the client sent it.
+    pub data: Box<RawValue>,
 }
 
 impl What {
@@ -31,12 +44,13 @@ impl What {
             What::Disconnect { .. } => EventKind::Disconnect,
             What::Join { .. } => EventKind::Join,
             What::Leave { .. } => EventKind::Leave,
+            What::Publish(_) => EventKind::Publish,
         }
     }
 }
 
 /// One event of one session, as a worker reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HookEvent {
     pub what: What,
     pub user: Name,
@@ -64,4 +78,17 @@ impl HookPort for NoHooks {
         false
     }
     fn report(&self, _: HookEvent) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--webhook-queue` reserves one slot of this size per event (docs/operations.md says
+    /// about 100 bytes): a publish's room, id and data stay behind a pointer.
+    #[test]
+    fn an_event_is_small() {
+        assert!(std::mem::size_of::<HookEvent>() <= 96);
+        assert!(std::mem::size_of::<What>() <= 24);
+    }
 }

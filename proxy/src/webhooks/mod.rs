@@ -1,8 +1,9 @@
 //! Events to the application backend by webhook (docs/api.md, "Webhooks").
 //!
-//! Workers report what happens to their sessions (connect, disconnect, join, leave) through a
-//! [`HookPort`]: a non-blocking push onto one bounded channel, dropped and counted when full, so
-//! a slow or dead receiver never slows a worker. The `hermod-webhooks` thread drains it:
+//! Workers report what happens to their sessions (connect, disconnect, join, leave, and opt-in
+//! every room message a client publishes) through a [`HookPort`]: a non-blocking push onto one
+//! bounded channel, dropped and counted when full, so a slow or dead receiver never slows a
+//! worker. The `hermod-webhooks` thread drains it:
 //!
 //! ```text
 //!  worker ──HookEvent (try_send)──► bounded channel (--webhook-queue) ──► WebhookLoop
@@ -31,7 +32,7 @@ use std::thread;
 use crossbeam_channel::{bounded, Sender};
 
 pub use delivery::{Backoff, Delivery, Outcome, Step};
-pub use event::{EventKind, HookEvent, HookPort, NoHooks, What};
+pub use event::{EventKind, HookEvent, HookPort, NoHooks, Published, What};
 pub use hooks_loop::WebhookLoop;
 
 use crate::metrics::Metrics;
@@ -53,7 +54,7 @@ impl HookSender {
     pub fn off(metrics: Arc<Metrics>) -> Self {
         HookSender {
             tx: None,
-            events: EventSet::ALL,
+            events: EventSet::DEFAULT,
             metrics,
         }
     }

@@ -13,6 +13,7 @@
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use sha2::Sha256;
 
 use super::{HookEvent, What};
@@ -30,6 +31,10 @@ struct WireEvent<'a> {
     room: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
     ts: u64,
 }
 
@@ -44,11 +49,17 @@ pub fn encode_batch(events: &[HookEvent], first_seq: u64) -> Vec<u8> {
         .iter()
         .zip(first_seq..)
         .map(|(e, seq)| {
-            let (room, code) = match &e.what {
-                What::Join { room } | What::Leave { room } => (Some(room.as_str()), None),
-                What::Disconnect { code } => (None, Some(*code)),
-                What::Connect => (None, None),
-            };
+            let (mut room, mut code, mut id, mut data) = (None, None, None, None);
+            match &e.what {
+                What::Join { room: r } | What::Leave { room: r } => room = Some(r.as_str()),
+                What::Disconnect { code: c } => code = Some(*c),
+                What::Publish(p) => {
+                    room = Some(p.room.as_str());
+                    id = Some(p.id.as_str());
+                    data = Some(&*p.data);
+                }
+                What::Connect => {}
+            }
             WireEvent {
                 kind: e.what.kind().as_str(),
                 seq,
@@ -57,6 +68,8 @@ pub fn encode_batch(events: &[HookEvent], first_seq: u64) -> Vec<u8> {
                 session: e.session.to_string(),
                 room,
                 code,
+                id,
+                data,
                 ts: e.ts,
             }
         })
@@ -88,8 +101,9 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::Published;
     use hermod_core::bus::SessionKey;
-    use hermod_core::ids::Name;
+    use hermod_core::ids::{MsgId, Name};
 
     fn event(what: What) -> HookEvent {
         let n = |s| Name::parse("user", s).expect("valid");
@@ -114,6 +128,11 @@ mod tests {
                 event(What::Connect),
                 event(What::Join { room }),
                 event(What::Disconnect { code: 1000 }),
+                event(What::Publish(Box::new(Published {
+                    room: Name::parse("room", "lobby").expect("valid"),
+                    id: MsgId::new("7-0"),
+                    data: RawValue::from_string(r#"{"n": [1]}"#.to_owned()).expect("json"),
+                }))),
             ],
             7,
         );
@@ -123,7 +142,8 @@ mod tests {
                 r#"{"events":["#,
                 r#"{"type":"connect","seq":7,"user":"alice","device":"phone","session":"0-5-1","ts":1765000000},"#,
                 r#"{"type":"join","seq":8,"user":"alice","device":"phone","session":"0-5-1","room":"lobby","ts":1765000000},"#,
-                r#"{"type":"disconnect","seq":9,"user":"alice","device":"phone","session":"0-5-1","code":1000,"ts":1765000000}"#,
+                r#"{"type":"disconnect","seq":9,"user":"alice","device":"phone","session":"0-5-1","code":1000,"ts":1765000000},"#,
+                r#"{"type":"publish","seq":10,"user":"alice","device":"phone","session":"0-5-1","room":"lobby","id":"7-0","data":{"n": [1]},"ts":1765000000}"#,
                 r#"]}"#
             )
         );

@@ -14,6 +14,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod access;
+mod published;
 #[cfg(test)]
 mod tests;
 
@@ -28,11 +29,12 @@ use hermod_core::rate::{RateLimiter, Verdict};
 use tungstenite::{Message, Utf8Bytes};
 
 use self::access::{Expiry, TokenAccess};
+use self::published::PendingPublishes;
 use super::outbound::Outbound;
 use crate::metrics::Metrics;
 use crate::next::{CloseReason, Next};
 use crate::settings::Settings;
-use crate::webhooks::{EventKind, HookEvent, HookPort, What};
+use crate::webhooks::{EventKind, HookEvent, HookPort, Published, What};
 
 /// Most `send`/`publish` requests one session may have waiting for `sent`; past it the answer is
 /// `rate_limited`. Bounds the in-flight list a peer controls.
@@ -58,7 +60,8 @@ pub struct SessionCx<'a> {
     pub metrics: &'a Metrics,
     /// The broker's request channel (bounded; never blocked on).
     pub broker: &'a dyn RequestPort,
-    /// The webhook queue (bounded; never blocked on): `join` and `leave` are reported there.
+    /// The webhook queue (bounded; never blocked on): `join`, `leave` and `publish` are
+    /// reported there.
     pub hooks: &'a dyn HookPort,
 }
 
@@ -87,6 +90,9 @@ pub struct ClientProtocol {
     /// What the session's token allows and until when; `None` under `--auth none` (everything
     /// allowed, nothing expires). Boxed: one pointer on an idle session.
     access: Option<Box<TokenAccess>>,
+    /// Publishes awaiting `sent`, with their room and data, while webhooks report `publish`
+    /// events; `None` (one pointer) until the session publishes with them on.
+    publishes: Option<Box<PendingPublishes>>,
 }
 
 impl ClientProtocol {
@@ -105,6 +111,7 @@ impl ClientProtocol {
             replay_paused: false,
             limiter,
             access,
+            publishes: None,
         }
     }
 
@@ -200,6 +207,8 @@ impl ClientProtocol {
             return error(out, cid, ErrorCode::Forbidden, &message);
         }
         let session = cx.key;
+        // A publish's room and data, kept for its webhook event if `publish` is reported.
+        let mut hook = None;
         let (request, tracked) = match frame {
             ClientFrame::Refresh { token } => return self.refresh(&token, cx, out),
             ClientFrame::Send { to, cid, data } => {
@@ -216,6 +225,9 @@ impl ClientProtocol {
             }
             ClientFrame::Publish { room, cid, data } => {
                 let cid2 = cid.clone();
+                if cx.hooks.wants(EventKind::Publish) {
+                    hook = Some((room.clone(), data.clone()));
+                }
                 (
                     Request::Publish {
                         session,
@@ -251,6 +263,10 @@ impl ClientProtocol {
             return error(out, tracked.as_ref(), ErrorCode::Unavailable, msg);
         }
         if let Some(cid) = tracked {
+            if let Some((room, data)) = hook {
+                let publishes = self.publishes.get_or_insert_with(Box::default);
+                publishes.remember(cid.clone(), room, data);
+            }
             self.in_flight.push_back((cid, cx.now));
         }
         Next::Continue
@@ -261,7 +277,12 @@ impl ClientProtocol {
         let text: Utf8Bytes = match event {
             Event::Sent { cid, id } => {
                 self.answered(&cid, cx);
-                protocol::encode_sent(&cid, &id).into()
+                let text = protocol::encode_sent(&cid, &id).into();
+                if let Some((room, data)) = self.publishes.as_mut().and_then(|p| p.take(&cid)) {
+                    let what = || What::Publish(Box::new(Published { room, id, data }));
+                    self.report(EventKind::Publish, what, cx);
+                }
+                text
             }
             Event::Joined { room, recovered } => {
                 if let Some(access) = &mut self.access {
@@ -280,6 +301,9 @@ impl ClientProtocol {
             Event::Error { cid, code, message } => {
                 if let Some(cid) = &cid {
                     self.answered(cid, cx);
+                    if let Some(publishes) = &mut self.publishes {
+                        publishes.take(cid);
+                    }
                 }
                 protocol::encode_error(cid.as_ref(), code, &message).into()
             }
