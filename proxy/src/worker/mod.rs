@@ -2,7 +2,7 @@
 //! of connections, a timer wheel and a mailbox for broker deliveries. Nothing here is shared with
 //! other workers except the [`Metrics`] atomics, the admission limits ([`SharedLimits`],
 //! touched at accept, handshake and close only) and the webhook queue (`HookSender`, a
-//! non-blocking `try_send` when a session connects, joins, leaves or ends).
+//! non-blocking `try_send` when a session connects, joins, leaves, publishes or ends).
 //!
 //! One loop iteration: poll; serve socket events (accept, handshake, read, writable); drain the
 //! mailbox (deliveries queue output); continue capped reads; fire timers; retry Attach/Detach
