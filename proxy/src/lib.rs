@@ -14,6 +14,9 @@
 //!                ├── ws/       one WebSocket session: handshake (sans-io), session state machine,
 //!                │             client protocol (sans-io), outbound queue
 //!                ├── tunnel/   one --route tunnel: state machine, HTTP heads (pure), relay pipes
+//!                ├── webhooks/ events to backends: HookSender (the workers' try_send end of a
+//!                │             bounded queue), WebhookLoop (the POSTing thread), Delivery
+//!                │             (batching, retry and backoff, sans-io)
 //!                ├── next.rs   Next and CloseReason: what a handler hands back to the loop
 //!                ├── metrics.rs  counters shared with the admin listener
 //!                ├── settings/ Settings, resolved from flags, HERMOD_* env and the TOML file
@@ -32,5 +35,6 @@ pub mod next;
 pub mod server;
 pub mod settings;
 pub mod tunnel;
+pub mod webhooks;
 pub mod worker;
 pub mod ws;

@@ -145,6 +145,23 @@ pub struct Metrics {
     pub handshake_timeouts: [AtomicU64; 2],
     /// JWKS fetches that installed a key set, and fetches that failed (`--jwks-url`).
     pub jwks_fetches: [AtomicU64; 2],
+    /// Webhook events, POSTs and the queue (`--webhook-url`).
+    pub webhooks: WebhookMetrics,
+}
+
+/// The webhook figures: the workers count drops, the `hermod-webhooks` thread the rest.
+#[derive(Debug, Default)]
+pub struct WebhookMetrics {
+    /// Events in POSTs answered 2xx.
+    pub events_sent: AtomicU64,
+    /// Events dropped at a full queue.
+    pub events_dropped: AtomicU64,
+    /// POSTs attempted.
+    pub posts: AtomicU64,
+    /// POSTs failed.
+    pub post_failures: AtomicU64,
+    /// Events waiting (queued and in the batch in flight), as last seen by the webhook thread.
+    pub queued: AtomicU64,
 }
 
 /// A fixed-bucket histogram in the Prometheus sense (cumulative buckets are computed at render).
@@ -253,6 +270,21 @@ impl Metrics {
         self.send_latency.render(&mut w);
         self.render_fairness(&mut w);
         self.render_tunnels(&mut w);
+        self.render_webhooks(&mut w);
+    }
+
+    fn render_webhooks(&self, w: &mut Exposition<'_>) {
+        let h = &self.webhooks;
+        let counters = [
+            (&names::WEBHOOK_EVENTS_SENT, &h.events_sent),
+            (&names::WEBHOOK_EVENTS_DROPPED, &h.events_dropped),
+            (&names::WEBHOOK_POSTS, &h.posts),
+            (&names::WEBHOOK_POST_FAILURES, &h.post_failures),
+        ];
+        for (family, value) in counters {
+            w.counter(family, value.load(Relaxed));
+        }
+        w.gauge(&names::WEBHOOK_QUEUE, h.queued.load(Relaxed));
     }
 
     /// Counts a message refused over the `over` bucket.

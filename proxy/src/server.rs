@@ -7,7 +7,8 @@
 //! 3. workers prepared, the embedded broker started with their sinks on the configured engine
 //!    (memory, or Redis via `--redis`/`--sentinel`) or, with `--brokers`/`--registry`, the links
 //!    to external brokers (`brokers/`), one thread per worker;
-//! 4. the admin thread, and with Redis a watcher that logs each change of reachability;
+//! 4. the admin thread, and with Redis a watcher that logs each change of reachability (with
+//!    `--webhook-url`, the `hermod-webhooks` thread starts before the workers);
 //! 5. the ready line on stderr, always printed whatever `--log` says:
 //!    `hermod-proxy VERSION listening client=IP:PORT admin=IP:PORT ... storage=memory|redis|sentinel|brokers|registry`
 //!    (tests parse it).
@@ -43,6 +44,7 @@ use crate::brokers::{self, BrokerLinks};
 use crate::metrics::Metrics;
 use crate::settings::resolve::Resolved;
 use crate::settings::{AuthMode, Brokers, Durability, Settings, Storage};
+use crate::webhooks;
 use crate::worker::{self, PreparedWorker, WorkerHandle};
 
 /// Requests the embedded broker's channel holds before workers see it full.
@@ -114,11 +116,12 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
 
     let metrics = Arc::new(Metrics::default());
     start_jwks(&settings, &metrics)?;
+    let hooks = webhooks::start(&settings, &metrics).map_err(resource("the webhook thread"))?;
     let mut workers = Vec::with_capacity(listeners.len());
     let mut handles: Vec<WorkerHandle> = Vec::with_capacity(listeners.len());
     let limits = worker::SharedLimits::new(&settings);
     for (id, listener) in (0u16..).zip(listeners) {
-        let shared = (Arc::clone(&metrics), limits.clone());
+        let shared = (Arc::clone(&metrics), limits.clone(), hooks.clone());
         let (w, h) = worker::prepare(id, Arc::clone(&settings), listener, shared)
             .map_err(resource("a worker"))?;
         workers.push(w);

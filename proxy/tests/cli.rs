@@ -102,6 +102,16 @@ fn bad_configuration_is_one_line_and_exit_2() {
         "error: --user: ",
     );
     config_error(&["token", "--user", "alice"], &[], "error: --jwt-secret: ");
+    config_error(
+        &["--webhook-url", "http://127.0.0.1:9/hook"],
+        &[],
+        "error: --webhook-secret: required with --webhook-url",
+    );
+    config_error(
+        &["--webhook-url", "http://127.0.0.1:9/hook"],
+        &[("HERMOD_WEBHOOK_SECRET", "short")],
+        "error: --webhook-secret (from HERMOD_WEBHOOK_SECRET): must be 32 to 1024 bytes",
+    );
 
     let dir = std::env::temp_dir().join(format!("hermod-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

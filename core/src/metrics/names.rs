@@ -141,6 +141,32 @@ pub const API_REFUSED: Family = Family::counter(
     "hermod_api_refused_total",
     "Server API requests answered with an error other than 401 (bad body, too large, unavailable, ...).",
 );
+// Issue 13, events to backends by webhook (`--webhook-url`).
+pub const WEBHOOK_EVENTS_SENT: Family = Family::counter(
+    Gateway,
+    "hermod_webhook_events_sent_total",
+    "Webhook events delivered: in a POST the receiver answered 2xx.",
+);
+pub const WEBHOOK_EVENTS_DROPPED: Family = Family::counter(
+    Gateway,
+    "hermod_webhook_events_dropped_total",
+    "Webhook events dropped because the queue (--webhook-queue) was full.",
+);
+pub const WEBHOOK_POSTS: Family = Family::counter(
+    Gateway,
+    "hermod_webhook_posts_total",
+    "Webhook POSTs attempted, retries included.",
+);
+pub const WEBHOOK_POST_FAILURES: Family = Family::counter(
+    Gateway,
+    "hermod_webhook_post_failures_total",
+    "Webhook POSTs that failed (no connection, timeout, or an answer other than 2xx) and will be retried.",
+);
+pub const WEBHOOK_QUEUE: Family = Family::gauge(
+    Gateway,
+    "hermod_webhook_queue_events",
+    "Webhook events waiting: queued, and in the batch being delivered.",
+);
 pub const TOKEN_EXPIRED_CLOSES: Family = Family::counter(
     Gateway,
     "hermod_token_expired_closes_total",
@@ -421,6 +447,11 @@ pub const ALL: &[Family] = &[
     API_CALLS,
     API_UNAUTHORIZED,
     API_REFUSED,
+    WEBHOOK_EVENTS_SENT,
+    WEBHOOK_EVENTS_DROPPED,
+    WEBHOOK_POSTS,
+    WEBHOOK_POST_FAILURES,
+    WEBHOOK_QUEUE,
     TOKEN_EXPIRED_CLOSES,
     READS_PAUSED,
     TUNNELS_OPEN,

@@ -11,6 +11,7 @@
 //! - [`auth`]: `--auth`, the token keys and claim rules, `hermod-proxy token`'s options.
 //! - [`origins`]: `--allowed-origins`, the browser origins allowed to open `/ws`.
 //! - [`api`]: `--api-listen` and `--api-key`, the server API's listener and keys.
+//! - [`webhooks`]: `--webhook-*`, where events to the application backend are POSTed.
 //!
 //! Pure functions of (flags, environment lookup, file text), except the DNS lookup of route
 //! upstreams and the read of a `--jwt-public-key` file: tests need no process environment.
@@ -25,6 +26,7 @@ pub mod routes;
 pub mod storage;
 #[cfg(test)]
 mod tests;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use hermod_core::redis::ClientConfig;
 
 use api::ApiKeys;
 use routes::Route;
+use webhooks::WebhookSettings;
 
 use crate::auth::TokenVerifier;
 use hermod_core::grants::{DirectMessages, RoomPolicy};
@@ -181,6 +184,8 @@ pub struct Settings {
     /// Front proxies whose `X-Forwarded-For`, `Forwarded` and `X-Real-IP` a tunnel trusts (it
     /// appends the peer to `X-Forwarded-For`); from any other peer they are replaced.
     pub route_trusted_proxies: Vec<std::net::IpAddr>,
+    /// Events to the application backend by signed POSTs (`--webhook-url`); `None`: off.
+    pub webhooks: Option<WebhookSettings>,
 }
 
 impl Settings {
@@ -226,6 +231,7 @@ impl Settings {
             route_connect_timeout: Duration::from_secs(5),
             route_idle_timeout: Some(Duration::from_secs(300)),
             route_trusted_proxies: Vec::new(),
+            webhooks: None,
         }
     }
 }

@@ -191,6 +191,21 @@ hermod_core::setting_args! {
     /// X-Real-IP a tunnel keeps (appending the peer); from anyone else they are replaced
     /// (default: none).
     route_trusted_proxies: "IP,...",
+    // Issue 13, events to backends (docs/api.md, "Webhooks").
+    /// Receiver of the webhook POSTs, http:// only for now (default: off).
+    webhook_url: "URL",
+    /// HMAC-SHA256 key of X-Hermod-Signature, at least 32 bytes; required with --webhook-url.
+    /// Never shown; visible in ps: prefer HERMOD_WEBHOOK_SECRET or the config file.
+    webhook_secret: "S",
+    /// Events reported, comma-separated: connect, disconnect, join, leave, publish (every room
+    /// message a client publishes) (default: all but publish).
+    webhook_events: "LIST",
+    /// Events held for the receiver; past it new events are dropped and counted (default 100000).
+    webhook_queue: "N",
+    /// Events per POST, at most (default 100).
+    webhook_batch: "N",
+    /// Time one POST may take before it counts as failed and is retried (default 10s).
+    webhook_timeout: "DURATION",
     }
 }
 
@@ -277,6 +292,7 @@ pub fn resolve(
     s.link_secret = hermod_core::settings::link_secret(&src)?;
     resolve_routes(&args.route, &src, &mut s)?;
     super::api::resolve_api(&args.api_key, &src, &mut s)?;
+    super::webhooks::resolve_webhooks(&src, &mut s)?;
     super::permissions::resolve_permissions(&src, &mut s)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;

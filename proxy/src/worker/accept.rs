@@ -40,6 +40,7 @@ use crate::metrics::{Refused, Rejected};
 use crate::settings::Settings;
 use crate::tunnel::http::{classify, Head, Peer, MAX_HEAD};
 use crate::tunnel::{answer_and_close, discard_input};
+use crate::webhooks::What;
 use crate::ws::handshake::{precheck, AdmissionCell, Gate, Precheck, Refusal};
 use crate::ws::session::{Handshaking, Session, Step};
 
@@ -169,6 +170,9 @@ impl WorkerLoop {
                     }
                 }
                 if let Some(attach) = attach {
+                    if let Request::Attach { user, device, .. } = &attach {
+                        self.cx.report(What::Connect, user, device, key);
+                    }
                     self.cx.broker.send_control(attach);
                 }
                 self.after(key, next, now);

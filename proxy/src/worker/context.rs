@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hermod_core::bus::{Request, SessionKey};
+use hermod_core::ids::Name;
 use hermod_core::reactor::backlog::Backlog;
 use hermod_core::reactor::mailbox::MailboxSender;
 use hermod_core::reactor::slots::Key;
 
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::webhooks::{HookEvent, HookPort, HookSender, What};
 use crate::ws::protocol::{RequestPort, SessionCx};
 
 /// What session handlers need besides their slot, kept apart from the slab so that both can be
@@ -25,6 +27,8 @@ pub struct WorkerContext {
     pub metrics: Arc<Metrics>,
     /// The broker's bounded request channel; never blocked on.
     pub broker: BrokerPort,
+    /// The webhook queue (bounded; never blocked on).
+    pub hooks: HookSender,
     /// The wall clock in unix seconds at the current loop tick (token expiries speak it).
     pub now_unix: u64,
     /// When `now_unix` was last read from the clock (see [`WorkerContext::tick`]).
@@ -45,10 +49,30 @@ impl WorkerContext {
         WorkerContext {
             id,
             settings,
+            hooks: HookSender::off(Arc::clone(&metrics)),
             metrics,
             broker,
             now_unix: unix_now(),
             unix_read_at: Instant::now(),
+        }
+    }
+
+    /// The context with events reported to `hooks`.
+    pub fn with_hooks(mut self, hooks: HookSender) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Reports `what` of the session in `key` to the webhook queue, if that kind is wanted.
+    pub fn report(&self, what: What, user: &Name, device: &Name, key: Key) {
+        if self.hooks.wants(what.kind()) {
+            self.hooks.report(HookEvent {
+                what,
+                user: user.clone(),
+                device: device.clone(),
+                session: self.session_key(key),
+                ts: self.now_unix,
+            });
         }
     }
 
@@ -78,6 +102,7 @@ impl WorkerContext {
             settings: &self.settings,
             metrics: &self.metrics,
             broker: &self.broker,
+            hooks: &self.hooks,
         }
     }
 }

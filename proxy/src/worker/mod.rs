@@ -1,7 +1,8 @@
 //! One reactor thread, [`WorkerLoop`]: a mio `Poll`, this worker's SO_REUSEPORT listener, a slab
 //! of connections, a timer wheel and a mailbox for broker deliveries. Nothing here is shared with
-//! other workers except the [`Metrics`] atomics and the admission limits ([`SharedLimits`],
-//! touched at accept, handshake and close only).
+//! other workers except the [`Metrics`] atomics, the admission limits ([`SharedLimits`],
+//! touched at accept, handshake and close only) and the webhook queue (`HookSender`, a
+//! non-blocking `try_send` when a session connects, joins, leaves, publishes or ends).
 //!
 //! One loop iteration: poll; serve socket events (accept, handshake, read, writable); drain the
 //! mailbox (deliveries queue output); continue capped reads; fire timers; retry Attach/Detach
@@ -45,6 +46,7 @@ use crate::next::{CloseReason, Next, ABNORMAL};
 use crate::settings::Settings;
 use crate::tunnel::relay::{BufPool, Ready};
 use crate::tunnel::{discard_input, Side};
+use crate::webhooks::{HookSender, What};
 use slot::{upstream_key, Slot};
 
 /// A message for a worker.
@@ -144,6 +146,8 @@ pub struct PreparedWorker {
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
     limits: SharedLimits,
+    /// Where session events go (`--webhook-url`; off: nowhere).
+    hooks: HookSender,
     poll: Poll,
     listener: TcpListener,
     mailbox: MailboxReceiver<WorkerMsg>,
@@ -155,7 +159,7 @@ pub fn prepare(
     id: u16,
     settings: Arc<Settings>,
     mut listener: TcpListener,
-    (metrics, limits): (Arc<Metrics>, SharedLimits),
+    (metrics, limits, hooks): (Arc<Metrics>, SharedLimits, HookSender),
 ) -> std::io::Result<(PreparedWorker, WorkerHandle)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -168,6 +172,7 @@ pub fn prepare(
         settings,
         metrics,
         limits,
+        hooks,
         poll,
         listener,
         mailbox: rx,
@@ -233,7 +238,8 @@ impl WorkerLoop {
         // behind as heap holes: 3.68 -> 3.60 KiB per idle `/ws` session at 15,000, medians).
         let slots = Slots::with_capacity(w.settings.max_connections.min(MAX_RESERVED_SLOTS));
         Ok(WorkerLoop {
-            cx: WorkerContext::new(w.id, w.settings, w.metrics, BrokerPort::new(broker)),
+            cx: WorkerContext::new(w.id, w.settings, w.metrics, BrokerPort::new(broker))
+                .with_hooks(w.hooks),
             poll: w.poll,
             listener: Some(w.listener),
             acceptor: Acceptor::new()?.answering(crate::ws::refusal::SHED_ANSWER),
@@ -523,7 +529,11 @@ impl WorkerLoop {
         self.cx.metrics.connections_open.fetch_sub(1, Relaxed);
         match slot.conn {
             Conn::Ws(session) => {
-                self.cx.metrics.closed(code.unwrap_or(ABNORMAL));
+                let code = code.unwrap_or(ABNORMAL);
+                self.cx.metrics.closed(code);
+                if let Some((user, device)) = session.identity() {
+                    self.cx.report(What::Disconnect { code }, user, device, key);
+                }
                 if session.attached {
                     let session = self.cx.session_key(key);
                     self.cx.broker.send_control(Request::Detach { session });

@@ -145,8 +145,9 @@ struct Closing {
     code: u16,
     /// Our side is shut down (close frame fully written).
     write_shut: bool,
-    /// A client session's user and rate limiter, for [`Session::into_limiter`].
-    carried: Option<(Name, RateLimiter)>,
+    /// A client session's user, device and rate limiter, for [`Session::into_limiter`] and
+    /// [`Session::client_identity`].
+    carried: Option<(Name, Name, RateLimiter)>,
 }
 
 /// What a tungstenite error means for the session.
@@ -239,17 +240,21 @@ impl Session {
                 ..
             }) => Some(client.into_limiter()),
             Phase::Open(_) => None,
-            Phase::Closing(c) => c.carried,
+            Phase::Closing(c) => c.carried.map(|(user, _, limiter)| (user, limiter)),
         }
     }
 
-    /// The identity to attach to the broker (client sessions).
-    pub fn identity(&self) -> Option<(&hermod_core::ids::Name, &hermod_core::ids::Name)> {
+    /// A client session's user and device: attached to the broker, reported to webhooks.
+    pub fn identity(&self) -> Option<(&Name, &Name)> {
         match &self.phase {
             Phase::Open(Open {
                 role: Role::Client(c),
                 ..
             }) => Some((&c.user, &c.device)),
+            Phase::Closing(Closing {
+                carried: Some((user, device, _)),
+                ..
+            }) => Some((user, device)),
             _ => None,
         }
     }
@@ -360,7 +365,7 @@ impl Session {
                 Phase::Open(Open {
                     role: Role::Client(client),
                     ..
-                }) => Some(client.into_limiter()),
+                }) => Some(client.into_parts()),
                 _ => None,
             };
             if let Phase::Closing(c) = &mut self.phase {

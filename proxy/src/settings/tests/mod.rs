@@ -1,6 +1,6 @@
 //! Unit tests of settings resolution (`resolve.rs`, `storage.rs`): precedence and errors, no
 //! process env. Routes, the per-address limits and the memory budget: `routes.rs`; namespaces
-//! and `--direct-messages`: `permissions.rs`.
+//! and `--direct-messages`: `permissions.rs`; `--webhook-*`: `webhooks.rs`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use hermod_core::settings::duration;
 mod auth;
 mod permissions;
 mod routes;
+mod webhooks;
 
 fn cli(args: &[&str]) -> Cli {
     let mut full = vec!["hermod-proxy"];

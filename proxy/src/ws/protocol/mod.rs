@@ -14,6 +14,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod access;
+mod published;
 #[cfg(test)]
 mod tests;
 
@@ -28,10 +29,12 @@ use hermod_core::rate::{RateLimiter, Verdict};
 use tungstenite::{Message, Utf8Bytes};
 
 use self::access::{Expiry, TokenAccess};
+use self::published::PendingPublishes;
 use super::outbound::Outbound;
 use crate::metrics::Metrics;
 use crate::next::{CloseReason, Next};
 use crate::settings::Settings;
+use crate::webhooks::{EventKind, HookEvent, HookPort, Published, What};
 
 /// Most `send`/`publish` requests one session may have waiting for `sent`; past it the answer is
 /// `rate_limited`. Bounds the in-flight list a peer controls.
@@ -59,6 +62,9 @@ pub struct SessionCx<'a> {
     pub metrics: &'a Metrics,
     /// The broker's request channel (bounded; never blocked on).
     pub broker: &'a dyn RequestPort,
+    /// The webhook queue (bounded; never blocked on): `join`, `leave` and `publish` are
+    /// reported there.
+    pub hooks: &'a dyn HookPort,
 }
 
 /// Protocol state of a `/ws` session.
@@ -86,6 +92,9 @@ pub struct ClientProtocol {
     /// What the session's token allows and until when; `None` under `--auth none` (everything
     /// allowed, nothing expires). Boxed: one pointer on an idle session.
     access: Option<Box<TokenAccess>>,
+    /// Publishes awaiting `sent`, with their room and data, while webhooks report `publish`
+    /// events; `None` (one pointer) until the session publishes with them on.
+    publishes: Option<Box<PendingPublishes>>,
 }
 
 impl ClientProtocol {
@@ -104,12 +113,18 @@ impl ClientProtocol {
             replay_paused: false,
             limiter,
             access,
+            publishes: None,
         }
     }
 
     /// The user and the rate limiter, as the session ends.
     pub fn into_limiter(self) -> (Name, RateLimiter) {
         (self.user, self.limiter)
+    }
+
+    /// The user, the device and the rate limiter, as the session closes.
+    pub fn into_parts(self) -> (Name, Name, RateLimiter) {
+        (self.user, self.device, self.limiter)
     }
 
     /// Charges a message that is no op (a ping or pong) against the rate limits: it cannot be
@@ -194,6 +209,8 @@ impl ClientProtocol {
             return error(out, cid, ErrorCode::Forbidden, &message);
         }
         let session = cx.key;
+        // A publish's room and data, kept for its webhook event if `publish` is reported.
+        let mut hook = None;
         let (request, tracked) = match frame {
             ClientFrame::Refresh { token } => return self.refresh(&token, cx, out),
             ClientFrame::Send { to, cid, data } => {
@@ -210,6 +227,9 @@ impl ClientProtocol {
             }
             ClientFrame::Publish { room, cid, data } => {
                 let cid2 = cid.clone();
+                if cx.hooks.wants(EventKind::Publish) {
+                    hook = Some((room.clone(), data.clone()));
+                }
                 (
                     Request::Publish {
                         session,
@@ -258,6 +278,10 @@ impl ClientProtocol {
             return error(out, tracked.as_ref(), ErrorCode::Unavailable, msg);
         }
         if let Some(cid) = tracked {
+            if let Some((room, data)) = hook {
+                let publishes = self.publishes.get_or_insert_with(Box::default);
+                publishes.remember(cid.clone(), room, data);
+            }
             self.in_flight.push_back((cid, cx.now));
         }
         Next::Continue
@@ -268,23 +292,33 @@ impl ClientProtocol {
         let text: Utf8Bytes = match event {
             Event::Sent { cid, id } => {
                 self.answered(&cid, cx);
-                protocol::encode_sent(&cid, &id).into()
+                let text = protocol::encode_sent(&cid, &id).into();
+                if let Some((room, data)) = self.publishes.as_mut().and_then(|p| p.take(&cid)) {
+                    let what = || What::Publish(Box::new(Published { room, id, data }));
+                    self.report(EventKind::Publish, what, cx);
+                }
+                text
             }
             Event::Joined { room, recovered } => {
                 if let Some(access) = &mut self.access {
                     access.on_joined(&room);
                 }
+                self.report(EventKind::Join, || What::Join { room: room.clone() }, cx);
                 protocol::encode_joined(&room, recovered).into()
             }
             Event::Left { room } => {
                 if let Some(access) = &mut self.access {
                     access.on_left(&room);
                 }
+                self.report(EventKind::Leave, || What::Leave { room: room.clone() }, cx);
                 protocol::encode_left(&room).into()
             }
             Event::Error { cid, code, message } => {
                 if let Some(cid) = &cid {
                     self.answered(cid, cx);
+                    if let Some(publishes) = &mut self.publishes {
+                        publishes.take(cid);
+                    }
                 }
                 protocol::encode_error(cid.as_ref(), code, &message).into()
             }
@@ -453,6 +487,20 @@ impl ClientProtocol {
             }
         }
         push(out, Message::Text(protocol::encode_refreshed(exp).into()))
+    }
+
+    /// Reports an event of this session (`what`, of `kind`) to the webhook queue, if that kind
+    /// is wanted: nothing is cloned otherwise.
+    fn report(&self, kind: EventKind, what: impl FnOnce() -> What, cx: &SessionCx<'_>) {
+        if cx.hooks.wants(kind) {
+            cx.hooks.report(HookEvent {
+                what: what(),
+                user: self.user.clone(),
+                device: self.device.clone(),
+                session: cx.key,
+                ts: cx.now_unix,
+            });
+        }
     }
 
     /// The broker answered `cid`. The answer is the oldest attempt's: a late answer to an

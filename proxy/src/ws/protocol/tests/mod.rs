@@ -10,6 +10,7 @@ use hermod_core::ids::MsgId;
 use std::sync::atomic::Ordering::Relaxed;
 
 mod grants;
+mod hooks;
 
 /// The wall clock of every test's first tick.
 const NOW_UNIX: u64 = 1_800_000_000;
@@ -68,6 +69,7 @@ fn cx_at<'a>(
         settings,
         metrics,
         broker: port,
+        hooks: &crate::webhooks::NoHooks,
     }
 }
 
