@@ -20,7 +20,7 @@ mod queries;
 
 use crate::limits::Limits;
 use paging::PageOf;
-use queries::{Bans, Kick};
+use queries::Bans;
 
 /// Rooms one session may be in at once. Room names are the client's choice; without a cap one
 /// session could make the broker track any number of memberships.
@@ -203,38 +203,10 @@ impl<E: Engine> Broker<E> {
             } => self.join(session, room, since, now_ms, out),
             Request::Leave { session, room } => self.leave(session, room, out),
             Request::ResumeReplay { session } => self.resume(session, now_ms),
-            Request::History {
-                session,
-                cid,
-                room,
-                since,
-                limit,
-            } => self.history(session, cid, room, since, limit, now_ms),
-            Request::Presence {
-                session,
-                cid,
-                room,
-                limit,
-            } => out.push(self.presence(session, cid, room, limit)),
-            Request::Online { session, cid, user } => out.push(self.online(session, cid, &user)),
-            Request::Kick {
-                session,
-                cid,
-                user,
-                device,
-                reason,
-                ban_secs,
-            } => {
-                let kick = Kick {
-                    session,
-                    cid,
-                    user,
-                    device,
-                    reason,
-                    ban_secs,
-                };
-                self.kick(kick, now_ms, out);
-            }
+            query @ (Request::History { .. }
+            | Request::Presence { .. }
+            | Request::Online { .. }
+            | Request::Kick { .. }) => self.query(query, now_ms, out),
         }
         self.poll_completions(out);
     }

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use hermod_core::bus::{Delivery, Event, SessionKey, MAX_PRESENCE_MEMBERS};
+use hermod_core::bus::{Delivery, Event, Request, SessionKey, MAX_PRESENCE_MEMBERS};
 use hermod_core::ids::{Cid, MsgId, Name};
 use hermod_core::link::MAX_HISTORY_FRAMES;
 
@@ -59,6 +59,46 @@ impl Bans {
 }
 
 impl<E: Engine> Broker<E> {
+    /// One of the server API's requests: `History`, `Presence`, `Online` or `Kick` (others
+    /// are ignored: `handle` sends only these here).
+    pub(super) fn query(&mut self, req: Request, now_ms: u64, out: &mut Vec<Delivery>) {
+        match req {
+            Request::History {
+                session,
+                cid,
+                room,
+                since,
+                limit,
+            } => self.history(session, cid, room, since, limit, now_ms),
+            Request::Presence {
+                session,
+                cid,
+                room,
+                limit,
+            } => out.push(self.presence(session, cid, room, limit)),
+            Request::Online { session, cid, user } => out.push(self.online(session, cid, &user)),
+            Request::Kick {
+                session,
+                cid,
+                user,
+                device,
+                reason,
+                ban_secs,
+            } => {
+                let kick = Kick {
+                    session,
+                    cid,
+                    user,
+                    device,
+                    reason,
+                    ban_secs,
+                };
+                self.kick(kick, now_ms, out);
+            }
+            _ => {}
+        }
+    }
+
     /// `Presence`: the room's sessions on this broker, and (user, device) of at most `limit`.
     pub(super) fn presence(
         &self,
@@ -151,7 +191,7 @@ impl<E: Engine> Broker<E> {
     /// `History`: one page of the room's history after `since` (without it, from the oldest
     /// retained message, answered `recovered`), answered to `session` with `cid` (the session
     /// need not be a member, nor attached).
-    pub(super) fn history(
+    fn history(
         &mut self,
         session: SessionKey,
         cid: Cid,

@@ -22,9 +22,10 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::calls::{parse_call, BrokerCall, Call, Query};
+use super::calls::{parse_call, BrokerCall, Call};
 use super::dispatch::{Dispatcher, Outcome};
 use super::http::{parse_request, Answer, ApiError, ApiRequest, Parsed, MAX_HEAD};
+use super::queries::Query;
 use super::{NodeInfo, PreparedApi, WAKER};
 use crate::metrics::Metrics;
 use crate::settings::Settings;

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use hermod_core::bus::{Delivery, Event, Request, SessionKey};
 use hermod_core::ids::{Cid, Name};
 
-use super::calls::{broker_error, history_answer, Flight, Query, Write};
+use super::calls::{broker_error, Flight, Write};
 use super::http::ApiError;
+use super::queries::{history_answer, Query};
 
 /// Sender sessions kept attached at once.
 pub const MAX_SENDERS: usize = 1024;

@@ -12,6 +12,7 @@
 //!
 //! - `http.rs`: parsing a request, encoding an answer (sans-io).
 //! - `calls.rs`: a request's call, a write's targets and cids, its answer (sans-io).
+//! - `queries.rs`: the reads and disconnects, one request each (sans-io).
 //! - `dispatch.rs`: the API's broker sessions and the calls in flight (sans-io).
 //! - `api_loop.rs`: the thread.
 
@@ -19,6 +20,7 @@ mod api_loop;
 pub mod calls;
 pub mod dispatch;
 pub mod http;
+pub mod queries;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -42,7 +42,8 @@ use crate::tunnel::http::{classify, Head, Peer, MAX_HEAD};
 use crate::tunnel::{answer_and_close, discard_input};
 use crate::webhooks::What;
 use crate::ws::handshake::{precheck, AdmissionCell, Gate, Precheck, Refusal};
-use crate::ws::session::{Handshaking, Session, Step};
+use crate::ws::session::Session;
+use crate::ws::upgrade::{Handshaking, Step};
 
 /// Refused connections a worker holds at once while their answer is taken.
 pub(super) const MAX_REFUSING: usize = 64;

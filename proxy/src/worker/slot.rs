@@ -12,7 +12,8 @@ use mio::net::TcpStream;
 use mio::Token;
 
 use crate::tunnel::Tunnel;
-use crate::ws::session::{Handshaking, Session};
+use crate::ws::session::Session;
+use crate::ws::upgrade::Handshaking;
 
 /// Marks a token as a tunnel's upstream socket (bit 31: in the slot half of the token).
 pub(super) const UPSTREAM_BIT: usize = 1 << 31;
