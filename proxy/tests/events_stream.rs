@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Client, Engine, Proxy, TIMEOUT};
+use hermod_core::testkit::SentinelSet;
 use serde_json::{json, Value};
 
 const KEY: &str = "hermod:events";
@@ -289,6 +290,57 @@ fn a_failing_stream_drops_and_counts_while_messages_flow_then_recovers() {
         assert!(Instant::now() < deadline, "the queue empties");
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Through Sentinel the stream is in the master's Redis, and after a failover (the master
+/// SIGKILLed) the events go to the new master.
+#[test]
+fn through_sentinel_the_stream_follows_a_failover() {
+    let mut set = SentinelSet::start("ev", 1, 3).expect("start master, replica, sentinels");
+    set.wait_ready(Duration::from_secs(30))
+        .expect("sentinels know the replica and each other");
+    let sentinels = set.sentinel_addrs().join(",");
+    let flags = [
+        "--sentinel",
+        sentinels.as_str(),
+        "--sentinel-master",
+        "ev",
+        "--events-stream",
+        KEY,
+    ];
+    let proxy = Proxy::start_open(&flags);
+    proxy.wait_ready(TIMEOUT);
+    let port = set.master.port();
+    proxy.connect("before").close();
+    stream_when(port, TIMEOUT, |e| of_user(e, "before").len() == 2);
+
+    set.kill_master();
+    let old = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let new = loop {
+        match set.current_master() {
+            Some(m) if m != old => break m,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no failover");
+        thread::sleep(Duration::from_millis(100));
+    };
+    let new_port: u16 = new
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("host:port");
+    // Sessions come and go while the engine follows; the last one's events get there.
+    proxy.wait_ready(Duration::from_secs(40));
+    proxy.connect("after").close();
+    let entries = stream_when(new_port, Duration::from_secs(40), |e| {
+        of_user(e, "after").len() == 2
+    });
+    let after: Vec<u64> = entries
+        .iter()
+        .filter(|e| e["user"] == "after")
+        .map(seq)
+        .collect();
+    assert_eq!(after, [3, 4], "{entries:?}");
 }
 
 /// `--events-stream` without the Redis engine: exit 2, one line naming the setting.
