@@ -147,6 +147,22 @@ pub struct Metrics {
     pub jwks_fetches: [AtomicU64; 2],
     /// Webhook events, POSTs and the queue (`--webhook-url`).
     pub webhooks: WebhookMetrics,
+    /// Events appended to the Redis stream, and its queue (`--events-stream`).
+    pub events_stream: StreamMetrics,
+}
+
+/// The events stream's figures: the workers count drops, the `hermod-events-stream` thread the
+/// rest.
+#[derive(Debug, Default)]
+pub struct StreamMetrics {
+    /// Events Redis appended (their XADD answered with an id).
+    pub appended: AtomicU64,
+    /// Events dropped at a full queue.
+    pub dropped: AtomicU64,
+    /// Failed attempts at a batch (each is retried).
+    pub failures: AtomicU64,
+    /// Events waiting (queued and in the batch in flight), as last seen by the stream thread.
+    pub queued: AtomicU64,
 }
 
 /// The webhook figures: the workers count drops, the `hermod-webhooks` thread the rest.
@@ -285,6 +301,16 @@ impl Metrics {
             w.counter(family, value.load(Relaxed));
         }
         w.gauge(&names::WEBHOOK_QUEUE, h.queued.load(Relaxed));
+        let e = &self.events_stream;
+        let counters = [
+            (&names::EVENTS_STREAM_APPENDED, &e.appended),
+            (&names::EVENTS_STREAM_DROPPED, &e.dropped),
+            (&names::EVENTS_STREAM_FAILURES, &e.failures),
+        ];
+        for (family, value) in counters {
+            w.counter(family, value.load(Relaxed));
+        }
+        w.gauge(&names::EVENTS_STREAM_QUEUE, e.queued.load(Relaxed));
     }
 
     /// Counts a message refused over the `over` bucket.

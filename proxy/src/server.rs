@@ -8,7 +8,8 @@
 //!    (memory, or Redis via `--redis`/`--sentinel`) or, with `--brokers`/`--registry`, the links
 //!    to external brokers (`brokers/`), one thread per worker;
 //! 4. the admin thread, and with Redis a watcher that logs each change of reachability (with
-//!    `--webhook-url`, the `hermod-webhooks` thread starts before the workers);
+//!    `--webhook-url`, the `hermod-webhooks` thread, and with `--events-stream` the
+//!    `hermod-events-stream` thread, start before the workers);
 //! 5. the ready line on stderr, always printed whatever `--log` says:
 //!    `hermod-proxy VERSION listening client=IP:PORT admin=IP:PORT ... storage=memory|redis|sentinel|brokers|registry`
 //!    (tests parse it).
@@ -116,7 +117,8 @@ pub fn run(resolved: Resolved) -> Result<u8, StartError> {
 
     let metrics = Arc::new(Metrics::default());
     start_jwks(&settings, &metrics)?;
-    let hooks = webhooks::start(&settings, &metrics).map_err(resource("the webhook thread"))?;
+    let hooks = webhooks::start(&settings, &metrics)
+        .map_err(resource("the webhook and events stream threads"))?;
     let mut workers = Vec::with_capacity(listeners.len());
     let mut handles: Vec<WorkerHandle> = Vec::with_capacity(listeners.len());
     let limits = worker::SharedLimits::new(&settings);

@@ -167,6 +167,27 @@ pub const WEBHOOK_QUEUE: Family = Family::gauge(
     "hermod_webhook_queue_events",
     "Webhook events waiting: queued, and in the batch being delivered.",
 );
+// Issue 13, events to backends through a Redis stream (`--events-stream`).
+pub const EVENTS_STREAM_APPENDED: Family = Family::counter(
+    Gateway,
+    "hermod_events_stream_appended_total",
+    "Events appended to the Redis stream (--events-stream): every XADD of their batch answered with an entry id.",
+);
+pub const EVENTS_STREAM_DROPPED: Family = Family::counter(
+    Gateway,
+    "hermod_events_stream_dropped_total",
+    "Events for the Redis stream dropped because its queue (--events-stream-queue) was full.",
+);
+pub const EVENTS_STREAM_FAILURES: Family = Family::counter(
+    Gateway,
+    "hermod_events_stream_failures_total",
+    "Attempts at a batch of stream appends that failed (an XADD error, a timeout, a lost connection) and will be retried.",
+);
+pub const EVENTS_STREAM_QUEUE: Family = Family::gauge(
+    Gateway,
+    "hermod_events_stream_queue_events",
+    "Events waiting for the Redis stream: queued, and in the batch being appended.",
+);
 pub const TOKEN_EXPIRED_CLOSES: Family = Family::counter(
     Gateway,
     "hermod_token_expired_closes_total",
@@ -452,6 +473,10 @@ pub const ALL: &[Family] = &[
     WEBHOOK_POSTS,
     WEBHOOK_POST_FAILURES,
     WEBHOOK_QUEUE,
+    EVENTS_STREAM_APPENDED,
+    EVENTS_STREAM_DROPPED,
+    EVENTS_STREAM_FAILURES,
+    EVENTS_STREAM_QUEUE,
     TOKEN_EXPIRED_CLOSES,
     READS_PAUSED,
     TUNNELS_OPEN,

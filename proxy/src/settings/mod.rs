@@ -12,12 +12,14 @@
 //! - [`origins`]: `--allowed-origins`, the browser origins allowed to open `/ws`.
 //! - [`api`]: `--api-listen` and `--api-key`, the server API's listener and keys.
 //! - [`webhooks`]: `--webhook-*`, where events to the application backend are POSTed.
+//! - [`events_stream`]: `--events-stream*`, the Redis stream the same events are appended to.
 //!
 //! Pure functions of (flags, environment lookup, file text), except the DNS lookup of route
 //! upstreams and the read of a `--jwt-public-key` file: tests need no process environment.
 
 pub mod api;
 pub mod auth;
+pub mod events_stream;
 pub mod origins;
 pub mod paths;
 pub mod permissions;
@@ -37,6 +39,7 @@ pub use hermod_core::reactor::admission::AddressLimit;
 use hermod_core::redis::ClientConfig;
 
 use api::ApiKeys;
+use events_stream::EventsStreamSettings;
 use routes::Route;
 use webhooks::WebhookSettings;
 
@@ -186,6 +189,8 @@ pub struct Settings {
     pub route_trusted_proxies: Vec<std::net::IpAddr>,
     /// Events to the application backend by signed POSTs (`--webhook-url`); `None`: off.
     pub webhooks: Option<WebhookSettings>,
+    /// The same events appended to a Redis stream (`--events-stream`); `None`: off.
+    pub events_stream: Option<EventsStreamSettings>,
 }
 
 impl Settings {
@@ -232,6 +237,7 @@ impl Settings {
             route_idle_timeout: Some(Duration::from_secs(300)),
             route_trusted_proxies: Vec::new(),
             webhooks: None,
+            events_stream: None,
         }
     }
 }

@@ -198,7 +198,8 @@ hermod_core::setting_args! {
     /// Never shown; visible in ps: prefer HERMOD_WEBHOOK_SECRET or the config file.
     webhook_secret: "S",
     /// Events reported, comma-separated: connect, disconnect, join, leave, publish (every room
-    /// message a client publishes) (default: all but publish).
+    /// message a client publishes); to the webhooks and to --events-stream (default: all but
+    /// publish).
     webhook_events: "LIST",
     /// Events held for the receiver; past it new events are dropped and counted (default 100000).
     webhook_queue: "N",
@@ -206,6 +207,14 @@ hermod_core::setting_args! {
     webhook_batch: "N",
     /// Time one POST may take before it counts as failed and is retried (default 10s).
     webhook_timeout: "DURATION",
+    /// Also append every event chosen by --webhook-events to this Redis stream (XADD), for a
+    /// backend to read with a consumer group; needs --redis or --sentinel (default: off).
+    events_stream: "KEY",
+    /// Entries the events stream keeps, about (XADD MAXLEN ~) (default 1000000).
+    events_stream_maxlen: "N",
+    /// Events held for the stream while Redis is slow or failing; past it new events are
+    /// dropped and counted (default 100000).
+    events_stream_queue: "N",
     }
 }
 
@@ -293,6 +302,7 @@ pub fn resolve(
     resolve_routes(&args.route, &src, &mut s)?;
     super::api::resolve_api(&args.api_key, &src, &mut s)?;
     super::webhooks::resolve_webhooks(&src, &mut s)?;
+    super::events_stream::resolve_events_stream(&src, &mut s)?;
     super::permissions::resolve_permissions(&src, &mut s)?;
     let mut log = "info".to_owned();
     src.set(&mut log, "log", log_filter)?;

@@ -83,3 +83,50 @@ fn webhook_errors_name_the_setting() {
         assert!(!e.contains(HOOK_SECRET), "{e}");
     }
 }
+
+#[test]
+fn the_events_stream_is_off_by_default_and_needs_redis() {
+    use crate::settings::events_stream::EventsStreamSettings;
+    let r = run(&[], &[], None).expect("resolves");
+    assert_eq!(r.settings.events_stream, None);
+    let redis = ["--redis", "redis://127.0.0.1:6379"];
+    let on = [&redis[..], &["--events-stream", "hermod:events"]].concat();
+    let s = run(&on, &[], None).expect("resolves").settings;
+    assert_eq!(
+        s.events_stream,
+        Some(EventsStreamSettings {
+            key: "hermod:events".to_owned(),
+            maxlen: 1_000_000,
+            queue: 100_000,
+            events: EventSet::DEFAULT,
+        })
+    );
+    // Its own bounds, and --webhook-events's selection even without --webhook-url.
+    let text =
+        "events_stream_maxlen = 500\nevents_stream_queue = 9\nwebhook_events = \"publish\"\n";
+    let s = run(&on, &[], Some(text))
+        .expect("resolves")
+        .settings
+        .events_stream
+        .expect("on");
+    assert_eq!((s.maxlen, s.queue), (500, 9));
+    assert!(s.events.contains(EventKind::Publish) && !s.events.contains(EventKind::Join));
+    let env = run(&redis, &[("HERMOD_EVENTS_STREAM", "k")], None).expect("resolves");
+    assert_eq!(
+        env.settings.events_stream.map(|s| s.key).as_deref(),
+        Some("k")
+    );
+
+    // Without Redis storage: one line naming the setting.
+    let e = err(&["--events-stream", "hermod:events"], &[], None);
+    assert!(
+        e.contains("events_stream") || e.contains("events-stream"),
+        "{e}"
+    );
+    assert!(e.contains("--redis"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    let bad = [&redis[..], &["--events-stream", "a key"]].concat();
+    assert!(err(&bad, &[], None).contains("events"));
+    let zero = [&on[..], &["--events-stream-maxlen", "0"]].concat();
+    assert!(err(&zero, &[], None).contains("maxlen"));
+}
