@@ -219,4 +219,20 @@ fn online_and_disconnect_work_through_the_broker_tier() {
         (status, refused["error"].as_str()),
         (501, Some("not_implemented"))
     );
+
+    // A gateway SIGKILLed: its link closes, its broker detaches its sessions, and the user is
+    // no longer online (within the broker's --link-timeout, 5 s, even for a link gone silent;
+    // here the kernel closes the sockets, so at once).
+    let user = on(&names[0]);
+    let path = format!("/api/online?user={user}");
+    let _tab = gw2.connect_device(&user, "tab");
+    eventually(&gw1, &path, |v| v["devices"] == json!(["tab"]));
+    let killed = Instant::now();
+    drop(gw2);
+    eventually(&gw1, &path, |v| v["devices"] == json!([]));
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
 }
