@@ -45,7 +45,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The answer of a connection shed for want of file descriptors.
 const SHED_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
-    Content-Length: 58\r\nConnection: close\r\n\r\n{\"error\":\"unavailable\",\"message\":\"too many connections\"}";
+    Content-Length: 56\r\nConnection: close\r\n\r\n{\"error\":\"unavailable\",\"message\":\"too many connections\"}";
 
 /// One API connection.
 struct Conn {
@@ -473,4 +473,21 @@ impl ApiLoop {
 fn fresh_cid() -> Cid {
     let bits: u128 = rand::random();
     Cid::parse(&format!("~{bits:032x}")).expect("33 bytes fit a cid")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shed_answer_declares_its_length() {
+        let text = std::str::from_utf8(super::SHED_ANSWER).expect("ASCII");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(
+            head.contains(&format!("Content-Length: {}\r\n", body.len())),
+            "{head}"
+        );
+        assert!(
+            serde_json::from_str::<serde_json::Value>(body).is_ok(),
+            "{body}"
+        );
+    }
 }
