@@ -107,8 +107,9 @@ impl Dispatcher {
         timeout: Duration,
         port: Port<'_>,
     ) -> Result<(), ApiError> {
-        let full = || ApiError::new(503, "unavailable", "the broker's queue is full; retry");
-        let session = self.session_of(&write.sender, port).ok_or_else(full)?;
+        let session = self
+            .session_of(&write.sender, port)
+            .ok_or_else(queue_full)?;
         let call = InFlight {
             work: Work::Write(Flight::new(&write)),
             sender: write.sender.clone(),
@@ -133,15 +134,9 @@ impl Dispatcher {
             };
             if !port(request) {
                 self.forget(id);
-                return Err(full());
+                return Err(queue_full());
             }
-            self.waiting
-                .entry((session.slot, cid))
-                .or_default()
-                .push((id, i));
-            if let Some(s) = self.senders.get_mut(&write.sender) {
-                s.waiting += 1;
-            }
+            self.wait_for((session.slot, cid), (id, i), &write.sender);
         }
         Ok(())
     }
@@ -157,9 +152,8 @@ impl Dispatcher {
         timeout: Duration,
         port: Port<'_>,
     ) -> Result<(), ApiError> {
-        let full = || ApiError::new(503, "unavailable", "the broker's queue is full; retry");
         let sender = Name::server_sender(query.user());
-        let session = self.session_of(&sender, port).ok_or_else(full)?;
+        let session = self.session_of(&sender, port).ok_or_else(queue_full)?;
         let (request, about) = match query {
             Query::History(q) => {
                 let request = Request::History {
@@ -204,7 +198,7 @@ impl Dispatcher {
             }
         };
         if !port(request) {
-            return Err(full());
+            return Err(queue_full());
         }
         let call = InFlight {
             work: Work::Query { about },
@@ -212,14 +206,16 @@ impl Dispatcher {
             deadline: now + timeout,
         };
         self.calls.insert(id, call);
-        self.waiting
-            .entry((session.slot, cid))
-            .or_default()
-            .push((id, 0));
-        if let Some(s) = self.senders.get_mut(&sender) {
+        self.wait_for((session.slot, cid), (id, 0), &sender);
+        Ok(())
+    }
+
+    /// Call `call`'s target waits for the answer to `(slot, cid)` on `sender`'s session.
+    fn wait_for(&mut self, answer: (u32, Cid), call: (u64, usize), sender: &Name) {
+        self.waiting.entry(answer).or_default().push(call);
+        if let Some(s) = self.senders.get_mut(sender) {
             s.waiting += 1;
         }
-        Ok(())
     }
 
     /// The sender's session, attached now if it has none (making room first).
@@ -417,5 +413,172 @@ impl Dispatcher {
         if let Some(s) = sender {
             s.waiting = s.waiting.saturating_sub(n);
         }
+    }
+}
+
+/// The refusal of a call the broker's queue has no room for.
+fn queue_full() -> ApiError {
+    ApiError::new(503, "unavailable", "the broker's queue is full; retry")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::calls::{parse_call, BrokerCall, Call};
+    use super::super::http::ApiRequest;
+    use super::*;
+    use hermod_core::ids::MsgId;
+    use hermod_core::protocol::ErrorCode;
+
+    /// The write `body` asks for; its n-th target gets the cid `{tag}{n}`.
+    fn write(tag: &str, body: &str, path: &str) -> Write {
+        let req = ApiRequest {
+            method: "POST".to_owned(),
+            path: path.to_owned(),
+            query: String::new(),
+            bearer: None,
+            body: body.as_bytes().to_vec(),
+            keep_alive: true,
+        };
+        let mut n = 0;
+        let mut fresh = || {
+            n += 1;
+            Cid::parse(&format!("{tag}{n}")).expect("a cid")
+        };
+        match parse_call(&req, 1024, &mut fresh) {
+            Ok(Call::Broker(BrokerCall::Write(w))) => w,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sent(slot: u32, cid: &str, id: &str) -> Delivery {
+        let session = SessionKey {
+            worker: 9,
+            slot,
+            generation: 0,
+        };
+        let event = Event::Sent {
+            cid: Cid::parse(cid).expect("a cid"),
+            id: MsgId::new(id),
+        };
+        Delivery { session, event }
+    }
+
+    #[test]
+    fn a_write_attaches_its_sender_once_and_answers_when_every_target_is_stored() {
+        let mut d = Dispatcher::new(9);
+        let mut sent_requests = Vec::new();
+        let mut port = |r: Request| {
+            sent_requests.push(r);
+            true
+        };
+        let now = Instant::now();
+        let w = write("a", r#"{"rooms":["a","b"],"data":1}"#, "/api/broadcast");
+        d.start(1, w, now, Duration::from_secs(5), &mut port)
+            .expect("started");
+        let w = write("b", r#"{"room":"a","data":2}"#, "/api/publish");
+        d.start(2, w, now, Duration::from_secs(5), &mut port)
+            .expect("started");
+        let attaches = sent_requests
+            .iter()
+            .filter(|r| matches!(r, Request::Attach { user, .. } if user.as_str() == "@"))
+            .count();
+        assert_eq!((attaches, sent_requests.len()), (1, 4));
+        let mut done = Vec::new();
+        d.handle(sent(0, "a1", "1-0"), &mut done);
+        assert!(done.is_empty());
+        d.handle(sent(0, "a2", "2-0"), &mut done);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].0, 1);
+        assert_eq!(
+            done[0].1.as_deref().ok(),
+            Some(r#"{"ids":{"a":"1-0","b":"2-0"}}"#)
+        );
+        assert_eq!(d.in_flight(), 1);
+    }
+
+    #[test]
+    fn errors_timeouts_and_a_full_queue_each_fail_the_call() {
+        let mut d = Dispatcher::new(9);
+        let now = Instant::now();
+        let mut ok = |_: Request| true;
+        let w = write("a", r#"{"to":["x","y"],"data":1}"#, "/api/send");
+        d.start(1, w, now, Duration::from_secs(5), &mut ok)
+            .expect("started");
+        let mut done = Vec::new();
+        let error = Event::Error {
+            cid: Some(Cid::parse("a2").expect("a cid")),
+            code: ErrorCode::Unavailable,
+            message: "down".to_owned(),
+        };
+        let session = SessionKey {
+            worker: 9,
+            slot: 0,
+            generation: 0,
+        };
+        d.handle(
+            Delivery {
+                session,
+                event: error,
+            },
+            &mut done,
+        );
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].1.as_ref().map_err(|e| e.status), Err(503));
+        // A late answer for the failed call's other target finds nothing.
+        d.handle(sent(0, "a1", "1-0"), &mut done);
+        assert_eq!((done.len(), d.in_flight()), (1, 0));
+
+        let w = write("b", r#"{"room":"r","data":1}"#, "/api/publish");
+        d.start(2, w, now, Duration::from_secs(1), &mut ok)
+            .expect("started");
+        d.expire(now + Duration::from_millis(999), &mut done);
+        assert_eq!(done.len(), 1);
+        d.expire(now + Duration::from_secs(1), &mut done);
+        assert_eq!(done.len(), 2);
+        assert_eq!(done[1].1.as_ref().map_err(|e| e.code), Err("unavailable"));
+
+        let mut full = |_: Request| false;
+        let w = write("c", r#"{"room":"r","data":1}"#, "/api/publish");
+        let mut fresh = Dispatcher::new(9);
+        let refused = fresh.start(3, w, now, Duration::from_secs(1), &mut full);
+        assert_eq!(refused.map_err(|e| e.status), Err(503));
+        assert_eq!((fresh.in_flight(), fresh.senders()), (0, 0));
+    }
+
+    #[test]
+    fn the_least_recently_used_idle_sender_makes_room() {
+        let mut d = Dispatcher::new(9);
+        let now = Instant::now();
+        let mut requests = Vec::new();
+        let mut port = |r: Request| {
+            requests.push(r);
+            true
+        };
+        for i in 0..=MAX_SENDERS {
+            let body = format!(r#"{{"to":"x","from":"u{i}","data":1}}"#);
+            d.start(
+                i as u64,
+                write(&format!("u{i}-"), &body, "/api/send"),
+                now,
+                Duration::from_secs(5),
+                &mut port,
+            )
+            .expect("started");
+            if i == 0 {
+                // u0's write is answered, so u0 is idle and the least recently used.
+                let mut done = Vec::new();
+                d.handle(sent(0, "u0-1", "1-0"), &mut done);
+                assert_eq!(done.len(), 1);
+            }
+        }
+        assert_eq!(d.senders(), MAX_SENDERS);
+        let detached: Vec<u32> = requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::Detach { session } => Some(session.slot),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(detached, [0]);
     }
 }
