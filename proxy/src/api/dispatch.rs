@@ -422,6 +422,7 @@ fn queue_full() -> ApiError {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a real `Instant` is each test's origin
 mod tests {
     use super::super::calls::{parse_call, BrokerCall, Call};
     use super::super::http::ApiRequest;
