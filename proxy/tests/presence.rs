@@ -159,9 +159,10 @@ engine_tests!(
 );
 
 /// Through a broker tier: a user's sessions are all on the user's broker, and the API's
-/// request about that user is placed there too, from any gateway.
+/// request about that user is placed there too, from any gateway; a room's presence is
+/// gathered from every broker.
 #[test]
-fn online_and_disconnect_work_through_the_broker_tier() {
+fn presence_online_and_disconnect_work_through_the_broker_tier() {
     let redis = RedisServer::start(&[]).expect("start redis-server");
     let b1 = Broker::start(&redis, "b1", &["--link-secret", LINK_SECRET]);
     let b2 = Broker::start(&redis, "b2", &["--link-secret", LINK_SECRET]);
@@ -214,11 +215,22 @@ fn online_and_disconnect_work_through_the_broker_tier() {
         );
         assert_eq!(c.expect_close().0, 4002);
     }
-    let (status, refused) = api(&gw1, "GET", "/api/presence?room=hall", &Value::Null);
-    assert_eq!(
-        (status, refused["error"].as_str()),
-        (501, Some("not_implemented"))
-    );
+    // Room presence gathers every broker's members: one user on each broker, one of them
+    // through each gateway.
+    let (u1, u2) = (on(&names[0]), on(&names[1]));
+    let mut m1 = gw1.connect_device(&u1, "a");
+    let mut m2 = gw2.connect_device(&u2, "b");
+    join(&mut m1, "hall");
+    join(&mut m2, "hall");
+    let all = eventually(&gw1, "/api/presence?room=hall", |v| v["count"] == 2);
+    let mut want = vec![(u1.clone(), "a".to_owned()), (u2.clone(), "b".to_owned())];
+    want.sort();
+    assert_eq!(members(&all), want);
+    m2.send_json(&json!({"op":"presence","room":"hall"}));
+    let seen = m2.recv_op("presence");
+    assert_eq!((seen["count"].as_u64(), members(&seen)), (Some(2), want));
+    drop(m1);
+    eventually(&gw1, "/api/presence?room=hall", |v| v["count"] == 1);
 
     // A gateway SIGKILLed: its link closes, its broker detaches its sessions, and the user is
     // no longer online (within the broker's --link-timeout, 5 s, even for a link gone silent;

@@ -25,7 +25,6 @@ use slab::Slab;
 use super::calls::{parse_call, BrokerCall, Call};
 use super::dispatch::{Dispatcher, Outcome};
 use super::http::{parse_request, Answer, ApiError, ApiRequest, Parsed, MAX_HEAD};
-use super::queries::Query;
 use super::{NodeInfo, PreparedApi, WAKER};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -336,15 +335,9 @@ impl ApiLoop {
         let broker = &self.broker;
         let mut port = |r| broker.try_send(r).is_ok();
         let timeout = self.settings.request_timeout;
-        let embedded = matches!(self.settings.brokers, crate::settings::Brokers::Embedded);
         let dispatcher = &mut self.dispatcher;
         let started = match call {
             BrokerCall::Write(w) => dispatcher.start(id, w, now, timeout, &mut port),
-            // A room's members are spread over the brokers of a tier; each knows only its own.
-            BrokerCall::Query(Query::Presence { .. }) if !embedded => {
-                let message = "room presence is not available on a broker tier yet";
-                Err(ApiError::new(501, "not_implemented", message))
-            }
             BrokerCall::Query(q) => {
                 dispatcher.start_query(id, q, fresh_cid(), now, timeout, &mut port)
             }

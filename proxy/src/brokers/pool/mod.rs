@@ -30,6 +30,9 @@ use hermod_core::protocol::ErrorCode;
 
 use super::placement;
 use super::rehome::{room_of, LinkId, Plan, SessionState};
+use presence::{attach_probe, Gathers, PROBE_WORKER};
+
+mod presence;
 
 /// What the shell must do.
 #[derive(Debug)]
@@ -104,6 +107,8 @@ pub struct BrokerPool {
     /// Pushes (per session) dropped because the session is not placed on the link they came
     /// from.
     foreign_pushes: u64,
+    /// Room presence requests gathering their answers from every link (`presence.rs`).
+    gathers: Gathers,
 }
 
 impl BrokerPool {
@@ -117,6 +122,7 @@ impl BrokerPool {
             out: VecDeque::new(),
             rehomed: 0,
             foreign_pushes: 0,
+            gathers: Gathers::default(),
         }
     }
 
@@ -142,6 +148,7 @@ impl BrokerPool {
     pub fn remove_link(&mut self, link: LinkId, now: Instant) {
         self.leave(link, LinkState::Down, now);
         self.links.remove(&link);
+        self.link_gone(link);
     }
 
     /// The link connected and answered HELLO: waiting sessions are placed, and sessions left
@@ -151,6 +158,9 @@ impl BrokerPool {
             return;
         };
         info.state = LinkState::Up;
+        // The link's probe session, through which room presence is asked (`presence.rs`).
+        let request = attach_probe(link);
+        self.out.push_back(Out::Command { link, request });
         let mut waiting: Vec<(SessionKey, Option<LinkId>)> = self
             .sessions
             .iter()
@@ -176,9 +186,18 @@ impl BrokerPool {
         self.dispatch(moves);
     }
 
-    /// The link was lost: its sessions move (nothing is sent to it).
+    /// The link was lost: its sessions move (nothing is sent to it), and presence requests stop
+    /// waiting for it.
     pub fn link_down(&mut self, link: LinkId, now: Instant) {
         self.leave(link, LinkState::Down, now);
+        self.link_gone(link);
+    }
+
+    /// Presence requests no longer wait for `link`; those complete now are answered.
+    fn link_gone(&mut self, link: LinkId) {
+        for (session, event) in self.gathers.link_gone(link) {
+            self.deliver(session, event);
+        }
     }
 
     /// The broker said it is going away (`draining` push, or `-DRAINING` to an ATTACH): its
@@ -257,6 +276,12 @@ impl BrokerPool {
                     self.unhome(key, &old, !old.overflowed);
                 }
             }
+            Request::Presence {
+                session,
+                cid,
+                room,
+                limit,
+            } => self.gather_presence(session, cid, room, limit),
             request => self.forward(key, request, now),
         }
     }
@@ -285,6 +310,33 @@ impl BrokerPool {
                 self.deliver(key, event);
             }
             (None, _) => {}
+        }
+    }
+
+    /// A room's presence: asked of every connected link through its probe, answered merged.
+    fn gather_presence(&mut self, session: SessionKey, cid: Cid, room: Name, limit: u32) {
+        if !self.sessions.contains_key(&session) {
+            return;
+        }
+        let links: Vec<LinkId> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|l| self.connected(*l))
+            .collect();
+        let commands = self
+            .gathers
+            .start((session, cid.clone()), room, limit, links);
+        if commands.is_empty() {
+            let event = Event::Error {
+                cid: Some(cid),
+                code: ErrorCode::Unavailable,
+                message: "no broker is reachable".to_owned(),
+            };
+            return self.deliver(session, event);
+        }
+        for (link, request) in commands {
+            self.out.push_back(Out::Command { link, request });
         }
     }
 
@@ -322,6 +374,20 @@ impl BrokerPool {
     /// An `ev` push from the broker on `link` for one session. A session not placed on that
     /// link is not that broker's business: the push is dropped (and counted).
     pub fn on_event(&mut self, link: LinkId, key: SessionKey, event: Event) {
+        if key.worker == PROBE_WORKER {
+            if let Event::Presence {
+                cid,
+                count,
+                members,
+                ..
+            } = event
+            {
+                if let Some((session, merged)) = self.gathers.answer(link, &cid, count, members) {
+                    self.deliver(session, merged);
+                }
+            }
+            return;
+        }
         let Some(state) = self.sessions.get_mut(&key) else {
             return;
         };

@@ -39,8 +39,7 @@ fn raw(s: &str) -> Box<RawValue> {
 }
 
 /// Everything queued, as (link, request debug text) for commands and (session, event) for
-/// deliveries.
-/// Commands as (link, request debug text), deliveries as (session, event).
+/// deliveries; the probe sessions' commands (room presence, `presence.rs`) are left out.
 type Drained = (Vec<(LinkId, String)>, Vec<(SessionKey, Event)>);
 
 fn drain(hub: &mut BrokerPool) -> Drained {
@@ -48,11 +47,66 @@ fn drain(hub: &mut BrokerPool) -> Drained {
     let mut deliveries = Vec::new();
     while let Some(out) = hub.poll_out() {
         match out {
+            Out::Command { request, .. } if request.session().worker == PROBE_WORKER => {}
             Out::Command { link, request } => commands.push((link, format!("{request:?}"))),
             Out::Deliver(d) => deliveries.push((d.session, d.event)),
         }
     }
     (commands, deliveries)
+}
+
+#[test]
+fn room_presence_is_asked_of_every_link_through_its_probe_and_merged() {
+    let now = Instant::now();
+    let mut hub = BrokerPool::new(Duration::from_secs(5));
+    let (a, b) = two_links(&mut hub, now);
+    let probes: Vec<(LinkId, String)> = std::iter::from_fn(|| hub.poll_out())
+        .filter_map(|out| match out {
+            Out::Command { link, request } => Some((link, format!("{request:?}"))),
+            Out::Deliver(_) => None,
+        })
+        .collect();
+    assert_eq!(probes.len(), 2, "{probes:?}");
+    assert!(
+        probes.iter().all(|(_, r)| r.contains("\"presence\"")),
+        "{probes:?}"
+    );
+    hub.on_request(attach(1, "alice"), now);
+    drain(&mut hub);
+    let cid = Cid::parse("q").expect("a cid");
+    let ask = Request::Presence {
+        session: key(1),
+        cid: cid.clone(),
+        room: n("hall"),
+        limit: 10,
+    };
+    hub.on_request(ask, now);
+    let mut asked = Vec::new();
+    while let Some(Out::Command { link, request }) = hub.poll_out() {
+        if let Request::Presence { session, cid, .. } = request {
+            asked.push((link, session, cid));
+        }
+    }
+    assert_eq!(asked.len(), 2);
+    for (link, session, gather) in asked {
+        assert_eq!(session.worker, PROBE_WORKER);
+        let member = if link == a { "x" } else { "y" };
+        let event = Event::Presence {
+            cid: gather,
+            room: n("hall"),
+            count: 1,
+            members: vec![(n(member), n("d"))],
+        };
+        hub.on_event(link, session, event);
+    }
+    let (_, delivered) = drain(&mut hub);
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].0, key(1));
+    assert!(
+        matches!(&delivered[0].1, Event::Presence { cid: c, count: 2, members, .. } if *c == cid && members.len() == 2),
+        "{delivered:?}"
+    );
+    let _ = b;
 }
 
 fn two_links(hub: &mut BrokerPool, now: Instant) -> (LinkId, LinkId) {

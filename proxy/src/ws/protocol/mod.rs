@@ -251,10 +251,6 @@ impl ClientProtocol {
             ),
             ClientFrame::Leave { room } => (Request::Leave { session, room }, None),
             ClientFrame::Presence { room } => {
-                if !matches!(cx.settings.brokers, crate::settings::Brokers::Embedded) {
-                    let msg = "room presence is not available on a broker tier yet";
-                    return error(out, None, ErrorCode::Unavailable, msg);
-                }
                 let request = Request::Presence {
                     session,
                     cid: Cid::parse("presence").expect("a valid cid"),
