@@ -84,7 +84,7 @@ pub enum Request {
         cid: Cid,
         room: Name,
         since: Option<MsgId>,
-        limit: u32,
+        limit: u16,
     },
     /// Who is in a room, on this broker: answered [`Event::Presence`] with `cid` (at most
     /// `limit` members; 0: the count only).
@@ -92,7 +92,7 @@ pub enum Request {
         session: SessionKey,
         cid: Cid,
         room: Name,
-        limit: u32,
+        limit: u16,
     },
     /// The devices `user` is connected from, on this broker (a user's sessions are all on one
     /// broker): answered [`Event::Online`] with `cid`.
@@ -101,17 +101,24 @@ pub enum Request {
         cid: Cid,
         user: Name,
     },
-    /// Closes `user`'s sessions (one `device`'s, when given) with [`Event::Kicked`] carrying
-    /// `reason`, and refuses the user's new sessions for `ban_secs` (0: none); answered
-    /// [`Event::Disconnected`] with `cid`.
+    /// Closes a user's sessions ([`Kick`]); answered [`Event::Disconnected`]. Boxed: it is
+    /// rare, and every slot of the broker's request queue is as large as the largest request.
     Kick {
         session: SessionKey,
-        cid: Cid,
-        user: Name,
-        device: Option<Name>,
-        reason: String,
-        ban_secs: u32,
+        kick: Box<Kick>,
     },
+}
+
+/// Closes `user`'s sessions (one `device`'s, when given) with [`Event::Kicked`] carrying
+/// `reason`, and refuses the user's new sessions for `ban_secs` (0: none); answered
+/// [`Event::Disconnected`] with `cid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kick {
+    pub cid: Cid,
+    pub user: Name,
+    pub device: Option<Name>,
+    pub reason: String,
+    pub ban_secs: u32,
 }
 
 impl Request {
@@ -192,14 +199,9 @@ pub enum Event {
         frames: Vec<Bytes>,
         more: bool,
     },
-    /// The answer to [`Request::Presence`]: `count` sessions in the room, and the
-    /// (user, device) of at most `limit` of them.
-    Presence {
-        cid: Cid,
-        room: Name,
-        count: u64,
-        members: Vec<(Name, Name)>,
-    },
+    /// The answer to [`Request::Presence`]. Boxed, as a rare event larger than the others
+    /// (every slot of a worker's mailbox is as large as the largest event).
+    Presence(Box<Presence>),
     /// The answer to [`Request::Online`]: the user's devices with a session, each once.
     Online { cid: Cid, devices: Vec<Name> },
     /// The answer to [`Request::Kick`]: how many sessions were told to close.
@@ -209,9 +211,39 @@ pub enum Event {
     Kicked { reason: String },
 }
 
+/// Who is in a room: `count` sessions, and the (user, device) of at most the asked `limit` of
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub cid: Cid,
+    pub room: Name,
+    pub count: u64,
+    pub members: Vec<(Name, Name)>,
+}
+
 /// Longest `reason` of a [`Request::Kick`], in bytes.
 pub const MAX_KICK_REASON: usize = 256;
 /// Longest ban of a [`Request::Kick`]: one day.
 pub const MAX_BAN_SECS: u32 = 86_400;
 /// Most members one presence answer lists.
-pub const MAX_PRESENCE_MEMBERS: u32 = 1000;
+pub const MAX_PRESENCE_MEMBERS: u16 = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every slot of the broker's request queue (65,536 of them) and of each worker's mailbox
+    /// (16,384) is as large as the largest request or event, and is touched when the queue is
+    /// made: rare, large variants are boxed so that they cost nothing there.
+    #[test]
+    fn requests_and_deliveries_stay_small() {
+        eprintln!(
+            "Request {} B, Event {} B, Delivery {} B",
+            size_of::<Request>(),
+            size_of::<Event>(),
+            size_of::<Delivery>()
+        );
+        assert!(size_of::<Request>() <= 64, "{}", size_of::<Request>());
+        assert!(size_of::<Delivery>() <= 72, "{}", size_of::<Delivery>());
+    }
+}

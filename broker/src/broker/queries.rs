@@ -8,7 +8,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use hermod_core::bus::{Delivery, Event, Request, SessionKey, MAX_PRESENCE_MEMBERS};
+use hermod_core::bus::{
+    Delivery, Event, Kick, Presence, Request, SessionKey, MAX_PRESENCE_MEMBERS,
+};
 use hermod_core::ids::{Cid, MsgId, Name};
 use hermod_core::link::MAX_HISTORY_FRAMES;
 
@@ -77,24 +79,7 @@ impl<E: Engine> Broker<E> {
                 limit,
             } => out.push(self.presence(session, cid, room, limit)),
             Request::Online { session, cid, user } => out.push(self.online(session, cid, &user)),
-            Request::Kick {
-                session,
-                cid,
-                user,
-                device,
-                reason,
-                ban_secs,
-            } => {
-                let kick = Kick {
-                    session,
-                    cid,
-                    user,
-                    device,
-                    reason,
-                    ban_secs,
-                };
-                self.kick(kick, now_ms, out);
-            }
+            Request::Kick { session, kick } => self.kick(session, *kick, now_ms, out),
             _ => {}
         }
     }
@@ -105,11 +90,11 @@ impl<E: Engine> Broker<E> {
         session: SessionKey,
         cid: Cid,
         room: Name,
-        limit: u32,
+        limit: u16,
     ) -> Delivery {
         let members = self.room_subs.get(&room);
         let count = members.map_or(0, |m| m.len() as u64);
-        let limit = limit.min(MAX_PRESENCE_MEMBERS) as usize;
+        let limit = usize::from(limit.min(MAX_PRESENCE_MEMBERS));
         let mut seen = HashSet::new();
         let listed = members
             .into_iter()
@@ -119,12 +104,12 @@ impl<E: Engine> Broker<E> {
             .filter(|pair| seen.insert(pair.clone()))
             .take(limit)
             .collect();
-        let event = Event::Presence {
+        let event = Event::Presence(Box::new(Presence {
             cid,
             room,
             count,
             members: listed,
-        };
+        }));
         Delivery { session, event }
     }
 
@@ -149,7 +134,13 @@ impl<E: Engine> Broker<E> {
 
     /// `Kick`: every session of `user` (of `device`, when given) is told to close; with a ban,
     /// the user's next attaches are refused the same way until it ends.
-    pub(super) fn kick(&mut self, kick: Kick, now_ms: u64, out: &mut Vec<Delivery>) {
+    pub(super) fn kick(
+        &mut self,
+        session: SessionKey,
+        kick: Kick,
+        now_ms: u64,
+        out: &mut Vec<Delivery>,
+    ) {
         let targets: Vec<SessionKey> = self
             .inbox_subs
             .get(&kick.user)
@@ -182,10 +173,7 @@ impl<E: Engine> Broker<E> {
             cid: kick.cid,
             count: targets.len() as u64,
         };
-        out.push(Delivery {
-            session: kick.session,
-            event,
-        });
+        out.push(Delivery { session, event });
     }
 
     /// `History`: one page of the room's history after `since` (without it, from the oldest
@@ -197,10 +185,10 @@ impl<E: Engine> Broker<E> {
         cid: Cid,
         room: Name,
         since: Option<MsgId>,
-        limit: u32,
+        limit: u16,
         now_ms: u64,
     ) {
-        let max = usize::try_from(limit).unwrap_or(MAX_HISTORY_FRAMES);
+        let max = usize::from(limit);
         let page = Page {
             max_messages: max.clamp(1, MAX_HISTORY_FRAMES),
             max_bytes: MAX_HISTORY_BYTES,
@@ -243,15 +231,4 @@ impl<E: Engine> Broker<E> {
         };
         out.push(Delivery { session, event });
     }
-}
-
-/// A `Kick` request's fields.
-#[derive(Debug)]
-pub struct Kick {
-    pub session: SessionKey,
-    pub cid: Cid,
-    pub user: Name,
-    pub device: Option<Name>,
-    pub reason: String,
-    pub ban_secs: u32,
 }

@@ -75,12 +75,13 @@ pub fn encode_event(session: SessionKey, event: &Event, out: &mut BytesMut) {
             items.extend(frames.iter().take(MAX_HISTORY_FRAMES).map(|f| &f[..]));
             return put_push(out, &items);
         }
-        Event::Presence {
-            cid,
-            room,
-            count,
-            members,
-        } => {
+        Event::Presence(presence) => {
+            let crate::bus::Presence {
+                cid,
+                room,
+                count,
+                members,
+            } = &**presence;
             let count = count.to_string();
             let mut items: Vec<&[u8]> = vec![
                 b"ev",
@@ -211,7 +212,7 @@ fn decode_event(rest: &[Bytes]) -> Result<LinkPush, LinkError> {
         (b"presence", [cid, room, count, members @ ..])
             if members.len() % 2 == 0 && members.len() <= 2 * MAX_LISTED =>
         {
-            Event::Presence {
+            Event::Presence(Box::new(crate::bus::Presence {
                 cid: cid_arg(cid)?,
                 room: name_arg("room", room)?,
                 count: super::parse_decimal(count)
@@ -220,7 +221,7 @@ fn decode_event(rest: &[Bytes]) -> Result<LinkPush, LinkError> {
                     .chunks(2)
                     .map(|p| Ok((name_arg("user", &p[0])?, name_arg("device", &p[1])?)))
                     .collect::<Result<_, LinkError>>()?,
-            }
+            }))
         }
         (b"online", [cid, devices @ ..]) if devices.len() <= MAX_LISTED => Event::Online {
             cid: cid_arg(cid)?,

@@ -106,14 +106,14 @@ pub fn encode_request(request: &Request, out: &mut BytesMut) {
                 user.as_str().as_bytes(),
             ],
         ),
-        Request::Kick {
-            cid,
-            user,
-            device,
-            reason,
-            ban_secs,
-            ..
-        } => {
+        Request::Kick { kick, .. } => {
+            let crate::bus::Kick {
+                cid,
+                user,
+                device,
+                reason,
+                ban_secs,
+            } = &**kick;
             let ban = ban_secs.to_string();
             let device = device
                 .as_ref()
@@ -135,9 +135,9 @@ pub fn encode_request(request: &Request, out: &mut BytesMut) {
 /// The device argument of a `KICK` of every device (`*` is no valid device name).
 const ANY_DEVICE: &[u8] = b"*";
 
-fn number(what: &'static str, b: &[u8]) -> Result<u32, LinkError> {
+fn number<T: TryFrom<u64>>(what: &'static str, b: &[u8]) -> Result<T, LinkError> {
     super::parse_decimal(b)
-        .and_then(|n| u32::try_from(n).ok())
+        .and_then(|n| T::try_from(n).ok())
         .ok_or_else(|| LinkError::invalid(what, "not an integer"))
 }
 
@@ -321,8 +321,7 @@ fn request(upper: &[u8], name: &[u8], rest: &[Bytes]) -> Result<Request, LinkErr
             if reason.len() > crate::bus::MAX_KICK_REASON {
                 return Err(LinkError::invalid("reason", "too long"));
             }
-            Request::Kick {
-                session: sid(&rest[0])?,
+            let kick = crate::bus::Kick {
                 cid: cid_arg(&rest[1])?,
                 user: name_arg("user", &rest[2])?,
                 device: match &rest[3][..] {
@@ -330,7 +329,11 @@ fn request(upper: &[u8], name: &[u8], rest: &[Bytes]) -> Result<Request, LinkErr
                     device => Some(name_arg("device", device)?),
                 },
                 reason: reason.to_owned(),
-                ban_secs: number("ban", &rest[5])?.min(crate::bus::MAX_BAN_SECS),
+                ban_secs: number::<u32>("ban", &rest[5])?.min(crate::bus::MAX_BAN_SECS),
+            };
+            Request::Kick {
+                session: sid(&rest[0])?,
+                kick: Box::new(kick),
             }
         }
         _ => return Err(LinkError::UnknownCommand(shown(name))),

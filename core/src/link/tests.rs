@@ -307,7 +307,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
             arb_cid(),
             arb_name(),
             proptest::option::of(arb_id()),
-            any::<u32>()
+            any::<u16>()
         )
             .prop_map(|(session, cid, room, since, limit)| Request::History {
                 session,

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use hermod_core::bus::{Delivery, Event, Request, SessionKey};
+use hermod_core::bus::{Delivery, Event, Kick, Presence, Request, SessionKey};
 use hermod_core::ids::{Cid, Name};
 
 use super::calls::{broker_error, Flight, Write};
@@ -186,13 +186,16 @@ impl Dispatcher {
                 reason,
                 ban_secs,
             } => {
-                let request = Request::Kick {
-                    session,
+                let kick = Kick {
                     cid: cid.clone(),
                     user,
                     device,
                     reason,
                     ban_secs,
+                };
+                let request = Request::Kick {
+                    session,
+                    kick: Box::new(kick),
                 };
                 (request, None)
             }
@@ -309,12 +312,13 @@ impl Dispatcher {
             } => self.answer(slot, cid, done, |_| {
                 history_answer(&frames, recovered, more)
             }),
-            Event::Presence {
-                cid,
-                room,
-                count,
-                members,
-            } => self.answer(slot, cid, done, |_| {
+            Event::Presence(p) => self.answer(slot, p.cid.clone(), done, |_| {
+                let Presence {
+                    room,
+                    count,
+                    members,
+                    ..
+                } = &*p;
                 let members: Vec<serde_json::Value> = members
                     .iter()
                     .map(|(u, d)| serde_json::json!({"user": u.as_str(), "device": d.as_str()}))

@@ -16,7 +16,7 @@ pub enum Query {
     /// `GET /api/history`: a page of a room's history.
     History(HistoryQuery),
     /// `GET /api/presence?room=R&limit=N`: who is in a room (`limit` 0: the count only).
-    Presence { room: Name, limit: u32 },
+    Presence { room: Name, limit: u16 },
     /// `GET /api/online?user=U`: the user's devices online.
     Online { user: Name },
     /// `POST /api/disconnect`: close a user's sessions, optionally refusing new ones a while.
@@ -40,20 +40,20 @@ impl Query {
 }
 
 /// Members a presence call lists without `limit`.
-pub const DEFAULT_PRESENCE_LIMIT: u32 = 100;
+pub const DEFAULT_PRESENCE_LIMIT: u16 = 100;
 /// The reason a disconnected client is told when the call gives none.
 pub const DEFAULT_DISCONNECT_REASON: &str = "disconnected by the server";
 
 /// Most messages one history call answers, and how many without `limit`.
-pub const MAX_HISTORY_LIMIT: u32 = hermod_core::link::MAX_HISTORY_FRAMES as u32;
-pub const DEFAULT_HISTORY_LIMIT: u32 = 100;
+pub const MAX_HISTORY_LIMIT: u16 = hermod_core::link::MAX_HISTORY_FRAMES as u16;
+pub const DEFAULT_HISTORY_LIMIT: u16 = 100;
 
 /// `GET /api/history?room=R&since=ID&limit=N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQuery {
     pub room: Name,
     pub since: Option<MsgId>,
-    pub limit: u32,
+    pub limit: u16,
 }
 
 /// The decoded `key=value` pairs of a query string; a key outside `known` is refused.

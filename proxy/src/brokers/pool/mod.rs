@@ -314,7 +314,7 @@ impl BrokerPool {
     }
 
     /// A room's presence: asked of every connected link through its probe, answered merged.
-    fn gather_presence(&mut self, session: SessionKey, cid: Cid, room: Name, limit: u32) {
+    fn gather_presence(&mut self, session: SessionKey, cid: Cid, room: Name, limit: u16) {
         if !self.sessions.contains_key(&session) {
             return;
         }
@@ -375,14 +375,9 @@ impl BrokerPool {
     /// link is not that broker's business: the push is dropped (and counted).
     pub fn on_event(&mut self, link: LinkId, key: SessionKey, event: Event) {
         if key.worker == PROBE_WORKER {
-            if let Event::Presence {
-                cid,
-                count,
-                members,
-                ..
-            } = event
-            {
-                if let Some((session, merged)) = self.gathers.answer(link, &cid, count, members) {
+            if let Event::Presence(p) = event {
+                let merged = self.gathers.answer(link, &p.cid, p.count, p.members);
+                if let Some((session, merged)) = merged {
                     self.deliver(session, merged);
                 }
             }

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use hermod_core::bus::{Event, Request, SessionKey};
+use hermod_core::bus::{Event, Presence, Request, SessionKey};
 use hermod_core::ids::{Cid, Name};
 
 use super::super::rehome::LinkId;
@@ -53,12 +53,12 @@ struct Gather {
 impl Gather {
     fn answer(self) -> (SessionKey, Event) {
         let (session, cid) = self.asker;
-        let event = Event::Presence {
+        let event = Event::Presence(Box::new(Presence {
             cid,
             room: self.room,
             count: self.count,
             members: self.members,
-        };
+        }));
         (session, event)
     }
 }
@@ -77,7 +77,7 @@ impl Gathers {
         &mut self,
         asker: (SessionKey, Cid),
         room: Name,
-        limit: u32,
+        limit: u16,
         links: Vec<LinkId>,
     ) -> Vec<(LinkId, Request)> {
         if links.is_empty() {
@@ -104,7 +104,7 @@ impl Gathers {
             count: 0,
             members: Vec::new(),
             listed: HashSet::new(),
-            limit: limit as usize,
+            limit: usize::from(limit),
         };
         self.open.insert(cid, gather);
         commands
@@ -208,12 +208,13 @@ mod tests {
         let (session, event) = g.answer(LinkId(1), &cid, 3, b).expect("complete");
         assert_eq!(session, asker().0);
         match event {
-            Event::Presence {
-                cid,
-                count,
-                members,
-                room,
-            } => {
+            Event::Presence(p) => {
+                let Presence {
+                    cid,
+                    count,
+                    members,
+                    room,
+                } = *p;
                 assert_eq!((cid.as_str(), room.as_str(), count), ("c1", "hall", 4));
                 assert_eq!(
                     members,
@@ -233,7 +234,7 @@ mod tests {
         assert!(g.answer(LinkId(1), &cid, 2, Vec::new()).is_none());
         let done = g.link_gone(LinkId(0));
         assert_eq!(done.len(), 1);
-        assert!(matches!(done[0].1, Event::Presence { count: 2, .. }));
+        assert!(matches!(&done[0].1, Event::Presence(p) if p.count == 2));
         assert!(g.start(asker(), n("hall"), 10, Vec::new()).is_empty());
     }
 }

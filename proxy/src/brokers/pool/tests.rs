@@ -91,19 +91,19 @@ fn room_presence_is_asked_of_every_link_through_its_probe_and_merged() {
     for (link, session, gather) in asked {
         assert_eq!(session.worker, PROBE_WORKER);
         let member = if link == a { "x" } else { "y" };
-        let event = Event::Presence {
+        let event = Event::Presence(Box::new(hermod_core::bus::Presence {
             cid: gather,
             room: n("hall"),
             count: 1,
             members: vec![(n(member), n("d"))],
-        };
+        }));
         hub.on_event(link, session, event);
     }
     let (_, delivered) = drain(&mut hub);
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].0, key(1));
     assert!(
-        matches!(&delivered[0].1, Event::Presence { cid: c, count: 2, members, .. } if *c == cid && members.len() == 2),
+        matches!(&delivered[0].1, Event::Presence(p) if p.cid == cid && p.count == 2 && p.members.len() == 2),
         "{delivered:?}"
     );
     let _ = b;

@@ -40,7 +40,7 @@ use crate::webhooks::{EventKind, HookEvent, HookPort, Published, What};
 /// `rate_limited`. Bounds the in-flight list a peer controls.
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Most members a client's `presence` answer lists (its `count` counts them all).
-pub const CLIENT_PRESENCE_LIMIT: u32 = 100;
+pub const CLIENT_PRESENCE_LIMIT: u16 = 100;
 
 /// Where a session's requests to the broker go: the worker's bounded channel to the broker.
 pub trait RequestPort {
@@ -330,12 +330,7 @@ impl ClientProtocol {
                 self.replay_paused = true;
                 return Next::Continue;
             }
-            Event::Presence {
-                room,
-                count,
-                members,
-                ..
-            } => protocol::encode_presence(&room, count, &members).into(),
+            Event::Presence(p) => protocol::encode_presence(&p.room, p.count, &p.members).into(),
             Event::Kicked { reason } => {
                 push(
                     out,
