@@ -4,7 +4,7 @@
 #
 #   For each proxy --workers count and each publish rate, a fresh
 #   `hermod-proxy --workers W --auth none --api-listen ...`; MEMBERS (1,000) WebSocket clients
-#   (`/ws?user=mN`) joined to room `bench`, held by RECEIVERS Python processes
+#   (`/ws?user=mKxN`) joined to room `bench`, held by RECEIVERS (2) Python processes
 #   (benches/api_latency.py recv: raw sockets, one epoll loop each, every read stamped with
 #   CLOCK_MONOTONIC when it returns); one Python publisher (benches/api_latency.py pub) on one
 #   kept-alive HTTP/1.1 connection, open loop: publish i is due at START + i / RATE, sent at its
@@ -22,7 +22,7 @@
 #
 #   benches/api-latency.sh [--no-build] [--quick] [--repeats 3] [--duration 10]
 #                          [--rates 10,50,100] [--workers-list 1,2] [--members 1000]
-#                          [--receivers 1] [--drain 5] [--proxy PATH] [--out DIR]
+#                          [--receivers 2] [--drain 5] [--proxy PATH] [--out DIR]
 #
 # --quick: 3-second runs instead of 10. Each point (workers, rate) runs --repeats times (the
 # order of the points rotates from repeat to repeat), each with a fresh proxy; the summary gives
@@ -37,7 +37,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-build=1 repeats=3 duration=10 rates=10,50,100 workers_list=1,2 members=1000 receivers=1 drain=5
+build=1 repeats=3 duration=10 rates=10,50,100 workers_list=1,2 members=1000 receivers=2 drain=5
 proxy=target/release/hermod-proxy out=target/bench/api-latency
 args_typed="$*"
 while [ $# -gt 0 ]; do
@@ -53,7 +53,7 @@ while [ $# -gt 0 ]; do
         --drain) drain=$2; shift ;;
         --proxy) proxy=$2; shift ;;
         --out) out=$2; shift ;;
-        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "api-latency.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift

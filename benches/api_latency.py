@@ -10,13 +10,14 @@ machine, so the publisher and the receivers need not share a process):
       epoll loop (no sleeping between passes: every read is stamped when it returns). Every
       `"due":D,"seq":S}` it finds in what a socket read is one delivery, its latency the read's
       time minus D (the publish's due time). Stops once EXPECTED_MSGS x MEMBERS deliveries
-      arrived, every connection is closed, END_NS passed, or SIGTERM came. Writes OUT (JSON: counts, its own
-      CPU) and OUT.lat (the latencies, ns, int64 native).
+      arrived, every connection is closed, END_NS passed, or SIGTERM came. Writes OUT (JSON:
+      counts, its own CPU, each publish's first and last receipt) and OUT.lat (the latencies,
+      ns, int64 native).
   pub API_ADDR KEY ROOM RATE COUNT START_NS OUT
       Open loop: publish i is due at START_NS + i / RATE; sent at its due time (or at once when
       behind: one keep-alive connection, one call at a time), `data` = {"due":NS,"seq":i}.
       Records each answer's latency from the send and from the due time. Writes OUT (JSON).
-  report OUT_PREFIX RECV_FILES...
+  report OUT RECV_FILES...
       Merges the receivers' latencies: exact percentiles from the sorted list of every sample.
 """
 import array, base64, http.client, json, os, re, selectors, signal, socket, sys, time
