@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::{parse_head, respond, too_large, AdminState, Head, Response, MAX_HEAD};
-use crate::reactor::listener::{is_fd_exhaustion, AcceptOutcome, Acceptor};
+use crate::reactor::listener::Acceptor;
 use crate::reactor::{interrupted, would_block};
 
 /// Admin connections open at once. A full table closes the connection nearest its deadline to
@@ -23,8 +23,6 @@ use crate::reactor::{interrupted, would_block};
 pub const MAX_CONNECTIONS: usize = 256;
 /// Connections accepted per readiness event before the loop serves the others.
 const ACCEPT_BUDGET: usize = 64;
-/// Pause after running out of file descriptors with no spare to shed with.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The answer of a connection shed for want of file descriptors.
 const SHED_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; \
@@ -134,21 +132,15 @@ impl AdminLoop {
     }
 
     fn accept(&mut self, now: Instant) {
-        for _ in 0..ACCEPT_BUDGET {
-            match self.acceptor.accept(&self.listener) {
-                AcceptOutcome::Accepted(stream, _) => self.admit(stream, now),
-                AcceptOutcome::WouldBlock => return,
-                AcceptOutcome::Shed => {}
-                AcceptOutcome::Error(e) if is_fd_exhaustion(&e) => {
-                    tracing::warn!("admin: out of file descriptors; pausing accepts");
-                    self.accept_again = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
-                AcceptOutcome::Error(e) => tracing::debug!(error = %e, "admin accept"),
-            }
+        let burst = self
+            .acceptor
+            .accept_burst(&self.listener, ACCEPT_BUDGET, "admin");
+        if let Some(at) = burst.end.again(now) {
+            self.accept_again = Some(at);
         }
-        // More may be pending and no new edge will announce them.
-        self.accept_again = Some(now);
+        for (stream, _) in burst.accepted {
+            self.admit(stream, now);
+        }
     }
 
     fn admit(&mut self, mut stream: TcpStream, now: Instant) {

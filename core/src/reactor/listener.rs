@@ -58,6 +58,43 @@ pub enum AcceptOutcome {
     Error(io::Error),
 }
 
+/// Pause before accepting again after running out of fds with no spare to shed with.
+pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What one [`Acceptor::accept_burst`] produced.
+#[derive(Debug)]
+pub struct Burst {
+    /// The new connections (nonblocking, TCP_NODELAY set), to register.
+    pub accepted: Vec<(mio::net::TcpStream, SocketAddr)>,
+    /// Connections shed for want of fds (answered and closed): count them.
+    pub shed: usize,
+    /// Why it stopped.
+    pub end: BurstEnd,
+}
+
+/// Why a burst of accepts stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BurstEnd {
+    /// The backlog is empty: wait for the listener's next readiness event.
+    Drained,
+    /// The budget ran out (sheds and failed accepts use it up too): more may be pending and no
+    /// new edge will announce them.
+    BudgetSpent,
+    /// Out of fds with no spare to shed with: pause rather than spin.
+    OutOfFds,
+}
+
+impl BurstEnd {
+    /// When the loop must accept again without a readiness event, if it must.
+    pub fn again(self, now: std::time::Instant) -> Option<std::time::Instant> {
+        match self {
+            BurstEnd::Drained => None,
+            BurstEnd::BudgetSpent => Some(now),
+            BurstEnd::OutOfFds => Some(now + ACCEPT_BACKOFF),
+        }
+    }
+}
+
 /// Whether an error means the process (EMFILE) or the system (ENFILE) is out of fds.
 pub fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
@@ -111,6 +148,39 @@ impl Acceptor {
                 Err(e) => AcceptOutcome::Error(e),
             };
         }
+    }
+
+    /// Accepts up to `budget` connections from `listener` (see [`Burst`]), so that a flood of
+    /// connects cannot starve the loop's other events. Failed accepts are logged (`what` names
+    /// the listener) and skipped.
+    pub fn accept_burst(
+        &mut self,
+        listener: &mio::net::TcpListener,
+        budget: usize,
+        what: &str,
+    ) -> Burst {
+        let mut burst = Burst {
+            accepted: Vec::new(),
+            shed: 0,
+            end: BurstEnd::BudgetSpent,
+        };
+        for _ in 0..budget {
+            match self.accept(listener) {
+                AcceptOutcome::Accepted(stream, addr) => burst.accepted.push((stream, addr)),
+                AcceptOutcome::WouldBlock => {
+                    burst.end = BurstEnd::Drained;
+                    break;
+                }
+                AcceptOutcome::Shed => burst.shed += 1,
+                AcceptOutcome::Error(e) if is_fd_exhaustion(&e) => {
+                    tracing::warn!(listener = what, "out of file descriptors; pausing accepts");
+                    burst.end = BurstEnd::OutOfFds;
+                    break;
+                }
+                AcceptOutcome::Error(e) => tracing::debug!(listener = what, error = %e, "accept"),
+            }
+        }
+        burst
     }
 
     /// Frees the spare fd, accepts and drops one pending connection, and reopens the spare.
@@ -227,6 +297,27 @@ mod tests {
     /// Set in the child process that runs the fd-exhaustion scenario under a low `ulimit -n`.
     const CHILD_ENV: &str = "HERMOD_TEST_EMFILE_CHILD";
     /// This test's path inside the unit-test binary, for the child's `--exact` filter.
+    #[test]
+    fn a_burst_stops_at_its_budget_and_says_whether_to_come_back() {
+        let listener = bind_listener(loopback_any_port(), false, 16).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut acceptor = Acceptor::new().expect("acceptor");
+        let _clients: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let now = std::time::Instant::now();
+        let first = acceptor.accept_burst(&listener, 2, "test");
+        assert_eq!(
+            (first.accepted.len(), first.end),
+            (2, BurstEnd::BudgetSpent)
+        );
+        assert_eq!(first.end.again(now), Some(now));
+        let second = acceptor.accept_burst(&listener, 2, "test");
+        assert_eq!((second.accepted.len(), second.end), (1, BurstEnd::Drained));
+        assert_eq!(second.end.again(now), None);
+        assert_eq!(BurstEnd::OutOfFds.again(now), Some(now + ACCEPT_BACKOFF));
+    }
+
     const SELF_NAME: &str = "reactor::listener::tests::sheds_when_out_of_fds";
 
     /// Runs itself again in a child process with a low fd limit (so the limit touches no other test),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hermod_core::bus::Request;
 use hermod_core::ids::Cid;
-use hermod_core::reactor::listener::{is_fd_exhaustion, AcceptOutcome, Acceptor};
+use hermod_core::reactor::listener::Acceptor;
 use hermod_core::reactor::mailbox::MailboxSender;
 use hermod_core::reactor::{interrupted, would_block};
 use mio::net::TcpStream;
@@ -40,7 +40,6 @@ const BODY_MARGIN: usize = 256 * 1024;
 /// Broker answers handled per wake.
 const DRAIN_BUDGET: usize = 4096;
 const ACCEPT_BUDGET: usize = 64;
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The answer of a connection shed for want of file descriptors.
 const SHED_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
@@ -176,20 +175,15 @@ impl ApiLoop {
     }
 
     fn accept(&mut self, now: Instant) {
-        for _ in 0..ACCEPT_BUDGET {
-            match self.acceptor.accept(&self.listener) {
-                AcceptOutcome::Accepted(stream, _) => self.admit(stream, now),
-                AcceptOutcome::WouldBlock => return,
-                AcceptOutcome::Shed => {}
-                AcceptOutcome::Error(e) if is_fd_exhaustion(&e) => {
-                    tracing::warn!("API: out of file descriptors; pausing accepts");
-                    self.accept_again = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
-                AcceptOutcome::Error(e) => tracing::debug!(error = %e, "API accept"),
-            }
+        let burst = self
+            .acceptor
+            .accept_burst(&self.listener, ACCEPT_BUDGET, "api");
+        if let Some(at) = burst.end.again(now) {
+            self.accept_again = Some(at);
         }
-        self.accept_again = Some(now);
+        for (stream, _) in burst.accepted {
+            self.admit(stream, now);
+        }
     }
 
     fn admit(&mut self, mut stream: TcpStream, now: Instant) {

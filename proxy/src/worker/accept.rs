@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use crate::ws::handshake::Endpoint;
 use hermod_core::bus::Request;
 use hermod_core::reactor::admission::AddressRefusal;
-use hermod_core::reactor::listener::{is_fd_exhaustion, AcceptOutcome};
 use hermod_core::reactor::slots::Key;
 use hermod_core::reactor::{interrupted, would_block};
 use mio::net::TcpStream;
@@ -35,7 +34,7 @@ use parking_lot::Mutex;
 use tungstenite::handshake::server::ServerHandshake;
 
 use super::slot::{Conn, Refusing, Routing, Slot};
-use super::{WorkerLoop, ACCEPT_BACKOFF, ACCEPT_BUDGET};
+use super::{WorkerLoop, ACCEPT_BUDGET};
 use crate::metrics::{Refused, Rejected};
 use crate::settings::Settings;
 use crate::tunnel::http::{classify, Head, Peer, MAX_HEAD};
@@ -67,34 +66,16 @@ impl WorkerLoop {
         let Some(listener) = &self.listener else {
             return;
         };
-        let mut accepted = Vec::new();
-        // Sheds and per-connection errors use up the budget too: whenever it runs out (not only
-        // when it was all accepts), more may be pending and no new edge will come for them.
-        let mut budget_spent = true;
-        for _ in 0..ACCEPT_BUDGET {
-            match self.acceptor.accept(listener) {
-                AcceptOutcome::Accepted(stream, addr) => accepted.push((stream, addr.ip())),
-                AcceptOutcome::WouldBlock => {
-                    budget_spent = false;
-                    break;
-                }
-                AcceptOutcome::Shed => {
-                    self.cx.metrics.connections_refused.fetch_add(1, Relaxed);
-                }
-                AcceptOutcome::Error(e) if is_fd_exhaustion(&e) => {
-                    tracing::warn!("out of file descriptors; pausing accepts");
-                    self.accept_again = Some(now + ACCEPT_BACKOFF);
-                    budget_spent = false;
-                    break;
-                }
-                AcceptOutcome::Error(e) => tracing::debug!("accept: {e}"),
-            }
+        let burst = self
+            .acceptor
+            .accept_burst(listener, ACCEPT_BUDGET, "client");
+        let shed = u64::try_from(burst.shed).unwrap_or(u64::MAX);
+        self.cx.metrics.connections_refused.fetch_add(shed, Relaxed);
+        if let Some(at) = burst.end.again(now) {
+            self.accept_again = Some(at);
         }
-        if budget_spent {
-            self.accept_again = Some(now);
-        }
-        for (stream, ip) in accepted {
-            self.admit(stream, ip, now);
+        for (stream, addr) in burst.accepted {
+            self.admit(stream, addr.ip(), now);
         }
     }
 

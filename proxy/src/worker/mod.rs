@@ -90,8 +90,6 @@ const MAILBOX_BUDGET: usize = 4096;
 const ACCEPT_BUDGET: usize = 256;
 /// How long a closing session may take to drain its close frame and see the peer's EOF.
 const CLOSE_LINGER: Duration = Duration::from_secs(30);
-/// Pause before accepting again when the process is out of fds.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Pause before retrying Attach/Detach when the broker channel is full.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 /// Longest poll sleep (the stop flag is also checked then).
