@@ -153,6 +153,7 @@ impl Acceptor {
     /// Accepts up to `budget` connections from `listener` (see [`Burst`]), so that a flood of
     /// connects cannot starve the loop's other events. Failed accepts are logged (`what` names
     /// the listener) and skipped.
+    #[cfg_attr(not(feature = "server"), allow(unused_variables))]
     pub fn accept_burst(
         &mut self,
         listener: &mio::net::TcpListener,
@@ -173,11 +174,16 @@ impl Acceptor {
                 }
                 AcceptOutcome::Shed => burst.shed += 1,
                 AcceptOutcome::Error(e) if is_fd_exhaustion(&e) => {
+                    // Logging is part of the server feature (the fuzz builds go without).
+                    #[cfg(feature = "server")]
                     tracing::warn!(listener = what, "out of file descriptors; pausing accepts");
                     burst.end = BurstEnd::OutOfFds;
                     break;
                 }
-                AcceptOutcome::Error(e) => tracing::debug!(listener = what, error = %e, "accept"),
+                AcceptOutcome::Error(_e) => {
+                    #[cfg(feature = "server")]
+                    tracing::debug!(listener = what, error = %_e, "accept");
+                }
             }
         }
         burst
