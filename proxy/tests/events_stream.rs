@@ -261,6 +261,10 @@ fn a_failing_stream_drops_and_counts_while_messages_flow_then_recovers() {
     assert_eq!(metric(&proxy, "hermod_events_stream_appended_total"), 0.0);
     let queued = metric(&proxy, "hermod_events_stream_queue_events");
     assert!((1.0..=104.0).contains(&queued), "queued {queued}");
+    // The log line reaches the kept log a moment after the counters move.
+    while !proxy.log().contains("WRONGTYPE") && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     assert!(proxy.log().contains("WRONGTYPE"), "{}", proxy.log());
 
     // Fixed: what was held is appended at the next retry (the backoff is at most 30 s).
