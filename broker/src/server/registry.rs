@@ -98,27 +98,14 @@ impl Heartbeat {
         let mut leave_deadline: Option<Instant> = None;
         self.client.on_tick(poll.registry(), Instant::now());
         loop {
-            let now = Instant::now();
-            let mut until = leave_deadline.unwrap_or(next_beat);
-            if let Some(d) = self.client.next_deadline() {
-                until = until.min(d);
-            }
-            let timeout = until
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
+            let until = leave_deadline.unwrap_or(next_beat);
+            let now = match self.client.turn(&mut poll, &mut events, until) {
+                Ok(now) => now,
+                Err(e) => {
                     tracing::error!(error = %e, "registry poll failed");
                     return;
                 }
-            }
-            let now = Instant::now();
-            for event in events.iter() {
-                if self.client.owns(event.token()) {
-                    self.client.on_event(poll.registry(), event, now);
-                }
-            }
-            self.client.on_tick(poll.registry(), now);
+            };
             if self.take_events() {
                 return; // the ZREM was answered
             }

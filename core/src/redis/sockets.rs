@@ -324,6 +324,36 @@ impl RedisClient {
         self.sockets.run(&mut self.core, registry, now);
     }
 
+    /// One turn of a loop that runs only this client (and its own timers): waits for I/O until
+    /// `until` or the client's next deadline (at least 1 ms), handles the client's events,
+    /// ticks, and returns the time after. An interrupted poll is an empty turn; any other
+    /// poll error ends the loop.
+    pub fn turn(
+        &mut self,
+        poll: &mut mio::Poll,
+        events: &mut mio::Events,
+        until: Instant,
+    ) -> io::Result<Instant> {
+        let now = Instant::now();
+        let until = self.next_deadline().map_or(until, |d| until.min(d));
+        let timeout = until
+            .saturating_duration_since(now)
+            .max(std::time::Duration::from_millis(1));
+        if let Err(e) = poll.poll(events, Some(timeout)) {
+            if !interrupted(&e) {
+                return Err(e);
+            }
+        }
+        let now = Instant::now();
+        for event in events.iter() {
+            if self.owns(event.token()) {
+                self.on_event(poll.registry(), event, now);
+            }
+        }
+        self.on_tick(poll.registry(), now);
+        Ok(now)
+    }
+
     /// Writes what each connection has queued: one `write()` per connection.
     pub fn flush(&mut self, registry: &Registry) {
         self.core.flush();

@@ -65,28 +65,16 @@ impl StreamLoop {
         loop {
             let now = Instant::now();
             let mut until = now + LOOK_EVERY;
-            if let Some(d) = self.client.next_deadline() {
-                until = until.min(d);
-            }
             if let Step::Wait(due) = self.appender.poll(now) {
                 until = until.min(due);
             }
-            let timeout = until
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
+            let now = match self.client.turn(&mut poll, &mut events, until) {
+                Ok(now) => now,
+                Err(e) => {
                     tracing::error!(error = %e, "events stream poll failed; no more events appended");
                     return;
                 }
-            }
-            let now = Instant::now();
-            for event in events.iter() {
-                if self.client.owns(event.token()) {
-                    self.client.on_event(poll.registry(), event, now);
-                }
-            }
-            self.client.on_tick(poll.registry(), now);
+            };
             self.take_replies(now);
             if self.appender.poll(now) == Step::Take && !self.take(now) {
                 return;
